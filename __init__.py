@@ -1,0 +1,2 @@
+"""modelog: event-sourced ML model management."""
+__version__ = "0.1.0"

@@ -1,0 +1,188 @@
+"""One settings object for every modelog component (12-factor).
+
+Values come from, in order of precedence: explicit keyword arguments (CLI
+flags end up here), ``MODELOG_*`` environment variables, then defaults.
+
+==============================  ==========================================
+Environment variable            Meaning
+==============================  ==========================================
+``MODELOG_BROKER``              Kafka bootstrap servers, ``host:port[,...]``.
+                                Unset: the embedded broker started by
+                                ``modelog up``/``modelog broker`` (found via
+                                ``$MODELOG_DATA_DIR/broker.json``), else
+                                ``127.0.0.1:9092``.
+``MODELOG_DATA_DIR``            Where DuckDB, artifacts and runtime files
+                                live (default ``./.modelog``).
+``MODELOG_TOPIC_PREFIX``        Prefix of every topic (default ``modelog.``).
+``MODELOG_PARTITIONS``          Partitions for new topics (default 4).
+``MODELOG_REPLICATION``         Replication factor for new topics (default 1).
+``MODELOG_SECURITY_PROTOCOL``   ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``,
+                                ``SASL_SSL``.
+``MODELOG_SASL_MECHANISM``      ``PLAIN``, ``SCRAM-SHA-256``, ...
+``MODELOG_SASL_USERNAME``       SASL user.
+``MODELOG_SASL_PASSWORD``       SASL password.
+``MODELOG_SSL_CAFILE``          CA bundle for TLS.
+``MODELOG_SSL_CERTFILE``        Client certificate for mutual TLS.
+``MODELOG_SSL_KEYFILE``         Client key for mutual TLS.
+``MODELOG_PRODUCER_NAME``       Identity recorded on every event produced
+                                (default ``<program>@<host>``).
+==============================  ==========================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from modelog.errors import ConfigurationError
+
+__all__ = ["Settings"]
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+DEFAULT_BROKER = "127.0.0.1:9092"
+BROKER_RUNTIME_FILE = "broker.json"
+
+
+def _default_producer_name() -> str:
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return f"{program}@{socket.gethostname()}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Configuration shared by the SDK, the workers, the projector and the dashboard.
+
+    Examples
+    --------
+    >>> s = Settings(broker="kafka-1:9092,kafka-2:9092", topic_prefix="acme.")
+    >>> s.bootstrap_servers
+    'kafka-1:9092,kafka-2:9092'
+    >>> s.kafka_config()["bootstrap.servers"]
+    'kafka-1:9092,kafka-2:9092'
+    """
+
+    broker: str | None = None
+    data_dir: Path = Path(".modelog")
+    topic_prefix: str = "modelog."
+    partitions: int = 4
+    replication: int = 1
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = dataclasses.field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    producer_name: str = dataclasses.field(default_factory=_default_producer_name)
+
+    def __post_init__(self) -> None:
+        if self.security_protocol.upper() not in _SECURITY_PROTOCOLS:
+            raise ConfigurationError(
+                f"security_protocol={self.security_protocol!r} is not one of "
+                f"{', '.join(_SECURITY_PROTOCOLS)}; set MODELOG_SECURITY_PROTOCOL accordingly."
+            )
+        if self.partitions < 1:
+            raise ConfigurationError(
+                f"partitions={self.partitions} must be at least 1 (MODELOG_PARTITIONS)."
+            )
+        if self.replication < 1:
+            raise ConfigurationError(
+                f"replication={self.replication} must be at least 1 (MODELOG_REPLICATION)."
+            )
+        if not self.topic_prefix or any(c in self.topic_prefix for c in " /\\:"):
+            raise ConfigurationError(
+                f"topic_prefix={self.topic_prefix!r} must be non-empty and may only use "
+                "letters, digits, '.', '_' and '-' (MODELOG_TOPIC_PREFIX)."
+            )
+
+    # -- construction ---------------------------------------------------
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``MODELOG_*`` variables, then apply non-``None`` overrides."""
+        e = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        mapping: dict[str, tuple[str, Any]] = {
+            "broker": ("MODELOG_BROKER", str),
+            "data_dir": ("MODELOG_DATA_DIR", Path),
+            "topic_prefix": ("MODELOG_TOPIC_PREFIX", str),
+            "partitions": ("MODELOG_PARTITIONS", int),
+            "replication": ("MODELOG_REPLICATION", int),
+            "security_protocol": ("MODELOG_SECURITY_PROTOCOL", str),
+            "sasl_mechanism": ("MODELOG_SASL_MECHANISM", str),
+            "sasl_username": ("MODELOG_SASL_USERNAME", str),
+            "sasl_password": ("MODELOG_SASL_PASSWORD", str),
+            "ssl_cafile": ("MODELOG_SSL_CAFILE", str),
+            "ssl_certfile": ("MODELOG_SSL_CERTFILE", str),
+            "ssl_keyfile": ("MODELOG_SSL_KEYFILE", str),
+            "producer_name": ("MODELOG_PRODUCER_NAME", str),
+        }
+        for attr, (var, conv) in mapping.items():
+            raw = e.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[attr] = conv(raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{var}={raw!r} is invalid: {exc}") from exc
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = Path(value) if key == "data_dir" else value
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    # -- derived values -------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker to use: explicit, else the embedded one on record, else the default."""
+        if self.broker:
+            return self.broker
+        runtime = self.data_dir / BROKER_RUNTIME_FILE
+        try:
+            info = json.loads(runtime.read_text())
+            return str(info["bootstrap_servers"])
+        except (OSError, ValueError, KeyError):
+            return DEFAULT_BROKER
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The DuckDB file the projector writes."""
+        return self.data_dir / "modelog.duckdb"
+
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka (confluent-kafka) client settings: servers plus security pass-through."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.upper(),
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = self.ssl_certfile
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = self.ssl_keyfile
+        return conf
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """aiokafka/Faust-style settings for the same security configuration."""
+        conf: dict[str, Any] = {"security_protocol": self.security_protocol.upper()}
+        if self.sasl_mechanism:
+            conf["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl_plain_password"] = self.sasl_password
+        return conf

@@ -1,0 +1,236 @@
+"""Explicit JSON (de)serialization of events, with upcasting on read.
+
+The wire format is one UTF-8 JSON object per Kafka record: the envelope fields
+(``type``, ``schema_version``, ``id``, ``time``, ``aggregate``, ``producer``)
+next to the payload fields. JSON Schemas for every type come from
+:func:`json_schemas`, so any Kafka client can produce valid events.
+
+Examples
+--------
+>>> import datetime as dt
+>>> from modelog.streams.events import LabelObserved
+>>> ev = LabelObserved(id="0190d7a6-0000-7000-8000-000000000000",
+...                    time=dt.datetime(2026, 3, 3, 14, 0, tzinfo=dt.timezone.utc),
+...                    aggregate="churn", prediction_id="p-1", model="churn", label=1)
+>>> raw = encode(ev)
+>>> raw[:40]
+b'{"type":"LabelObserved","id":"0190d7a6-0'
+>>> decode(raw) == ev
+True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from modelog.streams.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
+from modelog.streams.events import CATALOGUE, UPCASTERS, Event
+
+__all__ = ["decode", "encode", "json_schemas", "to_record", "upcast", "validate"]
+
+_encoder = msgspec.json.Encoder()
+
+
+class _Header(msgspec.Struct):
+    type: str
+    schema_version: int = 1
+
+
+_header_decoder = msgspec.json.Decoder(_Header)
+_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    name: msgspec.json.Decoder(cls) for name, cls in CATALOGUE.items()
+}
+_current: dict[str, int] = {name: cls.current_version() for name, cls in CATALOGUE.items()}
+
+
+def encode(event: Event) -> bytes:
+    """Serialize an event to its JSON wire form."""
+    return _encoder.encode(event)
+
+
+def upcast(record: dict[str, Any]) -> dict[str, Any]:
+    """Upgrade a decoded record, step by step, to its type's current schema version."""
+    name = record.get("type")
+    if not isinstance(name, str) or name not in _current:
+        raise UnknownEventTypeError(f"unknown event type {name!r}")
+    version = record.get("schema_version", 1)
+    target = _current[name]
+    if not isinstance(version, int) or version < 1:
+        raise EventDecodeError(f"{name}: schema_version {version!r} is not a positive integer")
+    if version > target:
+        raise EventDecodeError(
+            f"{name} schema_version {version} is newer than this modelog understands "
+            f"({target}); upgrade modelog on this consumer"
+        )
+    while version < target:
+        step = UPCASTERS.get((name, version))
+        if step is None:
+            raise EventDecodeError(f"{name}: no upcaster from schema_version {version}")
+        record = step(record)
+        version = record["schema_version"]
+    return record
+
+
+def decode(raw: bytes | memoryview | str) -> Event:
+    """Parse one wire record into its current event class, upcasting old versions.
+
+    Raises :class:`EventDecodeError` (never anything else) with a reason that
+    the dead-letter topic records.
+    """
+    try:
+        header = _header_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise EventDecodeError(f"not a modelog event: {exc}") from None
+    current = _current.get(header.type)
+    if current is None:
+        raise UnknownEventTypeError(f"unknown event type {header.type!r}")
+    try:
+        if header.schema_version == current:
+            event: Event = _decoders[header.type].decode(raw)
+        else:
+            record = upcast(msgspec.json.decode(raw))
+            event = msgspec.convert(record, CATALOGUE[header.type])
+    except msgspec.ValidationError as exc:
+        raise EventDecodeError(f"invalid {header.type}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise EventDecodeError(f"malformed {header.type}: {exc}") from None
+    _check_finite(event)
+    return event
+
+
+def to_record(event: Event) -> dict[str, Any]:
+    """The event as plain JSON-compatible builtins (what is on the wire)."""
+    out: dict[str, Any] = msgspec.to_builtins(event)
+    return out
+
+
+_PATH = re.compile(r"- at `\$(?P<path>[^`]*)`")
+
+
+def _get_path(record: Any, path: str) -> Any:
+    cur = record
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+|'[^']*'|\"[^\"]*\")\]", path):
+        key = part[0] or part[1]
+        if key.startswith(("'", '"')):
+            key = key[1:-1]
+        try:
+            cur = cur[int(key)] if isinstance(cur, list) else cur[key]
+        except (KeyError, IndexError, ValueError, TypeError):
+            return None
+    return cur
+
+
+def _field_name(path: str) -> str:
+    return re.sub(r"\[(['\"])(.*?)\1\]", r".\2", path).lstrip(".")
+
+
+def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            hit = _non_finite(v, f"{path}.{k}" if path else str(k))
+            if hit:
+                return hit
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            hit = _non_finite(v, f"{path}[{i}]")
+            if hit:
+                return hit
+    elif isinstance(value, msgspec.Struct):
+        for f in value.__struct_fields__:
+            hit = _non_finite(getattr(value, f), f"{path}.{f}" if path else f)
+            if hit:
+                return hit
+    return None
+
+
+def _check_finite(event: Event) -> None:
+    hit = _non_finite(event, "")
+    if hit is not None:
+        raise EventDecodeError(
+            f"invalid {event.type_name()}: field {hit[0]!r} is {hit[1]}; "
+            "numbers must be finite (NaN and infinity are not allowed)"
+        )
+
+
+def validate(event: Event) -> Event:
+    """Check every field constraint of ``event``; return it unchanged when valid.
+
+    Raises
+    ------
+    EventValidationError
+        Naming the field, its value and the rule it breaks.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.streams.events import LabelObserved
+    >>> bad = LabelObserved(id="x", time=dt.datetime.now(dt.timezone.utc),
+    ...                     aggregate="churn", prediction_id="p-1", model="no spaces!", label=1)
+    >>> validate(bad)
+    Traceback (most recent call last):
+    ...
+    modelog.streams.errors.EventValidationError: invalid LabelObserved: field 'model' = 'no spaces!' breaks the rule: Expected `str` matching regex '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'. Fix the value before logging; nothing was sent.
+    """
+    name = event.type_name()
+    if event.time.tzinfo is None:
+        raise EventValidationError(name, "time", event.time, "must be timezone-aware (UTC)")
+    hit = _non_finite(event, "")
+    if hit is not None:
+        raise EventValidationError(name, hit[0], hit[1], "numbers must be finite")
+    record = msgspec.to_builtins(event)
+    try:
+        msgspec.convert(record, type(event))
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        m = _PATH.search(text)
+        path = m.group("path") if m else ""
+        rule = _PATH.sub("", text).strip()
+        raise EventValidationError(
+            name, _field_name(path) or "?", _get_path(record, path), rule
+        ) from None
+    return event
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """A standalone JSON Schema (draft 2020-12) per event type, keyed by type name."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, cls in CATALOGUE.items():
+        schema = msgspec.json.schema(cls)
+        defs = schema.get("$defs", {})
+        body = defs.get(name, {})
+        body["properties"]["schema_version"] = {
+            "const": cls.current_version(),
+            "description": "schema version of this event type; older versions are upcast",
+        }
+        body["properties"]["time"] = {
+            "type": "string",
+            "format": "date-time",
+            "description": "event time, RFC 3339 with a UTC offset",
+        }
+        body["properties"]["id"]["description"] = "unique id, UUIDv7 recommended"
+        body["properties"]["aggregate"]["description"] = (
+            "the aggregate the event belongs to; use it as the Kafka record key"
+        )
+        required = set(body.get("required", []))
+        required.add("schema_version")
+        body["required"] = sorted(required)
+        body["description"] = (cls.__doc__ or "").strip().splitlines()[0]
+        out[name] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"modelog/{name}/v{cls.current_version()}.json",
+            **schema,
+            "x-modelog-topic": cls.stream,
+        }
+    return out
+
+
+def utcnow() -> dt.datetime:
+    """Current time, UTC, timezone-aware."""
+    return dt.datetime.now(dt.UTC)

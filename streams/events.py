@@ -1,0 +1,510 @@
+"""The event catalogue: every fact in a model's life, as a frozen, typed event.
+
+Each event carries the envelope fields of :class:`Event` -- a unique,
+time-sortable ``id`` (UUIDv7), its ``type`` (the class name, written by the
+codec as a tag) and ``schema_version``, the event ``time`` (UTC), the
+``aggregate`` it belongs to (also its Kafka key, so one aggregate's events
+stay in order) and the ``producer`` that wrote it -- plus its own payload.
+
+Events are serialized explicitly as JSON (see :mod:`modelog.streams.codec`);
+no Python class path ever reaches the log. When a schema changes, the class
+bumps ``schema_version`` and registers an ``upcast_vN_vM`` function in
+:data:`UPCASTERS`, so old records are upgraded as they are read.
+
+Names follow the past tense: an event states what happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+__all__ = [
+    "CATALOGUE",
+    "UPCASTERS",
+    "AlertDelivered",
+    "AlertSubscriptionCreated",
+    "AlertSubscriptionRemoved",
+    "AliasChangeRejected",
+    "AliasChangeRequested",
+    "AliasRemoved",
+    "AliasSet",
+    "AnomalyDetected",
+    "ArtifactLogged",
+    "CodeVersion",
+    "ColumnSchema",
+    "DatasetVersionCreated",
+    "DriftDetected",
+    "DriftResolved",
+    "Event",
+    "LabelObserved",
+    "MetricPoint",
+    "MetricsLogged",
+    "ModelVersionRegistered",
+    "MonitorConfigured",
+    "MonitorStatsReported",
+    "ParamsLogged",
+    "PredictionMade",
+    "RetrainRequested",
+    "RunDatasetUsed",
+    "RunFailed",
+    "RunFinished",
+    "RunStarted",
+    "SkewDetected",
+    "Upcaster",
+]
+
+# -- constrained scalar types (they become JSON Schema constraints) ---------
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=NAME_PATTERN,
+        description="1-128 chars: letters, digits, '.', '_', '-'; starts with a letter or digit",
+    ),
+]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Version = Annotated[int, msgspec.Meta(ge=1, description="model version number, from 1")]
+Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$")]
+Scalar = str | int | float | bool | None
+Features = dict[str, Scalar]
+Output = str | int | float | bool | None | list[float] | dict[str, float]
+Severity = Literal["info", "warning", "critical"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    """The envelope shared by every event.
+
+    Parameters
+    ----------
+    id
+        Unique, time-sortable id (UUIDv7).
+    time
+        When the fact happened (event time, UTC).
+    aggregate
+        What the event is about; the Kafka key, which keeps one aggregate's
+        events in order on one partition.
+    producer
+        Who wrote the event (application, worker, user).
+    schema_version
+        Version of this event type's schema the record was written with.
+    """
+
+    #: Topic family the event type lives on (see :mod:`modelog.streams.topics`).
+    stream: ClassVar[str] = ""
+
+    id: Id
+    time: Annotated[dt.datetime, msgspec.Meta(tz=True, description="UTC event time")]
+    aggregate: Id
+    producer: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    schema_version: int = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The ``type`` tag written to the log."""
+        return cls.__name__
+
+    @classmethod
+    def current_version(cls) -> int:
+        """The schema version this code writes and reads natively."""
+        default = msgspec.structs.fields(cls)
+        for f in default:
+            if f.name == "schema_version":
+                return int(f.default)
+        raise AssertionError("every event has schema_version")  # pragma: no cover
+
+
+# -- datasets ---------------------------------------------------------------
+class ColumnSchema(msgspec.Struct, frozen=True):
+    """One column of a dataset or a model signature."""
+
+    name: str
+    type: str
+    nullable: bool = True
+
+
+class DatasetVersionCreated(Event, frozen=True, kw_only=True):
+    """A new version of a dataset was recorded (aggregate: the dataset name)."""
+
+    stream: ClassVar[str] = "datasets"
+    name: Name
+    digest: Digest
+    columns: list[ColumnSchema]
+    num_rows: Annotated[int, msgspec.Meta(ge=0)]
+    uri: str
+    parents: list[str] = []
+    profile: dict[str, Any] | None = None
+    description: str = ""
+
+
+# -- runs -------------------------------------------------------------------
+class CodeVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the code that produced something came from."""
+
+    commit: str | None = None
+    branch: str | None = None
+    remote: str | None = None
+    dirty: bool = False
+    diff_digest: str | None = None
+    entry_point: str | None = None
+    python: str | None = None
+    packages: dict[str, str] = {}
+    note: str | None = None
+
+
+class RunStarted(Event, frozen=True, kw_only=True):
+    """A training run started (aggregate: the run id)."""
+
+    stream: ClassVar[str] = "runs"
+    run_id: Id
+    experiment: Name
+    name: str = ""
+    parent_run_id: str | None = None
+    tags: dict[str, str] = {}
+    code: CodeVersion = CodeVersion()
+
+
+class ParamsLogged(Event, frozen=True, kw_only=True):
+    """Hyperparameters of a run were recorded."""
+
+    stream: ClassVar[str] = "runs"
+    run_id: Id
+    params: dict[str, Scalar]
+
+
+class MetricPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One metric value at a step and time."""
+
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=250)]
+    value: float
+    step: Annotated[int, msgspec.Meta(ge=0)] = 0
+    time: dt.datetime | None = None
+
+
+class MetricsLogged(Event, frozen=True, kw_only=True):
+    """A batch of metric values of a run was recorded."""
+
+    stream: ClassVar[str] = "runs"
+    run_id: Id
+    metrics: list[MetricPoint]
+
+
+class ArtifactLogged(Event, frozen=True, kw_only=True):
+    """A file produced by a run was stored, content-addressed."""
+
+    stream: ClassVar[str] = "runs"
+    run_id: Id
+    path: str
+    uri: str
+    digest: Digest
+    size: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class RunDatasetUsed(Event, frozen=True, kw_only=True):
+    """A run read a dataset version (lineage edge dataset -> run)."""
+
+    stream: ClassVar[str] = "runs"
+    run_id: Id
+    dataset: Name
+    digest: Digest
+    context: str = "training"
+
+
+class RunFinished(Event, frozen=True, kw_only=True):
+    """A run ended successfully."""
+
+    stream: ClassVar[str] = "runs"
+    run_id: Id
+
+
+class RunFailed(Event, frozen=True, kw_only=True):
+    """A run ended with an exception."""
+
+    stream: ClassVar[str] = "runs"
+    run_id: Id
+    error: str
+    traceback: str = ""
+
+
+# -- registry ---------------------------------------------------------------
+class ModelVersionRegistered(Event, frozen=True, kw_only=True):
+    """A model version was registered (aggregate: the model name)."""
+
+    stream: ClassVar[str] = "registry"
+    model: Name
+    model_version: Version
+    run_id: str | None = None
+    flavor: str
+    artifact_uri: str
+    artifact_digest: str
+    signature: list[ColumnSchema] = []
+    description: str = ""
+    online: bool = False
+
+
+class AliasChangeRequested(Event, frozen=True, kw_only=True):
+    """Someone asked to point an alias at a version, or to remove it (a command).
+
+    ``model_version`` ``None`` asks for removal. ``expected_version`` guards
+    against lost updates: the change is rejected unless the alias points there.
+    """
+
+    stream: ClassVar[str] = "registry_commands"
+    command_id: Id
+    model: Name
+    alias: Name
+    model_version: Version | None = None
+    expected_version: Version | None = None
+    actor: str = ""
+    reason: str = ""
+
+
+class AliasSet(Event, frozen=True, kw_only=True):
+    """An alias (production, staging, shadow, ...) now points at a version."""
+
+    stream: ClassVar[str] = "registry"
+    model: Name
+    alias: Name
+    model_version: Version
+    previous_version: Version | None = None
+    actor: str = ""
+    reason: str = ""
+    command_id: str | None = None
+
+
+class AliasRemoved(Event, frozen=True, kw_only=True):
+    """An alias was removed from a model."""
+
+    stream: ClassVar[str] = "registry"
+    model: Name
+    alias: Name
+    previous_version: Version | None = None
+    actor: str = ""
+    reason: str = ""
+    command_id: str | None = None
+
+
+class AliasChangeRejected(Event, frozen=True, kw_only=True):
+    """An alias command was refused, with the reason."""
+
+    stream: ClassVar[str] = "registry"
+    command_id: Id
+    model: Name
+    alias: Name
+    model_version: Version | None = None
+    reason: str
+
+
+# -- serving ----------------------------------------------------------------
+class PredictionMade(Event, frozen=True, kw_only=True):
+    """A model served a prediction (aggregate: the model name).
+
+    Schema history: v1 (draft wire format) called ``inputs`` ``features`` and
+    ``output`` ``prediction`` and had no ``code_version``; see
+    :func:`upcast_prediction_v1_v2`.
+    """
+
+    stream: ClassVar[str] = "serving"
+    schema_version: int = 2
+    prediction_id: Id
+    model: Name
+    model_version: Version
+    code_version: str | None = None
+    inputs: Features
+    output: Output
+
+
+class LabelObserved(Event, frozen=True, kw_only=True):
+    """The ground truth for an earlier prediction became known."""
+
+    stream: ClassVar[str] = "serving"
+    prediction_id: Id
+    model: Name
+    label: Output
+
+
+# -- monitoring ---------------------------------------------------------------
+class Window(msgspec.Struct, frozen=True, kw_only=True):
+    """The span of data a detection looked at."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    size: int = 0
+
+
+class DriftDetected(Event, frozen=True, kw_only=True):
+    """A monitor found drift (concept: on errors; data: on a feature; prediction: on outputs)."""
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    model_version: Version | None = None
+    kind: Literal["concept", "data", "prediction"]
+    feature: str | None = None
+    detector: str
+    params: dict[str, Scalar] = {}
+    statistic: float
+    threshold: float | None = None
+    window: Window = Window()
+    prediction_ids: list[str] = []
+    severity: Severity = "warning"
+    message: str = ""
+
+
+class DriftResolved(Event, frozen=True, kw_only=True):
+    """A drift condition reported earlier no longer holds."""
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    model_version: Version | None = None
+    kind: Literal["concept", "data", "prediction"]
+    feature: str | None = None
+    detector: str
+    detected_id: str
+    statistic: float | None = None
+
+
+class AnomalyDetected(Event, frozen=True, kw_only=True):
+    """Inputs were anomalous beyond what chance explains."""
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    model_version: Version | None = None
+    detector: str
+    params: dict[str, Scalar] = {}
+    statistic: float
+    threshold: float
+    window: Window = Window()
+    prediction_ids: list[str] = []
+    severity: Severity = "warning"
+    message: str = ""
+
+
+class SkewDetected(Event, frozen=True, kw_only=True):
+    """Serving inputs disagree with the model's training signature."""
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    model_version: Version | None = None
+    feature: str
+    kind: Literal["missing", "unexpected", "type", "nulls"]
+    expected: str | None = None
+    observed: str | None = None
+    prediction_ids: list[str] = []
+    severity: Severity = "warning"
+
+
+class RetrainRequested(Event, frozen=True, kw_only=True):
+    """A retrain policy fired; the request carries everything a trainer needs."""
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    model_version: Version | None = None
+    reason: str
+    trigger_id: str | None = None
+    window: Window = Window()
+    policy: dict[str, Scalar] = {}
+
+
+class MonitorStatsReported(Event, frozen=True, kw_only=True):
+    """Periodic statistics of a model's monitors (rolling error, anomaly scores, ...)."""
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    model_version: Version | None = None
+    window: Window = Window()
+    stats: dict[str, float | None]
+
+
+class MonitorConfigured(Event, frozen=True, kw_only=True):
+    """The monitor configuration of a model changed at run time."""
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    config: dict[str, Any]
+    actor: str = ""
+
+
+# -- subscriptions --------------------------------------------------------------
+class AlertSubscriptionCreated(Event, frozen=True, kw_only=True):
+    """A service subscribed to alerts by webhook (aggregate: the subscription id)."""
+
+    stream: ClassVar[str] = "subscriptions"
+    subscription_id: Id
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    models: list[str] = []
+    kinds: list[str] = []
+    min_severity: Severity = "info"
+
+
+class AlertSubscriptionRemoved(Event, frozen=True, kw_only=True):
+    """A subscription was cancelled."""
+
+    stream: ClassVar[str] = "subscriptions"
+    subscription_id: Id
+
+
+class AlertDelivered(Event, frozen=True, kw_only=True):
+    """An alert reached a subscriber (or failed for good)."""
+
+    stream: ClassVar[str] = "subscriptions"
+    subscription_id: Id
+    alert_id: Id
+    status_code: int | None = None
+    attempts: int = 1
+    ok: bool = True
+    error: str | None = None
+
+
+CATALOGUE: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        DatasetVersionCreated,
+        RunStarted,
+        ParamsLogged,
+        MetricsLogged,
+        ArtifactLogged,
+        RunDatasetUsed,
+        RunFinished,
+        RunFailed,
+        ModelVersionRegistered,
+        AliasChangeRequested,
+        AliasSet,
+        AliasRemoved,
+        AliasChangeRejected,
+        PredictionMade,
+        LabelObserved,
+        DriftDetected,
+        DriftResolved,
+        AnomalyDetected,
+        SkewDetected,
+        RetrainRequested,
+        MonitorStatsReported,
+        MonitorConfigured,
+        AlertSubscriptionCreated,
+        AlertSubscriptionRemoved,
+        AlertDelivered,
+    )
+}
+"""Every event type by its ``type`` tag."""
+
+
+# -- upcasting ------------------------------------------------------------------
+Upcaster = Any  # Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def upcast_prediction_v1_v2(record: dict[str, Any]) -> dict[str, Any]:
+    """PredictionMade v1 -> v2: ``features`` -> ``inputs``, ``prediction`` -> ``output``."""
+    out = dict(record)
+    out["inputs"] = out.pop("features", {})
+    out["output"] = out.pop("prediction", None)
+    out.setdefault("code_version", None)
+    out["schema_version"] = 2
+    return out
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("PredictionMade", 1): upcast_prediction_v1_v2,
+}
+"""``(type, from_version) -> function`` returning the record at ``from_version + 1``."""
