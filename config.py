@@ -26,6 +26,11 @@ Environment variable            Meaning
 ``MODELOG_SSL_KEYFILE``         Client key for mutual TLS.
 ``MODELOG_PRODUCER_NAME``       Identity recorded on every event produced
                                 (default ``<program>@<host>``).
+``MODELOG_QUERY_URL``           URL of the projector's read-only query server
+                                (default: found in
+                                ``$MODELOG_DATA_DIR/projector.json``).
+``MODELOG_QUERY_BIND``          ``host:port`` the projector's query server
+                                binds (default ``127.0.0.1:0``, a free port).
 ==============================  ==========================================
 """
 
@@ -79,6 +84,8 @@ class Settings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     producer_name: str = dataclasses.field(default_factory=_default_producer_name)
+    query_url: str | None = None
+    query_bind: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
         if self.security_protocol.upper() not in _SECURITY_PROTOCOLS:
@@ -120,6 +127,8 @@ class Settings:
             "ssl_certfile": ("MODELOG_SSL_CERTFILE", str),
             "ssl_keyfile": ("MODELOG_SSL_KEYFILE", str),
             "producer_name": ("MODELOG_PRODUCER_NAME", str),
+            "query_url": ("MODELOG_QUERY_URL", str),
+            "query_bind": ("MODELOG_QUERY_BIND", str),
         }
         for attr, (var, conv) in mapping.items():
             raw = e.get(var)

@@ -1,0 +1,12 @@
+# The modelog image: one CLI, one image for the worker, projector and dashboard.
+FROM python:3.11-slim
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY . /app
+# CPU build of PyTorch first, so the dependency does not pull CUDA wheels.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3,<2.14" \
+ && pip install /app
+ENV MODELOG_DATA_DIR=/data
+VOLUME ["/data"]
+ENTRYPOINT ["modelog"]
+CMD ["--help"]

@@ -1,0 +1,5 @@
+"""``python -m modelog`` is the ``modelog`` command."""
+
+from modelog.cli import main
+
+main()

@@ -1,0 +1,451 @@
+"""The ``modelog`` command line.
+
+Every component of modelog runs from here, configured by ``MODELOG_*``
+environment variables or the global flags (flags win)::
+
+    modelog up                       # broker + worker + projector + dashboard
+    modelog demo --predictions 20000 --drift-at 10000
+    modelog query "select * from alerts"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from modelog.config import Settings
+from modelog.errors import ModelogError
+
+app = typer.Typer(
+    name="modelog",
+    help=(
+        "Event-sourced ML model management. Every fact -- datasets, runs, registrations, "
+        "alias changes, predictions, labels, alerts -- is an event in Kafka; DuckDB views and "
+        "the dashboard are derived from that log.\n\n"
+        "Quickstart: `modelog up` in one terminal, `modelog demo` in another, then open the "
+        "dashboard URL it prints."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+schemas_app = typer.Typer(help="JSON Schemas of the event catalogue, for non-Python producers.",
+                          no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option("--broker", "-b", envvar="MODELOG_BROKER", show_envvar=True,
+                 help="Kafka bootstrap servers host:port[,...]. Default: the embedded broker "
+                      "started by `modelog up`/`modelog broker` for this data dir, else "
+                      "127.0.0.1:9092."),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", "-d", envvar="MODELOG_DATA_DIR", show_envvar=True,
+                 help="Where DuckDB, artifacts and runtime files live. [default: ./.modelog]"),
+]
+PrefixOpt = Annotated[
+    str | None,
+    typer.Option("--topic-prefix", envvar="MODELOG_TOPIC_PREFIX", show_envvar=True,
+                 help="Prefix of every topic. [default: modelog.]"),
+]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    data_dir: DataDirOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Global options apply to every command (security settings: see `MODELOG_*` in README)."""
+    try:
+        ctx.obj = Settings.from_env(broker=broker, data_dir=data_dir, topic_prefix=topic_prefix)
+    except ModelogError as exc:
+        _fail(exc)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    s = ctx.obj
+    assert isinstance(s, Settings)
+    return s
+
+
+def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MODELOG_DATA_DIR"] = str(settings.data_dir.resolve())
+    env["MODELOG_TOPIC_PREFIX"] = settings.topic_prefix
+    if settings.broker:
+        env["MODELOG_BROKER"] = settings.broker
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+# -- broker -------------------------------------------------------------------
+@app.command()
+def broker(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 9092,
+    host: Annotated[str, typer.Option(help="Listen address (loopback by default).")] = "127.0.0.1",
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory only) until Ctrl-C.
+
+    Other modelog commands using the same `--data-dir` find it automatically. It keeps
+    nothing on disk: history survives in the projector's DuckDB file, not here.
+    """
+    from modelog.streams.broker import EmbeddedBroker
+    from modelog.streams.topics import ensure_topics
+
+    s = _settings(ctx)
+    b = EmbeddedBroker(port=port, host=host, runtime_dir=s.data_dir)
+    try:
+        b.start()
+        ensure_topics(s.replace(broker=b.bootstrap_servers))
+    except ModelogError as exc:
+        b.stop()
+        _fail(exc)
+    typer.echo(f"broker listening on {b.bootstrap_servers} (memory only; Ctrl-C to stop)")
+    _wait_for_signal(lambda: not b.running())
+    b.stop()
+
+
+def _wait_for_signal(done: Any) -> None:
+    stop = {"flag": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    old_int = signal.signal(signal.SIGINT, handler)
+    old_term = signal.signal(signal.SIGTERM, handler)
+    try:
+        while not stop["flag"] and not done():
+            time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+# -- worker / projector / dashboard --------------------------------------------
+@app.command()
+def worker(
+    ctx: typer.Context,
+    session_timeout: Annotated[float, typer.Option(
+        help="Kafka consumer-group session timeout in seconds (a join waits up to half).")] = 10.0,
+) -> None:
+    """Run the stream processor: joins predictions with labels, detects drift and anomalies,
+    publishes alerts to the monitoring topic."""
+    from modelog.streams.worker import run_worker
+
+    try:
+        run_worker(_settings(ctx), session_timeout=session_timeout)
+    except ModelogError as exc:
+        _fail(exc)
+
+
+@app.command()
+def project(
+    ctx: typer.Context,
+    rebuild: Annotated[bool, typer.Option(
+        "--rebuild", help="Drop every view and re-derive it from the DuckDB event ledger, "
+                          "then exit (no broker needed).")] = False,
+) -> None:
+    """Run the projector: consumes every topic into the DuckDB file (ledger + views) and
+    serves read-only queries to `modelog query` and the dashboard."""
+    from modelog.store.projector import Projector
+
+    s = _settings(ctx)
+    try:
+        projector = Projector(s)
+        if rebuild:
+            n = projector.rebuild()
+            typer.echo(f"rebuilt the views from {n} events in {s.duckdb_path}")
+            projector.close()
+            return
+        typer.echo(f"projecting into {s.duckdb_path} (Ctrl-C to stop)")
+        projector.run()
+    except ModelogError as exc:
+        _fail(exc)
+
+
+@app.command()
+def dashboard(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="HTTP port of the dashboard.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Run the Streamlit dashboard (live alerts, error rates, anomaly scores)."""
+    from modelog.dashboard.launch import run_dashboard
+
+    typer.echo(f"dashboard on http://{address}:{port}")
+    raise typer.Exit(run_dashboard(_settings(ctx), port=port, address=address))
+
+
+# -- up -------------------------------------------------------------------------
+@app.command()
+def up(
+    ctx: typer.Context,
+    broker_port: Annotated[int, typer.Option(
+        help="Port of the embedded broker (ignored with --broker).")] = 9092,
+    dashboard_port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8501,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard",
+                                               help="Do not start the dashboard.")] = False,
+) -> None:
+    """Start everything: the embedded broker (unless --broker/MODELOG_BROKER is given), the
+    worker, the projector and the dashboard. Ctrl-C stops them all cleanly."""
+    s = _settings(ctx)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    logs = s.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    exe = [sys.executable, "-m", "modelog"]
+
+    def spawn(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen([*exe, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        procs.append((name, p))
+        return p
+
+    def stop_all() -> None:
+        for name, p in reversed(procs):
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for name, p in reversed(procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            typer.echo(f"  stopped {name}")
+
+    try:
+        if s.broker:
+            typer.echo(f"using broker {s.broker}")
+        else:
+            from modelog.streams.broker import free_port, wait_for_port
+
+            bp = broker_port
+            if not _port_free(bp):
+                typer.echo(f"port {bp} is busy; the embedded broker takes a free port instead")
+                bp = free_port()
+            # The child records itself in <data dir>/broker.json, where clients find it.
+            spawn("broker", ["broker", "--port", str(bp)], _child_env(s))
+            if not wait_for_port("127.0.0.1", bp, 15):
+                raise ModelogError(f"the broker did not start; see {logs / 'broker.log'}")
+            s = s.replace(broker=f"127.0.0.1:{bp}")
+            typer.echo(f"broker     127.0.0.1:{bp} (embedded, memory only)")
+        from modelog.streams.topics import ensure_topics
+
+        ensure_topics(s)
+        env = _child_env(s)
+        spawn("projector", ["project"], env)
+        typer.echo(f"projector  -> {s.duckdb_path}")
+        spawn("worker", ["worker"], env)
+        typer.echo("worker     drift + anomaly monitors (ready in ~10 s)")
+        if not no_dashboard:
+            spawn("dashboard", ["dashboard", "--port", str(dashboard_port)], env)
+            typer.echo(f"dashboard  http://127.0.0.1:{dashboard_port}")
+        typer.echo(f"logs       {logs}/")
+        typer.echo("\nNext: `modelog demo` in another terminal, then watch the dashboard; "
+                   "`modelog query \"select * from alerts\"` to ask the views. Ctrl-C stops all.")
+
+        def any_died() -> bool:
+            for name, p in procs:
+                if p.poll() is not None:
+                    typer.secho(f"{name} exited with code {p.returncode}; see {logs}/{name}.log",
+                                fg=typer.colors.RED, err=True)
+                    return True
+            return False
+
+        _wait_for_signal(any_died)
+    except ModelogError as exc:
+        stop_all()
+        _fail(exc)
+    typer.echo("stopping...")
+    stop_all()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# -- demo -------------------------------------------------------------------------
+@app.command()
+def demo(
+    ctx: typer.Context,
+    predictions: Annotated[int, typer.Option(help="How many predictions to stream.")] = 20_000,
+    drift_at: Annotated[int, typer.Option(
+        help="Prediction index where the concept and one input drift.")] = 10_000,
+    rate: Annotated[float, typer.Option(
+        help="Predictions per second; 0 streams as fast as possible.")] = 1_000.0,
+    label_delay: Annotated[int, typer.Option(
+        help="Labels arrive this many predictions after their prediction.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    model: Annotated[str, typer.Option(help="Model name to use.")] = "demo-churn",
+) -> None:
+    """Simulate an application: log a dataset, a run, register and promote a model, then
+    stream predictions and delayed labels with drift seeded at --drift-at."""
+    from modelog.streams.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(predictions=predictions, drift_at=drift_at, rate=rate,
+                     label_delay=label_delay, seed=seed, model=model)
+    try:
+        run_demo(_settings(ctx), cfg, echo=typer.echo)
+    except ModelogError as exc:
+        _fail(exc)
+
+
+# -- query ---------------------------------------------------------------------------
+@app.command()
+def query(
+    ctx: typer.Context,
+    sql: Annotated[str, typer.Argument(help="A read-only SQL statement over the views.")],
+    fmt: Annotated[str, typer.Option("--format", "-f",
+                                     help="table, csv or json (one object per line).")] = "table",
+    limit: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,
+) -> None:
+    """Ask the DuckDB views, also while the projector runs (it never blocks either side).
+
+    Tables: events, predictions, labels, prediction_quality, alerts, monitor_stats,
+    dead_letters, datasets, runs, run_params, run_metrics, model_versions, aliases,
+    alias_history.
+    """
+    from modelog.store.reader import Reader
+
+    try:
+        table = Reader(_settings(ctx)).query(sql)
+    except ModelogError as exc:
+        _fail(exc)
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        buf = __import__("io").BytesIO()
+        pacsv.write_csv(table, buf)
+        sys.stdout.write(buf.getvalue().decode())
+    elif fmt == "json":
+        for row in table.to_pylist():
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+    elif fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(show_lines=False)
+        for name in table.column_names:
+            t.add_column(name)
+        for row in table.slice(0, limit).to_pylist():
+            t.add_row(*("" if v is None else str(v) for v in row.values()))
+        Console().print(t)
+        if table.num_rows > limit:
+            typer.echo(f"... {table.num_rows - limit} more rows (use --limit or --format csv)")
+    else:
+        _fail(ModelogError(f"--format {fmt!r} is not one of table, csv, json"))
+
+
+# -- schemas ------------------------------------------------------------------------
+@schemas_app.command("export")
+def schemas_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write <Type>.json files into.")],
+) -> None:
+    """Write one JSON Schema per event type (with its topic in `x-modelog-topic`)."""
+    from modelog.streams.codec import json_schemas
+
+    directory.mkdir(parents=True, exist_ok=True)
+    schemas = json_schemas()
+    for name, schema in schemas.items():
+        (directory / f"{name}.json").write_text(json.dumps(schema, indent=2) + "\n")
+    typer.echo(f"wrote {len(schemas)} schemas to {directory}")
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """List event types with their schema version and topic."""
+    from modelog.streams.events import CATALOGUE
+
+    for name, cls in CATALOGUE.items():
+        typer.echo(f"{name:28} v{cls.current_version()}  {cls.stream}")
+
+
+# -- topics --------------------------------------------------------------------------
+@app.command()
+def topics(ctx: typer.Context) -> None:
+    """Create modelog's topics on the broker (idempotent) and list them."""
+    from modelog.streams.topics import Topics, ensure_topics
+
+    s = _settings(ctx)
+    try:
+        created = ensure_topics(s)
+    except ModelogError as exc:
+        _fail(exc)
+    for name in Topics.from_settings(s).all():
+        typer.echo(f"{name}{'  (created)' if name in created else ''}")
+
+
+# -- bench ----------------------------------------------------------------------------
+@app.command()
+def bench(
+    ctx: typer.Context,
+    predictions: Annotated[int, typer.Option(help="Predictions to send from one process.")]
+    = 200_000,
+    projector_events: Annotated[int, typer.Option(help="Events to push through the projector.")]
+    = 200_000,
+) -> None:
+    """Measure the SDK (predictions/s, cost per log_prediction call) and the projector
+    (events/s into DuckDB). Uses a fresh embedded broker unless --broker is given."""
+    import tempfile
+
+    from modelog.store.bench_projector import bench_projector
+    from modelog.streams.bench_sdk import bench_sdk
+    from modelog.streams.broker import EmbeddedBroker
+
+    s = _settings(ctx)
+    with contextlib.ExitStack() as stack:
+        if not s.broker:
+            b = stack.enter_context(EmbeddedBroker())
+            s = s.replace(broker=b.bootstrap_servers)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelog-bench-")))
+        run = f"bench{int(time.time())}."
+        s = s.replace(topic_prefix=run, data_dir=tmp)
+        typer.echo(f"broker {s.bootstrap_servers}; {predictions:,} predictions ...")
+        sdk = bench_sdk(s.replace(topic_prefix=run + "sdk."), n=predictions)
+        typer.echo(f"SDK        {sdk['predictions_per_s']:>12,.0f} predictions/s accepted "
+                   f"(incl. flush)  [target >= 150,000]")
+        typer.echo(f"SDK        {sdk['call_median_us']:>12.2f} us median per log_prediction, "
+                   f"p99 {sdk['call_p99_us']:.2f} us  [target median <= 10]")
+        typer.echo(f"{projector_events:,} events through the projector ...")
+        pj = bench_projector(s.replace(topic_prefix=run + "proj."), n=projector_events)
+        typer.echo(f"projector  {pj['events_per_s']:>12,.0f} events/s into DuckDB  "
+                   f"[target >= 100,000]")
+
+
+def main() -> None:
+    """Entry point of the ``modelog`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The event model: envelope, round trips, upcasting, validation, JSON Schemas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import jsonschema
+import msgspec
+import pytest
+
+from modelog.streams import codec, events, ids
+from modelog.streams.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
+
+T0 = dt.datetime(2026, 3, 3, 14, 0, tzinfo=dt.UTC)
+
+
+def _prediction(**kw: object) -> events.PredictionMade:
+    base: dict[str, object] = dict(
+        id=ids.new_id(), time=T0, aggregate="churn", producer="test",
+        prediction_id="p-1", model="churn", model_version=3, code_version="abc123",
+        inputs={"age": 41, "plan": "pro", "spend": 12.5, "churned_before": False, "x": None},
+        output=0.83,
+    )
+    base.update(kw)
+    return events.PredictionMade(**base)  # type: ignore[arg-type]
+
+
+def test_every_event_has_the_envelope_and_a_stream() -> None:
+    for name, cls in events.CATALOGUE.items():
+        fields = {f.name for f in msgspec.structs.fields(cls)}
+        assert {"id", "time", "aggregate", "producer", "schema_version"} <= fields, name
+        assert cls.stream, f"{name} has no stream"
+        assert cls.__struct_config__.frozen, f"{name} is not frozen"
+        assert name == cls.type_name()
+
+
+def test_events_are_frozen() -> None:
+    ev = _prediction()
+    with pytest.raises(AttributeError):
+        ev.model = "other"  # type: ignore[misc]
+
+
+def test_round_trip_every_type_through_json_schema_examples() -> None:
+    ev = _prediction()
+    raw = codec.encode(ev)
+    record = json.loads(raw)
+    assert record["type"] == "PredictionMade"
+    assert record["schema_version"] == 2
+    assert "modelog" not in raw.decode().split('"type"')[0]  # no class paths
+    assert codec.decode(raw) == ev
+
+
+def test_ids_are_unique_and_time_sortable() -> None:
+    made = [ids.new_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    assert abs(ids.id_time_ms(made[-1]) - now_ms) < 5_000
+
+
+def test_derived_ids_are_deterministic_and_distinct() -> None:
+    a = ids.derived_id(1_000, "concept", "churn", "p-1")
+    assert a == ids.derived_id(1_000, "concept", "churn", "p-1")
+    assert a != ids.derived_id(1_000, "concept", "churn", "p-2")
+    assert ids.id_time_ms(a) == 1_000
+
+
+def test_v1_prediction_is_upcast_on_read() -> None:
+    v1 = {
+        "type": "PredictionMade", "schema_version": 1, "id": "e-1",
+        "time": "2026-03-03T14:00:00Z", "aggregate": "churn", "producer": "old-app",
+        "prediction_id": "p-9", "model": "churn", "model_version": 1,
+        "features": {"age": 30}, "prediction": 1,
+    }
+    ev = codec.decode(json.dumps(v1).encode())
+    assert isinstance(ev, events.PredictionMade)
+    assert ev.schema_version == 2
+    assert ev.inputs == {"age": 30}
+    assert ev.output == 1
+    assert ev.code_version is None
+    # Re-encoding writes the current version only.
+    assert json.loads(codec.encode(ev))["schema_version"] == 2
+
+
+def test_newer_schema_version_is_refused_with_advice() -> None:
+    raw = codec.encode(_prediction()).replace(b'"schema_version":2', b'"schema_version":9')
+    with pytest.raises(EventDecodeError, match="upgrade modelog"):
+        codec.decode(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "reason"),
+    [
+        (b"{not json", EventDecodeError, "not a modelog event"),
+        (b'{"type": "Bogus", "schema_version": 1}', UnknownEventTypeError, "unknown event type"),
+        (b'{"type": "LabelObserved", "id": "x"}', EventDecodeError, "invalid LabelObserved"),
+        (
+            b'{"type":"LabelObserved","id":"x","time":"2026-01-01T00:00:00",'
+            b'"aggregate":"m","prediction_id":"p","model":"m","label":1}',
+            EventDecodeError,
+            "timezone",
+        ),
+        (
+            b'{"type":"LabelObserved","id":"x","time":"2026-01-01T00:00:00Z",'
+            b'"aggregate":"m","prediction_id":"p","model":"bad name","label":1}',
+            EventDecodeError,
+            "regex",
+        ),
+    ],
+)
+def test_decode_rejects_bad_records_with_a_reason(raw: bytes, error: type, reason: str) -> None:
+    with pytest.raises(error) as info:
+        codec.decode(raw)
+    assert reason in info.value.reason
+
+
+def test_validation_names_field_value_and_rule() -> None:
+    with pytest.raises(EventValidationError) as info:
+        codec.validate(_prediction(model_version=0))
+    err = info.value
+    assert (err.event_type, err.field, err.value) == ("PredictionMade", "model_version", 0)
+    assert ">= 1" in err.rule
+    assert "model_version" in str(err) and "0" in str(err)
+
+
+def test_validation_rejects_non_finite_numbers_in_nested_fields() -> None:
+    with pytest.raises(EventValidationError) as info:
+        codec.validate(_prediction(inputs={"age": math.nan}))
+    assert info.value.field == "inputs.age"
+    assert "finite" in info.value.rule
+
+
+def test_validation_requires_timezone_aware_time() -> None:
+    with pytest.raises(EventValidationError, match="timezone"):
+        codec.validate(_prediction(time=dt.datetime(2026, 1, 1)))
+
+
+def test_json_schemas_validate_real_events_and_reject_bad_ones() -> None:
+    schemas = codec.json_schemas()
+    assert set(schemas) == set(events.CATALOGUE)
+    schema = schemas["PredictionMade"]
+    assert schema["x-modelog-topic"] == "serving"
+    good = json.loads(codec.encode(_prediction()))
+    jsonschema.validate(good, schema)
+    bad = dict(good, model_version=0)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    old = dict(good, schema_version=1)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(old, schema)
+    # Every schema is itself a valid JSON Schema.
+    for s in schemas.values():
+        jsonschema.Draft202012Validator.check_schema(s)
