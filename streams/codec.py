@@ -91,15 +91,18 @@ def decode(raw: bytes | memoryview | str) -> Event:
         raise UnknownEventTypeError(f"unknown event type {header.type!r}")
     try:
         if header.schema_version == current:
+            # msgspec's JSON decoder rejects NaN/Infinity tokens and out-of-range
+            # numbers, so a directly decoded event is finite: no walk needed (the
+            # walk costs ~10x the decode and would cap the projector's throughput).
             event: Event = _decoders[header.type].decode(raw)
-        else:
-            record = upcast(msgspec.json.decode(raw))
-            event = msgspec.convert(record, CATALOGUE[header.type])
+            return event
+        record = upcast(msgspec.json.decode(raw))
+        event = msgspec.convert(record, CATALOGUE[header.type])
     except msgspec.ValidationError as exc:
         raise EventDecodeError(f"invalid {header.type}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"malformed {header.type}: {exc}") from None
-    _check_finite(event)
+    _check_finite(event)  # upcasters are code: their output is checked
     return event
 
 
@@ -176,7 +179,7 @@ def validate(event: Event) -> Event:
     >>> validate(bad)
     Traceback (most recent call last):
     ...
-    modelog.streams.errors.EventValidationError: invalid LabelObserved: field 'model' = 'no spaces!' breaks the rule: Expected `str` matching regex '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'. Fix the value before logging; nothing was sent.
+    modelog.streams.errors.EventValidationError: invalid LabelObserved: field 'model' ...
     """
     name = event.type_name()
     if event.time.tzinfo is None:

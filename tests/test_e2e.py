@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,10 +104,9 @@ def test_concept_drift_alert_after_the_seeded_drift_and_none_before(live: dict[s
                       "order by time"), 150, "a concept drift alert")
     first = alerts[0]
     # Where in the stream did it fire? Count predictions made up to the alert's evidence.
-    idx = _q(s, f"select count(*) n from predictions where time <= "
-                f"(select max(time) from predictions where prediction_id in "
-                f"(select unnest(prediction_ids) from alerts where event_id = '{first['event_id']}'))"
-             )[0]["n"]
+    evidence = f"select unnest(prediction_ids) from alerts where event_id = '{first['event_id']}'"
+    idx = _q(s, "select count(*) n from predictions where time <= (select max(time) "
+                f"from predictions where prediction_id in ({evidence}))")[0]["n"]
     assert DRIFT_AT < idx < DRIFT_AT + 1_500, f"alert at prediction {idx}"
     assert first["detector"] and first["prediction_ids"] and first["message"]
     assert first["statistic"] is not None
