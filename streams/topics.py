@@ -137,7 +137,7 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
     Raises :class:`BrokerUnavailableError` when the broker does not answer.
     """
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(settings.kafka_config())
     deadline = time.monotonic() + timeout
