@@ -1,0 +1,119 @@
+"""Benchmark: how many events per second the projector moves from Kafka into DuckDB.
+
+Run it with ``python -m modelog.store.bench_projector`` (an embedded broker is
+started unless ``MODELOG_BROKER`` is set) or through ``modelog bench``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from modelog.config import Settings
+from modelog.store.projector import Projector
+from modelog.streams.codec import encode
+from modelog.streams.events import PredictionMade
+from modelog.streams.ids import new_id
+from modelog.streams.topics import Topics, ensure_topics
+
+__all__ = ["bench_projector", "main"]
+
+
+def _produce(settings: Settings, n: int) -> float:
+    """Produce ``n`` encoded PredictionMade events; return the seconds it took."""
+    from confluent_kafka import Producer
+
+    topic = Topics.from_settings(settings).serving
+    producer = Producer({
+        **settings.kafka_config(), "enable.idempotence": True, "acks": "all",
+        "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+    })
+    base = dt.datetime.now(dt.UTC)
+    models = [f"bench-model-{i}" for i in range(8)]
+    start = time.perf_counter()
+    for i in range(n):
+        model = models[i % len(models)]
+        ev = PredictionMade(
+            id=new_id(), time=base + dt.timedelta(microseconds=i), aggregate=model,
+            producer="bench", prediction_id=f"p-{i}", model=model, model_version=1 + i % 3,
+            code_version="abc123", inputs={"x": i * 0.5, "plan": "pro", "age": i % 90},
+            output=i % 2,
+        )
+        while True:
+            try:
+                producer.produce(topic, key=model.encode(), value=encode(ev))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    return time.perf_counter() - start
+
+
+def bench_projector(settings: Settings, n: int = 200_000) -> dict[str, float]:
+    """Produce ``n`` predictions, then time the projector consuming them into a fresh DuckDB.
+
+    Returns
+    -------
+    dict
+        ``events``, ``seconds``, ``events_per_s`` (projection) and ``produce_per_s``.
+    """
+    ensure_topics(settings)
+    produce_s = _produce(settings, n)
+    work = Path(tempfile.mkdtemp(prefix="projector-", dir=_ensure(settings.data_dir)))
+    projector = Projector(settings.replace(data_dir=work), serve=False)
+    try:
+        projector.start()
+        start = time.perf_counter()
+        deadline = start + max(60.0, n / 5_000)
+        done = 0
+        while done < n and time.perf_counter() < deadline:
+            done += projector.project_once()
+        seconds = time.perf_counter() - start
+        projected = int(projector.connection.execute(
+            "SELECT count(*) FROM predictions").fetchall()[0][0])
+    finally:
+        projector.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "events": float(projected),
+        "seconds": seconds,
+        "events_per_s": projected / seconds if seconds > 0 else 0.0,
+        "produce_per_s": n / produce_s if produce_s > 0 else 0.0,
+    }
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def main(n: int = 200_000) -> dict[str, float]:
+    """Run the benchmark on ``MODELOG_BROKER`` or on a fresh embedded broker; print it."""
+    import contextlib
+
+    from modelog.streams.broker import EmbeddedBroker
+
+    settings = Settings.from_env()
+    with contextlib.ExitStack() as stack:
+        if not settings.broker:
+            broker = stack.enter_context(EmbeddedBroker())
+            settings = settings.replace(broker=broker.bootstrap_servers)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelog-bench-")))
+        settings = settings.replace(topic_prefix=f"bench{int(time.time())}.", data_dir=tmp)
+        result = bench_projector(settings, n=n)
+    print(
+        f"projector: {result['events']:,.0f} events in {result['seconds']:.2f} s = "
+        f"{result['events_per_s']:,.0f} events/s into DuckDB (target >= 100,000); "
+        f"produced at {result['produce_per_s']:,.0f}/s"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Errors raised by the store package (artifacts, DuckDB projections)."""
+
+from __future__ import annotations
+
+from modelog.errors import ModelogError
+
+__all__ = [
+    "ArtifactIntegrityError",
+    "ArtifactNotFoundError",
+    "ArtifactPathError",
+    "DatabaseBusyError",
+    "NoDataError",
+    "ProjectorError",
+    "QueryError",
+    "ReadOnlyQueryError",
+    "StoreError",
+]
+
+
+class StoreError(ModelogError):
+    """Base class of errors from :mod:`modelog.store`."""
+
+
+class ArtifactNotFoundError(StoreError, FileNotFoundError):
+    """No artifact with the requested digest or URI exists in the store."""
+
+
+class ArtifactIntegrityError(StoreError):
+    """A stored artifact's content no longer matches its digest (it was altered or truncated)."""
+
+
+class ArtifactPathError(StoreError, ValueError):
+    """A name, suffix or URI would escape the artifact store's root."""
+
+
+# -- projection and queries (modelog.store.projector / reader / query_server) --
+class ProjectorError(StoreError):
+    """The projector could not consume, dead-letter or write a batch."""
+
+
+class QueryError(StoreError):
+    """A query against the DuckDB views failed (bad SQL, too many rows, timeout)."""
+
+
+class ReadOnlyQueryError(QueryError):
+    """A statement other than a read (SELECT, EXPLAIN, SHOW, DESCRIBE...) was sent.
+
+    Attributes
+    ----------
+    statement_type
+        The refused statement's type, e.g. ``INSERT``.
+    statement
+        The refused statement's text.
+    """
+
+    def __init__(self, statement_type: str, statement: str = "") -> None:
+        self.statement_type = statement_type
+        self.statement = statement
+        shown = statement.strip()
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"only read statements are allowed, got {statement_type}"
+            + (f" ({shown!r})" if shown else "")
+            + "; the views are derived from the event log -- change them by producing events."
+        )
+
+
+class DatabaseBusyError(StoreError):
+    """The DuckDB file is locked by a writer that does not serve queries."""
+
+
+class NoDataError(StoreError):
+    """There is no DuckDB file yet (nothing was projected)."""

@@ -1,0 +1,160 @@
+"""Read the projection from any process, while the projector runs or not.
+
+:class:`Reader` asks the projector's query server when one is advertised in
+``<data_dir>/projector.json`` (or ``MODELOG_QUERY_URL``) and answers; otherwise
+it opens the DuckDB file read-only for the duration of one query (so it never
+keeps a lock that would stop the projector from starting).
+
+Examples
+--------
+>>> from pathlib import Path
+>>> from modelog.config import Settings
+>>> r = Reader(Settings(data_dir=Path("/nonexistent/modelog")))
+>>> r.query("select 1")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+modelog.store.errors.NoDataError: no data yet: ... Run `modelog project` (or `modelog up`) ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from modelog.config import Settings
+from modelog.store.errors import DatabaseBusyError, NoDataError, QueryError, ReadOnlyQueryError
+from modelog.store.projector import PROJECTOR_RUNTIME_FILE
+from modelog.store.query_server import ARROW_STREAM, read_statements, run_read_query
+
+__all__ = ["Reader"]
+
+Params = Sequence[Any] | dict[str, Any] | None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+class Reader:
+    """Read-only SQL over the projection, returning Arrow tables or DataFrames.
+
+    Parameters
+    ----------
+    settings
+        Where the data directory (and so ``projector.json`` and the DuckDB file) is.
+    timeout
+        Seconds to wait for the query server's answer.
+    """
+
+    def __init__(self, settings: Settings, *, timeout: float = 120.0) -> None:
+        self.settings = settings
+        self.timeout = timeout
+
+    def server_url(self) -> str | None:
+        """The query server to use: ``settings.query_url``, else the one in projector.json."""
+        if self.settings.query_url:
+            return self.settings.query_url.rstrip("/")
+        runtime = self.settings.data_dir / PROJECTOR_RUNTIME_FILE
+        try:
+            info = json.loads(runtime.read_text())
+        except (OSError, ValueError):
+            return None
+        if isinstance(info, dict) and info.get("url"):
+            return str(info["url"]).rstrip("/")
+        if isinstance(info, dict) and info.get("port"):
+            return f"http://127.0.0.1:{int(info['port'])}"
+        return None
+
+    def query(self, sql: str, params: Params = None) -> pa.Table:
+        """Run read-only ``sql`` (``params`` bind to ``?``/``$1`` of its last statement).
+
+        Raises
+        ------
+        ReadOnlyQueryError
+            ``sql`` holds a statement that is not a read.
+        QueryError
+            The query failed, timed out or returned too many rows.
+        NoDataError
+            Nothing was projected yet.
+        DatabaseBusyError
+            The file is locked by a writer that serves no queries.
+        """
+        read_statements(sql)  # refuse writes the same way on either path
+        url = self.server_url()
+        if url is not None:
+            table = self._query_server(url, sql, params)
+            if table is not None:
+                return table
+        return self._query_file(sql, params)
+
+    def query_df(self, sql: str, params: Params = None) -> Any:
+        """Like :meth:`query`, as a ``pandas.DataFrame``."""
+        return self.query(sql, params).to_pandas()
+
+    # -- paths ----------------------------------------------------------------
+    def _query_server(self, url: str, sql: str, params: Params) -> pa.Table | None:
+        """Ask the server; ``None`` when it does not answer (stale projector.json)."""
+        if params is None:
+            body, ctype = sql.encode(), "text/plain; charset=utf-8"
+        else:
+            plain = ({k: _jsonable(v) for k, v in params.items()} if isinstance(params, dict)
+                     else [_jsonable(v) for v in params])
+            body = json.dumps({"sql": sql, "params": plain}).encode()
+            ctype = "application/json"
+        request = urllib.request.Request(
+            f"{url}/query", data=body, method="POST", headers={"Content-Type": ctype}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                payload = resp.read()
+                if not resp.headers.get("Content-Type", "").startswith(ARROW_STREAM):
+                    raise QueryError(f"the query server at {url} answered something else "
+                                     "than Arrow; is MODELOG_QUERY_URL right?")
+        except urllib.error.HTTPError as exc:
+            raise self._server_error(url, exc) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+        return pa.ipc.open_stream(payload).read_all()
+
+    @staticmethod
+    def _server_error(url: str, exc: urllib.error.HTTPError) -> QueryError:
+        try:
+            info = json.loads(exc.read())
+        except ValueError:
+            info = {}
+        message = str(info.get("message") or f"HTTP {exc.code} from {url}")
+        if info.get("error") == "read_only":
+            return ReadOnlyQueryError(str(info.get("statement_type", "?")),
+                                      str(info.get("statement", "")))
+        return QueryError(message)
+
+    def _query_file(self, sql: str, params: Params) -> pa.Table:
+        path = self.settings.duckdb_path
+        if not path.exists():
+            raise NoDataError(
+                f"no data yet: {path} does not exist. Run `modelog project` (or `modelog up`) "
+                "to project the event log into it, or point MODELOG_DATA_DIR at the right "
+                "directory."
+            )
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            raise DatabaseBusyError(
+                f"{path} is locked by a process that serves no queries ({exc}). If a "
+                "projector runs, make sure its projector.json is in this data directory (or "
+                "set MODELOG_QUERY_URL); otherwise stop the process holding the file."
+            ) from None
+        try:
+            return run_read_query(con, sql, params)
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
