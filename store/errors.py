@@ -9,7 +9,9 @@ __all__ = [
     "ArtifactNotFoundError",
     "ArtifactPathError",
     "DatabaseBusyError",
+    "FilterSyntaxError",
     "NoDataError",
+    "ProfileError",
     "ProjectorError",
     "QueryError",
     "ReadOnlyQueryError",
@@ -72,3 +74,37 @@ class DatabaseBusyError(StoreError):
 
 class NoDataError(StoreError):
     """There is no DuckDB file yet (nothing was projected)."""
+
+
+class FilterSyntaxError(StoreError, ValueError):
+    """A run filter or order-by string could not be parsed (see :mod:`modelog.store.filters`).
+
+    Attributes
+    ----------
+    text
+        The filter as given.
+    position
+        0-based offset of the offending token in ``text``.
+    column
+        1-based column of the offending token (``position + 1``).
+    found
+        What was there (``'AND'``, ``end of filter``...).
+    expected
+        What the parser wanted instead.
+    """
+
+    def __init__(self, text: str, position: int, found: str, expected: str) -> None:
+        self.text = text
+        self.position = position
+        self.column = position + 1
+        self.found = found
+        self.expected = expected
+        shown = text.replace("\n", " ").replace("\t", " ").replace("\r", " ")
+        super().__init__(
+            f"unexpected {found} at column {self.column}: expected {expected}\n"
+            f"  {shown}\n  {' ' * position}^"
+        )
+
+
+class ProfileError(StoreError, ValueError):
+    """A profile or PSI computation got unusable arguments (:mod:`modelog.store.profile`)."""

@@ -1,0 +1,442 @@
+"""The model registry as a fold over events, and the alias command decision.
+
+The registry has no table of its own: its state is whatever the registry
+events say. :func:`apply` folds one :class:`~modelog.streams.events.ModelVersionRegistered`,
+:class:`~modelog.streams.events.AliasSet`, :class:`~modelog.streams.events.AliasRemoved`
+(or :class:`~modelog.streams.events.AliasChangeRejected`) into an immutable
+:class:`RegistryState`; :func:`fold` and :func:`as_of` replay a whole log, so
+"what was in production on March 3rd at 14:00, and why" is
+``describe_alias(as_of(events, t), model, "production")``.
+
+:func:`decide` turns an :class:`~modelog.streams.events.AliasChangeRequested`
+command into the event that answers it -- an ``AliasSet``, an ``AliasRemoved``
+or an ``AliasChangeRejected`` carrying a reason that says what to do. It is a
+pure function: the output id is derived from the command, and a command that
+was already decided (it is in the state) yields the very same event again, so
+a worker that re-processes commands after a crash emits nothing new.
+
+Everything here is pure: no Kafka, no clock, no I/O.
+
+Examples
+--------
+>>> import datetime as dt
+>>> from modelog.streams.events import AliasChangeRequested, ModelVersionRegistered
+>>> t0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+>>> def register(v, day):
+...     return ModelVersionRegistered(
+...         id=f"reg-{v}", time=t0 + dt.timedelta(days=day), aggregate="churn",
+...         model="churn", model_version=v, flavor="sklearn",
+...         artifact_uri=f"artifacts/{v}", artifact_digest="ab" * 8)
+>>> state = fold([register(1, 0), register(2, 1)])
+>>> next_version(state, "churn")
+3
+>>> cmd = AliasChangeRequested(
+...     id="c-1", time=t0 + dt.timedelta(days=2), aggregate="churn", command_id="c-1",
+...     model="churn", alias="production", model_version=2, actor="alice",
+...     reason="better f1")
+>>> ev = decide(state, cmd, now=cmd.time)
+>>> type(ev).__name__, ev.model_version, ev.previous_version
+('AliasSet', 2, None)
+>>> state = apply(state, ev)
+>>> info = describe_alias(state, "churn", "production")
+>>> info.version, info.actor, info.reason
+(2, 'alice', 'better f1')
+>>> print(info)
+churn@production -> v2 since 2026-03-03T00:00:00+00:00 by alice: better f1
+>>> typo = AliasChangeRequested(
+...     id="c-2", time=t0, aggregate="churn", command_id="c-2", model="churn",
+...     alias="production", model_version=7, reason="oops")
+>>> print(decide(state, typo, now=t0).reason)
+version 7 of churn does not exist (versions: 1, 2); register it first
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from modelog.streams.errors import EventValidationError
+from modelog.streams.events import (
+    AliasChangeRejected,
+    AliasChangeRequested,
+    AliasRemoved,
+    AliasSet,
+    ColumnSchema,
+    Event,
+    ModelVersionRegistered,
+)
+from modelog.streams.ids import derived_id
+
+__all__ = [
+    "PRODUCER",
+    "AliasChange",
+    "AliasInfo",
+    "Decision",
+    "ModelState",
+    "RegistryState",
+    "VersionInfo",
+    "apply",
+    "as_of",
+    "decide",
+    "describe_alias",
+    "fold",
+    "next_version",
+]
+
+PRODUCER = "modelog-registry"
+"""The ``producer`` of every event :func:`decide` emits."""
+
+Decision = AliasSet | AliasRemoved | AliasChangeRejected
+"""What :func:`decide` returns for a command."""
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One registered version of a model (from its ``ModelVersionRegistered`` event)."""
+
+    model: str
+    version: int
+    run_id: str | None
+    flavor: str
+    artifact_uri: str
+    artifact_digest: str
+    signature: tuple[ColumnSchema, ...]
+    description: str
+    online: bool
+    registered: dt.datetime
+    producer: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AliasChange:
+    """One entry of a model's alias history: an alias was set or removed."""
+
+    time: dt.datetime
+    model: str
+    alias: str
+    action: Literal["set", "removed"]
+    version: int | None
+    previous_version: int | None
+    actor: str
+    reason: str
+    command_id: str | None
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AliasInfo:
+    """Where an alias points: which version, since when, who set it, why, and what it replaced."""
+
+    model: str
+    alias: str
+    version: int
+    since: dt.datetime
+    actor: str
+    reason: str
+    previous_version: int | None
+    command_id: str | None
+    event_id: str
+
+    def __str__(self) -> str:
+        who = f" by {self.actor}" if self.actor else ""
+        why = f": {self.reason}" if self.reason else ""
+        was = f" (was v{self.previous_version})" if self.previous_version is not None else ""
+        return (
+            f"{self.model}@{self.alias} -> v{self.version} since "
+            f"{self.since.isoformat()}{who}{why}{was}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """Everything the registry knows about one model.
+
+    Attributes
+    ----------
+    versions
+        Version number -> registration.
+    aliases
+        Alias -> where it points now (removed aliases are absent).
+    history
+        Every alias change, in log order.
+    decided
+        Command id -> the event that answered it (set, removed or rejected).
+    seen
+        Ids of the events already applied (duplicates are ignored).
+    """
+
+    name: str
+    versions: Mapping[int, VersionInfo] = field(default_factory=dict)
+    aliases: Mapping[str, AliasInfo] = field(default_factory=dict)
+    history: tuple[AliasChange, ...] = ()
+    decided: Mapping[str, Decision] = field(default_factory=dict)
+    seen: frozenset[str] = frozenset()
+
+    @property
+    def latest_version(self) -> int | None:
+        """The highest registered version number, or ``None``."""
+        return max(self.versions) if self.versions else None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryState:
+    """The registry folded from events: an immutable mapping of model name -> :class:`ModelState`.
+
+    Never mutated; :func:`apply` returns a new state that shares every
+    untouched model with the old one.
+    """
+
+    models: Mapping[str, ModelState] = field(default_factory=dict)
+
+    def model(self, name: str) -> ModelState | None:
+        """The state of model ``name``, or ``None`` if no registry event mentions it."""
+        return self.models.get(name)
+
+    def versions(self, name: str) -> Mapping[int, VersionInfo]:
+        """Registered versions of ``name`` (empty if unknown)."""
+        m = self.models.get(name)
+        return m.versions if m is not None else {}
+
+    def aliases(self, name: str) -> Mapping[str, AliasInfo]:
+        """Current aliases of ``name`` (empty if unknown)."""
+        m = self.models.get(name)
+        return m.aliases if m is not None else {}
+
+    def history(self, name: str) -> tuple[AliasChange, ...]:
+        """Alias history of ``name``, oldest first (empty if unknown)."""
+        m = self.models.get(name)
+        return m.history if m is not None else ()
+
+
+RegistryEvent = ModelVersionRegistered | AliasSet | AliasRemoved | AliasChangeRejected
+_REGISTRY_EVENTS = (ModelVersionRegistered, AliasSet, AliasRemoved, AliasChangeRejected)
+
+
+def _apply_to_model(m: ModelState, event: RegistryEvent) -> ModelState:
+    seen = m.seen | {event.id}
+    if isinstance(event, ModelVersionRegistered):
+        if event.model_version in m.versions:
+            # Versions are immutable: the first registration of a number wins.
+            return replace(m, seen=seen)
+        info = VersionInfo(
+            model=event.model, version=event.model_version, run_id=event.run_id,
+            flavor=event.flavor, artifact_uri=event.artifact_uri,
+            artifact_digest=event.artifact_digest, signature=tuple(event.signature),
+            description=event.description, online=event.online, registered=event.time,
+            producer=event.producer, event_id=event.id,
+        )
+        return replace(m, versions={**m.versions, event.model_version: info}, seen=seen)
+    decided = m.decided
+    if event.command_id is not None and event.command_id not in decided:
+        decided = {**decided, event.command_id: event}
+    if isinstance(event, AliasChangeRejected):
+        return replace(m, decided=decided, seen=seen)
+    aliases = dict(m.aliases)
+    if isinstance(event, AliasSet):
+        change = AliasChange(
+            time=event.time, model=event.model, alias=event.alias, action="set",
+            version=event.model_version, previous_version=event.previous_version,
+            actor=event.actor, reason=event.reason, command_id=event.command_id,
+            event_id=event.id,
+        )
+        aliases[event.alias] = AliasInfo(
+            model=event.model, alias=event.alias, version=event.model_version,
+            since=event.time, actor=event.actor, reason=event.reason,
+            previous_version=event.previous_version, command_id=event.command_id,
+            event_id=event.id,
+        )
+    else:
+        change = AliasChange(
+            time=event.time, model=event.model, alias=event.alias, action="removed",
+            version=None, previous_version=event.previous_version, actor=event.actor,
+            reason=event.reason, command_id=event.command_id, event_id=event.id,
+        )
+        aliases.pop(event.alias, None)
+    return replace(m, aliases=aliases, history=(*m.history, change), decided=decided, seen=seen)
+
+
+def apply(state: RegistryState, event: Event) -> RegistryState:
+    """Fold one event into the registry state and return the new state.
+
+    Registry events (``ModelVersionRegistered``, ``AliasSet``, ``AliasRemoved``,
+    ``AliasChangeRejected``) change the state; every other event, and any event
+    whose id was already applied, returns ``state`` unchanged. Re-registering
+    an existing version number keeps the first registration.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.streams.events import AliasSet
+    >>> ev = AliasSet(id="e-1", time=dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc),
+    ...               aggregate="churn", model="churn", alias="shadow", model_version=4)
+    >>> s1 = apply(RegistryState(), ev)
+    >>> s1.aliases("churn")["shadow"].version
+    4
+    >>> apply(s1, ev) is s1
+    True
+    """
+    if not isinstance(event, _REGISTRY_EVENTS):
+        return state
+    current = state.models.get(event.model) or ModelState(name=event.model)
+    if event.id in current.seen:
+        return state
+    return RegistryState(models={**state.models, event.model: _apply_to_model(current, event)})
+
+
+def fold(events: Iterable[Event], state: RegistryState | None = None) -> RegistryState:
+    """Replay ``events`` in log order, starting from ``state`` (default: empty)."""
+    out = state if state is not None else RegistryState()
+    for ev in events:
+        out = apply(out, ev)
+    return out
+
+
+def as_of(events: Iterable[Event], time: dt.datetime) -> RegistryState:
+    """The registry as it stood at ``time``: fold only the events with ``event.time <= time``.
+
+    Raises
+    ------
+    EventValidationError
+        ``time`` has no time zone (event times are UTC; say which instant you mean).
+    """
+    _require_aware("as_of", time)
+    return fold(ev for ev in events if ev.time <= time)
+
+
+def describe_alias(state: RegistryState, model: str, alias: str) -> AliasInfo | None:
+    """Where ``model@alias`` points (version, since, who, why, previous), or ``None``."""
+    return state.aliases(model).get(alias)
+
+
+def next_version(state: RegistryState, model: str) -> int:
+    """The number the next registered version of ``model`` gets (1 for a new model)."""
+    latest = (state.models.get(model) or ModelState(name=model)).latest_version
+    return 1 if latest is None else latest + 1
+
+
+def _require_aware(what: str, value: dt.datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise EventValidationError(
+            what, "time", value, "must be timezone-aware (use datetime.now(timezone.utc))"
+        )
+
+
+def _ms(t: dt.datetime) -> int:
+    return (t - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def _versions_text(versions: Iterable[int]) -> str:
+    ordered = sorted(versions)
+    if len(ordered) > 10:
+        return ", ".join(map(str, ordered[:3])) + ", ..., " + ", ".join(map(str, ordered[-3:]))
+    return ", ".join(map(str, ordered))
+
+
+def _rejection(state: RegistryState, command: AliasChangeRequested,
+               require_reason_for: frozenset[str]) -> str | None:
+    model = state.models.get(command.model)
+    if model is None or not model.versions:
+        known = sorted(name for name, m in state.models.items() if m.versions)
+        hint = f" (known models: {', '.join(known[:10])})" if known else ""
+        return (f"model {command.model} is not registered{hint}; "
+                "register a version of it first")
+    current = model.aliases.get(command.alias)
+    held = current.version if current is not None else None
+    wanted = command.model_version
+    if wanted is not None and wanted not in model.versions:
+        return (f"version {wanted} of {command.model} does not exist "
+                f"(versions: {_versions_text(model.versions)}); register it first")
+    if command.expected_version is not None and held != command.expected_version:
+        now_at = f"points at version {held}" if held is not None else "is not set"
+        return (f"alias {command.alias} of {command.model} {now_at}, not the expected "
+                f"version {command.expected_version}; someone changed it meanwhile -- "
+                "check the alias history, then retry with the current version as expected_version")
+    if command.alias in require_reason_for and not command.reason.strip():
+        verb = "setting" if wanted is not None else "removing"
+        return (f"{verb} the {command.alias} alias of {command.model} needs a reason; "
+                "retry with a reason (e.g. the evaluation or incident it answers)")
+    if wanted is None and held is None:
+        return (f"alias {command.alias} of {command.model} is not set; nothing to remove "
+                f"(aliases: {', '.join(sorted(model.aliases)) or 'none'})")
+    return None
+
+
+def decide(
+    state: RegistryState,
+    command: AliasChangeRequested,
+    *,
+    now: dt.datetime,
+    require_reason_for: frozenset[str] = frozenset({"production"}),
+) -> Decision:
+    """Decide an alias command against the registry state; return the event that answers it.
+
+    The command is rejected (:class:`~modelog.streams.events.AliasChangeRejected`
+    with a reason saying what to do) when the model has no registered version,
+    the requested version does not exist, ``expected_version`` is given and the
+    alias does not point there (optimistic concurrency; ``None`` skips the
+    check), the alias is in ``require_reason_for`` and the command has no
+    reason, or it asks to remove an alias that is not set. Otherwise it yields
+    an ``AliasSet`` (with ``previous_version``) or an ``AliasRemoved``.
+
+    The output id is ``derived_id(ms(command.time), "alias", command.command_id)``,
+    its time is ``now``, aggregate the model, producer :data:`PRODUCER`. A
+    command whose outcome is already in ``state`` returns that same event.
+
+    Parameters
+    ----------
+    state
+        The registry folded from the log up to now.
+    command
+        The request.
+    now
+        Time of the decision (timezone-aware); becomes the output event's time.
+    require_reason_for
+        Aliases that can only change with a reason.
+
+    Raises
+    ------
+    EventValidationError
+        ``now`` has no time zone.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.streams.events import AliasChangeRequested
+    >>> t = dt.datetime(2026, 3, 3, 14, tzinfo=dt.timezone.utc)
+    >>> cmd = AliasChangeRequested(id="c", time=t, aggregate="churn", command_id="c",
+    ...                            model="churn", alias="staging", model_version=1)
+    >>> print(decide(RegistryState(), cmd, now=t).reason)
+    model churn is not registered; register a version of it first
+    """
+    _require_aware("decide", now)
+    model = state.models.get(command.model)
+    if model is not None and command.command_id in model.decided:
+        return model.decided[command.command_id]
+    event_id = derived_id(_ms(command.time), "alias", command.command_id)
+    reason = _rejection(state, command, require_reason_for)
+    if reason is not None:
+        return AliasChangeRejected(
+            id=event_id, time=now, aggregate=command.model, producer=PRODUCER,
+            command_id=command.command_id, model=command.model, alias=command.alias,
+            model_version=command.model_version, reason=reason,
+        )
+    assert model is not None  # _rejection refuses unknown models
+    current = model.aliases.get(command.alias)
+    previous = current.version if current is not None else None
+    if command.model_version is None:
+        return AliasRemoved(
+            id=event_id, time=now, aggregate=command.model, producer=PRODUCER,
+            model=command.model, alias=command.alias, previous_version=previous,
+            actor=command.actor, reason=command.reason, command_id=command.command_id,
+        )
+    return AliasSet(
+        id=event_id, time=now, aggregate=command.model, producer=PRODUCER,
+        model=command.model, alias=command.alias, model_version=command.model_version,
+        previous_version=previous, actor=command.actor, reason=command.reason,
+        command_id=command.command_id,
+    )
