@@ -97,7 +97,13 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, int]:
     """Run the simulation against the configured broker; return what was sent."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     import modelog
 
