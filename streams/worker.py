@@ -1,0 +1,233 @@
+"""The monitoring worker: a Faust agent from the serving topic to the monitoring topic.
+
+This is the thin edge around :class:`~modelog.streams.monitor.ServingMonitor`:
+
+* it reads the serving topic as raw bytes (no Faust records: nothing but
+  modelog's JSON events is ever written to the log), in batches;
+* :class:`RecordRouter` decodes each record with :func:`modelog.streams.codec.decode`
+  and decides, purely, what to write: records that do not decode, or are not
+  ``PredictionMade`` / ``LabelObserved``, are copied unchanged (same key and
+  value bytes) to the dead-letter topic with the reason and their source in the
+  headers; the others feed the monitor, whose derived events are encoded and
+  written to the monitoring topic, keyed by their aggregate;
+* the Faust agent only moves those bytes.
+
+State and restarts. The join and the detectors live in memory in this version.
+The consumer group is the app id (``<topic prefix>worker``); it starts from the
+earliest offset when it has no committed offsets, so a first start rebuilds
+the state from the whole serving log. After a restart it resumes from the
+committed offsets with fresh detectors (they warm up again; predictions
+pending before the restart can no longer be joined -- their labels count as
+orphans). Pass ``run_worker(..., rebuild=True)`` to start a
+new group that replays the whole log and rebuilds the exact state. Either way,
+every derived event has a deterministic id, so events published again after a
+crash or a replay are duplicates that consumers drop by id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from modelog.config import Settings
+from modelog.streams import codec
+from modelog.streams.deadletter import dead_letter_headers
+from modelog.streams.errors import EventDecodeError
+from modelog.streams.events import LabelObserved, PredictionMade
+from modelog.streams.monitor import MonitorConfig, ServingMonitor
+from modelog.streams.topics import Topics, ensure_topics
+
+__all__ = ["CONSUMER_NAME", "Outgoing", "RecordRouter", "broker_credentials", "build_app",
+           "run_worker"]
+
+CONSUMER_NAME = "worker"
+"""The consumer name written in dead-letter headers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outgoing:
+    """A record to write: topic, key, value and headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
+
+
+class RecordRouter:
+    """Decide, for each raw serving record, what to publish (pure: no Kafka here).
+
+    Examples
+    --------
+    >>> router = RecordRouter(Topics("acme."), ServingMonitor())
+    >>> [out] = router.route(b"churn", b"{not json", "acme.serving", 0, 7)
+    >>> out.topic, out.key, out.value
+    ('acme.dead-letter', b'churn', b'{not json')
+    >>> dict(out.headers)["modelog-source-offset"]
+    b'7'
+    """
+
+    def __init__(self, topics: Topics, monitor: ServingMonitor,
+                 consumer: str = CONSUMER_NAME) -> None:
+        self.topics = topics
+        self.monitor = monitor
+        self.consumer = consumer
+        self.records = 0
+        self.dead_lettered = 0
+        self.published = 0
+
+    def route(self, key: bytes | None, value: bytes | None, topic: str, partition: int,
+              offset: int) -> list[Outgoing]:
+        """The records to write for one consumed record (in order)."""
+        self.records += 1
+        raw = value if value is not None else b""
+        try:
+            event = codec.decode(raw)
+        except EventDecodeError as exc:
+            return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
+        if not isinstance(event, PredictionMade | LabelObserved):
+            reason = (f"{event.type_name()} does not belong on the serving topic; "
+                      f"the monitoring worker reads only PredictionMade and LabelObserved")
+            return [self._dead_letter(key, raw, reason, topic, partition, offset)]
+        out = [
+            Outgoing(self.topics.monitoring, derived.aggregate.encode(), codec.encode(derived))
+            for derived in self.monitor.process(event)
+        ]
+        self.published += len(out)
+        return out
+
+    def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
+                     partition: int, offset: int) -> Outgoing:
+        self.dead_lettered += 1
+        headers = dead_letter_headers(reason, topic, partition, offset, self.consumer)
+        return Outgoing(self.topics.dead_letter, key, value, headers)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust broker credentials for the security settings (``None`` for PLAINTEXT)."""
+    import faust
+
+    protocol = settings.security_protocol.upper()
+    context: ssl.SSLContext | None = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=context,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return None
+
+
+def build_app(
+    settings: Settings,
+    *,
+    app_id: str | None = None,
+    monitor_config: MonitorConfig | None = None,
+    session_timeout: float = 10.0,
+    batch_size: int = 2_000,
+    batch_within: float = 0.2,
+    web_port: int | None = None,
+) -> Any:
+    """Build the Faust app of the monitoring worker (does not start it).
+
+    Parameters
+    ----------
+    settings
+        Broker, topic prefix, partitions, data directory and security.
+    app_id
+        Faust app id and consumer group; default ``f"{settings.topic_prefix}worker"``.
+    monitor_config
+        Detectors and bounds of the :class:`ServingMonitor`.
+    session_timeout
+        Consumer session timeout in seconds; lower means a faster start and
+        rebalance (tests use 6).
+    batch_size, batch_within
+        The agent processes up to ``batch_size`` records, or what arrived within
+        ``batch_within`` seconds, at a time.
+    web_port
+        Serve Faust's web interface on this port; ``None`` disables it.
+
+    Returns
+    -------
+    faust.App
+        The app, with the router at ``app.modelog_router``.
+    """
+    import faust
+
+    topics = Topics.from_settings(settings)
+    router = RecordRouter(topics, ServingMonitor(monitor_config))
+    app = faust.App(
+        app_id or f"{settings.topic_prefix}worker",
+        broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=broker_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        broker_session_timeout=session_timeout,
+        broker_heartbeat_interval=max(0.5, session_timeout / 5),
+        consumer_auto_offset_reset="earliest",
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        datadir=str(settings.data_dir / "faust"),
+    )
+    app.modelog_router = router  # type: ignore[attr-defined]
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+
+    serving = raw_topic(topics.serving)
+    outputs = {topics.monitoring: raw_topic(topics.monitoring),
+               topics.dead_letter: raw_topic(topics.dead_letter)}
+
+    async def publish(records: Sequence[Outgoing]) -> None:
+        for rec in records:
+            await outputs[rec.topic].send(key=rec.key, value=rec.value,
+                                          headers=rec.headers or None, force=True)
+
+    @app.agent(serving, name=f"{topics.prefix}serving-monitor")
+    async def serving_monitor(stream: Any) -> None:
+        async for batch in stream.take_events(batch_size, within=batch_within):
+            for event in batch:
+                msg = event.message
+                await publish(router.route(msg.key, msg.value, msg.topic, msg.partition,
+                                           msg.offset))
+
+    return app
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    app_id: str | None = None,
+    monitor_config: MonitorConfig | None = None,
+    session_timeout: float = 10.0,
+    rebuild: bool = False,
+    loglevel: str = "warning",
+    web_port: int | None = None,
+) -> None:
+    """Create the topics, then run the monitoring worker until interrupted (blocking).
+
+    ``rebuild=True`` consumes under a new group id, replaying the serving log
+    from the beginning so the in-memory state is rebuilt exactly (alerts
+    published again have the same ids).
+    """
+    import faust
+
+    ensure_topics(settings)
+    group = app_id or f"{settings.topic_prefix}worker"
+    if rebuild:
+        group = f"{group}-rebuild-{int(time.time())}"
+    app = build_app(settings, app_id=group, monitor_config=monitor_config,
+                    session_timeout=session_timeout, web_port=web_port)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
