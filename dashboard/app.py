@@ -1,0 +1,264 @@
+"""The "Live monitoring" Streamlit page.
+
+Run it with ``modelog dashboard`` (or ``python -m streamlit run app.py`` with
+``MODELOG_*`` variables set). It only reads, through
+:class:`modelog.store.reader.Reader`, and refreshes itself with
+``st.fragment(run_every=...)``; all SQL lives in :mod:`modelog.dashboard.data`
+and the charts in :mod:`modelog.dashboard.charts`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from modelog.config import Settings
+from modelog.dashboard import charts, data
+from modelog.errors import ModelogError
+from modelog.store.errors import NoDataError, StoreError
+from modelog.store.reader import Reader
+
+SEVERITY_STYLE = {  # colour of the severity text, Material icon of the expander
+    "critical": ("red", ":material/error:"),
+    "warning": ("orange", ":material/warning:"),
+    "info": ("blue", ":material/info:"),
+}
+REFRESH_CHOICES = (1, 2, 5, 10, 30, 60)
+MAX_IDS_SHOWN = 50
+ALL_VERSIONS = "all versions"
+
+
+# -- formatting -------------------------------------------------------------------
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _time(value: Any) -> str:
+    if _missing(value):
+        return "—"
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC")
+    return f"{ts:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _num(value: Any) -> str:
+    return "—" if _missing(value) else f"{float(value):.4g}"
+
+
+def _count(value: Any) -> str:
+    return "—" if _missing(value) else f"{int(value):,}"
+
+
+def _text(value: Any, default: str = "—") -> str:
+    return default if _missing(value) or value == "" else str(value)
+
+
+def _plain(value: Any) -> str:
+    """``value`` as text that Streamlit's markdown shows verbatim."""
+    text = _text(value, "")
+    for char in "\\`*_[]<>#|~$":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+# -- sections ---------------------------------------------------------------------
+def empty_state(settings: Settings, detail: str = "") -> None:
+    """What to do when nothing was projected yet."""
+    st.info(
+        "**No data yet.** Start the platform with `modelog up` (broker, worker, projector "
+        "and this dashboard), then send traffic with `modelog demo` in another terminal. "
+        f"This page refreshes by itself and will show it.\n\nData directory: "
+        f"`{settings.data_dir.resolve()}`"
+        + (f"\n\n{detail}" if detail else ""),
+        icon=":material/hourglass_empty:",
+    )
+
+
+def header(source: data.QuerySource, counts: pd.Series) -> None:
+    """Header metrics, and the dead-letter warning when records were dead-lettered."""
+    cols = st.columns(5)
+    cols[0].metric("Events projected", _count(counts["events"]),
+                   help=f"last event {_time(counts['last_event'])}")
+    cols[1].metric("Predictions", _count(counts["predictions"]))
+    cols[2].metric("Labels", _count(counts["labels"]))
+    open_alerts = int(counts["open_alerts"])
+    cols[3].metric("Open alerts", f"{open_alerts:,}",
+                   help="DriftDetected not followed by a DriftResolved")
+    dead = int(counts["dead_letters"] or 0)
+    cols[4].metric("Dead-lettered", f"{dead:,}",
+                   delta="needs attention" if dead else None, delta_color="inverse",
+                   delta_arrow="off" if dead else "auto",
+                   help="records that could not be decoded or validated")
+    if dead:
+        with st.expander(f"{dead} record(s) went to the dead-letter topic — latest reasons",
+                         icon=":material/report:"):
+            reasons = data.dead_letter_reasons(source, limit=10)
+            st.dataframe(reasons, hide_index=True)
+            st.caption("The records are kept unchanged on the dead-letter topic; fix the "
+                       "producer, then replay them from there.")
+
+
+def select_model(models: pd.DataFrame) -> tuple[str | None, int | None]:
+    """Model and version selectors (the most recently active model first)."""
+    if models.empty:
+        return None, None
+    latest = models.sort_values("last_seen", ascending=False, na_position="last")
+    names = list(dict.fromkeys([*latest["model"], *models["model"]]))
+    left, right = st.columns([3, 2])
+    model = left.selectbox("Model", names, key="model")
+    versions = sorted(int(v) for v in models.loc[models["model"] == model, "model_version"]
+                      if not _missing(v))
+    chosen = right.selectbox("Version", [ALL_VERSIONS, *versions], key=f"version:{model}",
+                             format_func=lambda v: v if v == ALL_VERSIONS else f"v{v}")
+    return model, chosen if isinstance(chosen, int) else None
+
+
+def alert_label(alert: pd.Series) -> str:
+    """One-line summary of an alert (expander title, Streamlit markdown)."""
+    severity = _text(alert["severity"], "info")
+    colour = SEVERITY_STYLE.get(severity, ("gray", ""))[0]
+    version = "" if _missing(alert["model_version"]) else f" v{int(alert['model_version'])}"
+    parts = [f":{colour}[**{severity.upper()}**]", str(alert["type"]),
+             _plain(alert["model"]) + version, _plain(alert["detector"])]
+    if not _missing(alert["feature"]):
+        parts.append(f"feature {_plain(alert['feature'])}")
+    if not _missing(alert["resolved_at"]):
+        parts.append(":green[resolved]")
+    summary = " · ".join(parts)
+    message = _plain(alert["message"])
+    return f"{summary}{f' — {message}' if message else ''} · {_time(alert['time'])}"
+
+
+def alert_evidence(alert: pd.Series) -> None:
+    """The evidence behind one alert (inside its expander)."""
+    statistic, threshold = alert["statistic"], alert["threshold"]
+    relation = ""
+    if not _missing(statistic) and not _missing(threshold):
+        relation = " (above)" if float(statistic) > float(threshold) else " (not above)"
+    st.markdown(f"**Statistic** `{_num(statistic)}` vs **threshold** `{_num(threshold)}`"
+                f"{relation} · kind `{_text(alert['kind'])}`")
+    st.markdown(f"**Window** {_time(alert['window_start'])} → {_time(alert['window_end'])}, "
+                f"{_count(alert['window_size'])} observations")
+    if not _missing(alert["resolved_at"]):
+        st.success(f"Resolved at {_time(alert['resolved_at'])}")
+    ids = list(alert["prediction_ids"]) if alert["prediction_ids"] is not None else []
+    if ids:
+        more = f" (and {len(ids) - MAX_IDS_SHOWN} more)" if len(ids) > MAX_IDS_SHOWN else ""
+        st.markdown(f"**Prediction ids** ({len(ids)}){more}")
+        st.code("\n".join(ids[:MAX_IDS_SHOWN]), language=None)
+    if not _missing(alert["params"]):
+        st.markdown("**Detector parameters**")
+        st.json(json.loads(str(alert["params"])), expanded=True)
+    st.caption(f"event {alert['event_id']}"
+               + ("" if _missing(alert["detected_id"]) else f" · resolves {alert['detected_id']}"))
+
+
+def alert_feed(source: data.QuerySource, model: str | None, version: int | None,
+               limit: int) -> None:
+    """The live alert feed, newest first."""
+    st.subheader("Alerts")
+    only = st.toggle("Only the selected model", value=False, key="feed_only_model")
+    feed = data.alert_feed(source, model if only else None, version if only else None,
+                           limit=limit)
+    if feed.empty:
+        st.caption("No alerts yet. Drift and anomaly monitors publish here as they fire.")
+        return
+    for _, alert in feed.iterrows():
+        icon = SEVERITY_STYLE.get(_text(alert["severity"], "info"), ("", None))[1]
+        with st.expander(alert_label(alert), key=f"alert:{alert['event_id']}", icon=icon):
+            alert_evidence(alert)
+
+
+def model_panel(source: data.QuerySource, model: str, version: int | None,
+                window: int) -> None:
+    """Error rate and anomaly charts of one model, with its aliases."""
+    known = data.aliases(source, model)
+    if known.empty:
+        st.caption(f"**{model}**: no alias set yet")
+    else:
+        st.caption(f"**{model}** aliases: " + ", ".join(
+            f"`{row.alias}` → v{row.model_version}" for row in known.itertuples()))
+    windows = data.error_rate(source, model, version, window=window)
+    stats = data.monitor_series(source, model, version)
+    starts = [s.min() for s in (windows.get("start"), stats.get("time"))
+              if s is not None and not s.empty]
+    since = min(starts) if starts else None
+    drift = data.alert_feed(source, model, version, since=since, limit=200,
+                            types=("DriftDetected", "DriftResolved"))
+    st.markdown(f"**Error rate** — windows of {window} labelled predictions"
+                " and the monitor's rolling error; rules mark drift alerts")
+    if windows.empty and stats.empty:
+        st.caption("No labelled predictions yet.")
+    else:
+        st.altair_chart(charts.error_rate_chart(windows, stats, drift), width="stretch")
+    anomalies = data.alert_feed(source, model, version, since=since, limit=200,
+                                types=("AnomalyDetected",))
+    st.markdown("**Anomaly scores** — per monitor window; rules mark anomaly alerts")
+    if stats.empty or stats[["anomaly_score_mean", "anomaly_score_max"]].isna().all().all():
+        st.caption("No anomaly scores reported yet.")
+    else:
+        st.altair_chart(charts.anomaly_chart(stats, anomalies), width="stretch")
+
+
+def live(settings: Settings, window: int, limit: int) -> None:
+    """Everything that refreshes: metrics, feed, charts."""
+    source = Reader(settings, timeout=10.0)
+    try:
+        counts = data.overview(source)
+        if data.is_empty(counts):
+            empty_state(settings)
+            return
+        header(source, counts.iloc[0])
+        model, version = select_model(data.models(source))
+        feed_col, chart_col = st.columns([2, 3], gap="large")
+        with feed_col:
+            alert_feed(source, model, version, limit)
+        with chart_col:
+            if model is None:
+                st.caption("No model has made predictions yet.")
+            else:
+                model_panel(source, model, version, window)
+    except NoDataError as exc:
+        empty_state(settings, str(exc))
+    except StoreError as exc:
+        st.error(f"Could not read the projection: {exc}\n\nCheck that `modelog project` "
+                 "runs for this data directory (or that MODELOG_QUERY_URL is right); the page "
+                 "retries at the next refresh.", icon=":material/error:")
+    st.caption(f"Refreshed {dt.datetime.now(dt.UTC):%H:%M:%S} UTC · "
+               f"data `{settings.data_dir.resolve()}`")
+
+
+def main() -> None:
+    """Build the page."""
+    st.set_page_config(page_title="modelog · Live monitoring",
+                       page_icon=":material/monitoring:", layout="wide")
+    st.title("Live monitoring")
+    try:
+        settings = Settings.from_env()
+    except ModelogError as exc:
+        st.error(f"Invalid configuration: {exc}")
+        st.stop()
+        return
+    with st.sidebar:
+        st.header("Refresh")
+        every = st.select_slider("Refresh every", REFRESH_CHOICES, value=2,
+                                 format_func=lambda s: f"{s} s", key="refresh_every")
+        paused = st.toggle("Pause", value=False, key="paused",
+                           help="Stop refreshing (e.g. to read an alert).")
+        st.header("Display")
+        window = int(st.number_input("Error-rate window (labelled predictions)", 10, 100_000,
+                                     value=200, step=50, key="window"))
+        limit = int(st.number_input("Alerts shown", 1, 500, value=25, step=5, key="limit"))
+        st.caption("Paused." if paused else f"Refreshing every {every} s.")
+    st.fragment(run_every=None if paused else float(every))(live)(settings, window, limit)
+
+
+main()

@@ -1,0 +1,344 @@
+"""Every query the dashboard runs, as small typed functions returning DataFrames.
+
+Each function takes a :class:`QuerySource` -- in the app a
+:class:`modelog.store.reader.Reader`, which asks the projector's query server
+or opens the DuckDB file read-only -- and runs one bounded query (a ``LIMIT``
+or a fixed number of windows), so a refresh every couple of seconds stays cheap
+however long the log grows. Nothing here imports Streamlit: the functions are
+tested on their own.
+
+Examples
+--------
+>>> import duckdb
+>>> from modelog.store.schema import create_schema
+>>> con = duckdb.connect()
+>>> create_schema(con)
+>>> source = ConnectionSource(con)
+>>> overview(source).to_dict("records")[0]["predictions"]
+0
+>>> is_empty(overview(source))
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import duckdb
+import pandas as pd
+
+from modelog.errors import ModelogError
+
+__all__ = [
+    "ALERT_TYPES",
+    "ConnectionSource",
+    "DashboardQueryError",
+    "QuerySource",
+    "alert_feed",
+    "aliases",
+    "dead_letter_reasons",
+    "error_rate",
+    "is_empty",
+    "models",
+    "monitor_series",
+    "overview",
+]
+
+Params = Sequence[Any] | dict[str, Any] | None
+
+ALERT_TYPES: tuple[str, ...] = (
+    "DriftDetected", "DriftResolved", "AnomalyDetected", "SkewDetected", "RetrainRequested",
+)
+"""The event types found in the ``alerts`` table."""
+
+MAX_LIMIT = 10_000
+"""Upper bound of every ``limit``/``windows`` argument (keeps refreshes bounded)."""
+
+
+class DashboardQueryError(ModelogError, ValueError):
+    """A dashboard query got an argument it cannot use (names the argument and the rule)."""
+
+
+class QuerySource(Protocol):
+    """Anything that runs read-only SQL and returns a DataFrame (``Reader`` does)."""
+
+    def query_df(self, sql: str, params: Params = None) -> Any:
+        """Run ``sql`` with ``params`` bound; return a ``pandas.DataFrame``."""
+        ...
+
+
+class ConnectionSource:
+    """A :class:`QuerySource` over an open DuckDB connection (tests, notebooks).
+
+    Parameters
+    ----------
+    con
+        The connection to query; the caller owns it.
+
+    Examples
+    --------
+    >>> import duckdb
+    >>> ConnectionSource(duckdb.connect()).query_df("select 41 + ? as x", [1]).x.tolist()
+    [42]
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def query_df(self, sql: str, params: Params = None) -> pd.DataFrame:
+        """Run ``sql`` on a fresh cursor of the connection."""
+        return self.con.cursor().execute(sql, params).df()
+
+
+def _bounded(name: str, value: int, low: int = 1, high: int = MAX_LIMIT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DashboardQueryError(
+            f"{name}={value!r} must be an integer between {low} and {high}; "
+            "pass a smaller value to keep the page fast."
+        )
+    return value
+
+
+def _types(types: Iterable[str] | None) -> str:
+    """An SQL ``IN`` list of known alert types (validated, so safe to inline)."""
+    if types is None:
+        return ""
+    chosen = list(types)
+    for t in chosen:
+        if t not in ALERT_TYPES:
+            raise DashboardQueryError(
+                f"alert type {t!r} is unknown; use one of {', '.join(ALERT_TYPES)}."
+            )
+    if not chosen:
+        raise DashboardQueryError("types must name at least one alert type (or be None).")
+    return "AND a.type IN (" + ", ".join(f"'{t}'" for t in chosen) + ")"
+
+
+# -- header -------------------------------------------------------------------
+_OVERVIEW_SQL = """
+SELECT
+    (SELECT count(*) FROM events) AS events,
+    (SELECT count(*) FROM predictions) AS predictions,
+    (SELECT count(*) FROM labels) AS labels,
+    (SELECT count(*) FROM alerts) AS alerts,
+    (SELECT count(*) FROM alerts d
+      WHERE d.type = 'DriftDetected'
+        AND NOT EXISTS (SELECT 1 FROM alerts r
+                        WHERE r.type = 'DriftResolved' AND r.detected_id = d.event_id))
+        AS open_alerts,
+    (SELECT dead_letters FROM dead_letter_count) AS dead_letters,
+    (SELECT max(time) FROM events) AS last_event
+"""
+
+
+def overview(source: QuerySource) -> pd.DataFrame:
+    """One row of header counts.
+
+    Columns: ``events`` (projected), ``predictions``, ``labels``, ``alerts``,
+    ``open_alerts`` (``DriftDetected`` without a ``DriftResolved`` naming it),
+    ``dead_letters`` (distinct dead-lettered records) and ``last_event`` (time).
+    """
+    df: pd.DataFrame = source.query_df(_OVERVIEW_SQL)
+    return df
+
+
+def is_empty(overview_df: pd.DataFrame) -> bool:
+    """Whether nothing was projected yet (the page then shows how to start).
+
+    Examples
+    --------
+    >>> is_empty(pd.DataFrame([{"events": 0, "predictions": 0, "alerts": 0,
+    ...                         "dead_letters": 0}]))
+    True
+    """
+    if overview_df.empty:
+        return True
+    row = overview_df.iloc[0]
+    return all(int(row[c] or 0) == 0 for c in ("events", "predictions", "alerts", "dead_letters"))
+
+
+def dead_letter_reasons(source: QuerySource, limit: int = 5) -> pd.DataFrame:
+    """The latest dead-lettered records (one row per source record), newest first.
+
+    Columns: ``time``, ``reason``, ``source_topic``, ``source_partition``,
+    ``source_offset``, ``consumer``, ``size`` (bytes of the value).
+    """
+    sql = """
+SELECT time, reason, source_topic, source_partition, source_offset, consumer,
+       octet_length(value) AS size
+FROM dead_letters
+QUALIFY row_number() OVER (PARTITION BY source_topic, source_partition, source_offset
+                           ORDER BY time, "offset") = 1
+ORDER BY time DESC, source_topic, source_offset DESC
+LIMIT $limit"""
+    df: pd.DataFrame = source.query_df(sql, {"limit": _bounded("limit", limit)})
+    return df
+
+
+# -- models -------------------------------------------------------------------
+def models(source: QuerySource) -> pd.DataFrame:
+    """Every (model, version) seen in predictions, monitor stats or alerts.
+
+    Columns: ``model``, ``model_version`` (may be null for unversioned alerts),
+    ``predictions``, ``last_seen``; sorted by model then version.
+    """
+    sql = """
+WITH seen AS (
+    SELECT model, model_version, count(*) AS n, max(time) AS last FROM predictions GROUP BY ALL
+    UNION ALL
+    SELECT model, model_version, 0, max(time) FROM monitor_stats GROUP BY ALL
+    UNION ALL
+    SELECT model, model_version, 0, max(time) FROM alerts WHERE model IS NOT NULL GROUP BY ALL
+)
+SELECT model, model_version, CAST(sum(n) AS BIGINT) AS predictions, max(last) AS last_seen
+FROM seen GROUP BY ALL
+ORDER BY model, model_version NULLS LAST
+LIMIT 1000"""
+    df: pd.DataFrame = source.query_df(sql)
+    return df
+
+
+def aliases(source: QuerySource, model: str) -> pd.DataFrame:
+    """The model's current aliases (``production``, ``staging``...).
+
+    Columns: ``alias``, ``model_version``, ``since``, ``actor``, ``reason``.
+    """
+    sql = """
+SELECT alias, model_version, since, actor, reason FROM aliases
+WHERE model = $model ORDER BY alias LIMIT 100"""
+    df: pd.DataFrame = source.query_df(sql, {"model": model})
+    return df
+
+
+# -- alerts -------------------------------------------------------------------
+def alert_feed(
+    source: QuerySource,
+    model: str | None = None,
+    model_version: int | None = None,
+    *,
+    types: Iterable[str] | None = None,
+    since: Any = None,
+    limit: int = 50,
+) -> pd.DataFrame:
+    """Alerts, newest first, with their evidence and whether a drift was resolved.
+
+    Parameters
+    ----------
+    source
+        Where to query.
+    model, model_version
+        Only this model (and version); ``None`` means all.
+    types
+        Only these alert types (see :data:`ALERT_TYPES`); ``None`` means all.
+    since
+        Only alerts at or after this time (a datetime or timestamp).
+    limit
+        At most this many rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``event_id``, ``type``, ``time``, ``model``, ``model_version``, ``kind``,
+        ``feature``, ``detector``, ``statistic``, ``threshold``, ``severity``,
+        ``message``, ``window_start``, ``window_end``, ``window_size``,
+        ``prediction_ids`` (list), ``params`` (JSON text), ``detected_id`` and
+        ``resolved_at`` (time of the ``DriftResolved`` naming a ``DriftDetected``).
+    """
+    sql = f"""
+WITH resolved AS (
+    SELECT detected_id, min(time) AS resolved_at FROM alerts
+    WHERE type = 'DriftResolved' AND detected_id IS NOT NULL GROUP BY detected_id
+)
+SELECT a.event_id, a.type, a.time, a.model, a.model_version, a.kind, a.feature, a.detector,
+       a.statistic, a.threshold, a.severity, a.message, a.window_start, a.window_end,
+       a.window_size, a.prediction_ids, CAST(a.params AS VARCHAR) AS params, a.detected_id,
+       CASE WHEN a.type = 'DriftDetected' THEN r.resolved_at END AS resolved_at
+FROM alerts a LEFT JOIN resolved r ON r.detected_id = a.event_id
+WHERE (CAST($model AS VARCHAR) IS NULL OR a.model = $model)
+  AND (CAST($version AS INTEGER) IS NULL OR a.model_version = $version)
+  AND (CAST($since AS TIMESTAMPTZ) IS NULL OR a.time >= $since)
+  {_types(types)}
+ORDER BY a.time DESC, a.event_id DESC
+LIMIT $limit"""
+    params = {"model": model, "version": model_version, "since": since,
+              "limit": _bounded("limit", limit)}
+    df: pd.DataFrame = source.query_df(sql, params)
+    return df
+
+
+# -- series -------------------------------------------------------------------
+def error_rate(
+    source: QuerySource,
+    model: str,
+    model_version: int | None = None,
+    *,
+    window: int = 100,
+    windows: int = 100,
+) -> pd.DataFrame:
+    """Error rate in consecutive windows of ``window`` labelled predictions.
+
+    Windows are aligned on the model's first labelled prediction, so a window
+    keeps its rows as new labels arrive; only the latest ``windows`` windows are
+    returned (the last one may be partial: ``labelled < window``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``window_index``, ``start``, ``end`` (prediction times), ``labelled``,
+        ``errors``, ``error_rate`` (share not ``correct``) and
+        ``mean_abs_error`` (numeric outputs only), oldest first.
+    """
+    sql = """
+WITH scope AS (
+    SELECT time, event_id, correct, abs_error FROM prediction_quality
+    WHERE model = $model AND (CAST($version AS INTEGER) IS NULL OR model_version = $version)
+      AND label IS NOT NULL
+), total AS (SELECT count(*) AS n FROM scope),
+latest AS (
+    SELECT *, row_number() OVER (ORDER BY time DESC, event_id DESC) - 1 AS back
+    FROM (SELECT * FROM scope ORDER BY time DESC, event_id DESC LIMIT $rows)
+)
+SELECT CAST((total.n - 1 - back) // $window AS BIGINT) AS window_index,
+       min(time) AS start, max(time) AS "end", count(*) AS labelled,
+       count(*) FILTER (WHERE NOT correct) AS errors,
+       avg(CASE WHEN correct THEN 0.0 WHEN NOT correct THEN 1.0 END) AS error_rate,
+       avg(abs_error) AS mean_abs_error
+FROM latest, total
+WHERE (total.n - 1 - back) // $window > (total.n - 1) // $window - $windows
+GROUP BY ALL
+ORDER BY window_index"""
+    size = _bounded("window", window, high=1_000_000)
+    count = _bounded("windows", windows)
+    params = {"model": model, "version": model_version, "window": size, "windows": count,
+              "rows": size * count}
+    df: pd.DataFrame = source.query_df(sql, params)
+    return df
+
+
+def monitor_series(
+    source: QuerySource, model: str, model_version: int | None = None, *, limit: int = 500
+) -> pd.DataFrame:
+    """The latest ``limit`` ``MonitorStatsReported`` points of a model, oldest first.
+
+    Columns: ``time``, ``model_version``, ``window_end``, ``rolling_error``,
+    ``anomaly_score_mean``, ``anomaly_score_max``, ``anomaly_rate``,
+    ``predictions``, ``labelled`` (missing stats are null).
+    """
+    stats = ("rolling_error", "anomaly_score_mean", "anomaly_score_max", "anomaly_rate",
+             "predictions", "labelled")
+    columns = ",\n       ".join(
+        f"TRY_CAST(stats->>'$.{name}' AS DOUBLE) AS {name}" for name in stats
+    )
+    sql = f"""
+SELECT * FROM (
+    SELECT time, model_version, window_end,
+       {columns}
+    FROM monitor_stats
+    WHERE model = $model AND (CAST($version AS INTEGER) IS NULL OR model_version = $version)
+    ORDER BY time DESC, event_id DESC
+    LIMIT $limit
+) ORDER BY time"""
+    params = {"model": model, "version": model_version, "limit": _bounded("limit", limit)}
+    df: pd.DataFrame = source.query_df(sql, params)
+    return df
