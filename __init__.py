@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Run,
         connect,
         connect_async,
+        registry_as_of,
     )
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "__version__",
     "connect",
     "connect_async",
+    "registry_as_of",
 ]
 
 _LAZY = {
@@ -47,6 +49,7 @@ _LAZY = {
     "Run": "modelog.streams.sdk",
     "connect": "modelog.streams.sdk",
     "connect_async": "modelog.streams.sdk",
+    "registry_as_of": "modelog.streams.sdk",
 }
 
 

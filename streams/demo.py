@@ -120,11 +120,8 @@ def run_demo(
                 run.log_metrics({"accuracy": 0.90 + step * 0.005, "loss": 0.4 - step * 0.02},
                                 step=step)
         echo(f"run        {run.run_id}")
-        version = 1
-        client.register_model(cfg.model, version, flavor="custom", run=run,
-                              signature=[("usage", "double"), ("tenure", "double"),
-                                         ("spend", "double"), ("plan", "string")],
-                              description="rule-based churn model")
+        version = client.register_model(cfg.model, flavor="custom", run=run, dataset=ds,
+                                        target="churned", description="rule-based churn model")
         client.set_alias(cfg.model, "production", version, reason="demo: first release")
         echo(f"model      {cfg.model} v{version} -> production")
         echo(f"streaming  {cfg.predictions:,} predictions at "

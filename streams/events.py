@@ -43,6 +43,7 @@ __all__ = [
     "MetricPoint",
     "MetricsLogged",
     "ModelVersionRegistered",
+    "ModelVersionRequested",
     "MonitorConfigured",
     "MonitorStatsReported",
     "ParamsLogged",
@@ -229,8 +230,38 @@ class RunFailed(Event, frozen=True, kw_only=True):
 
 
 # -- registry ---------------------------------------------------------------
+class ModelVersionRequested(Event, frozen=True, kw_only=True):
+    """Someone asked to register a new version of a model (a command; aggregate: the model).
+
+    The registry worker, the single writer of the model's registry partition,
+    answers with a :class:`ModelVersionRegistered` carrying the next version
+    number and the same ``command_id``. ``artifact_digest`` is the SHA-256 of
+    the artifact bytes; ``library_versions`` the versions it was written with.
+    """
+
+    stream: ClassVar[str] = "registry_commands"
+    command_id: Id
+    model: Name
+    run_id: str | None = None
+    flavor: str
+    artifact_uri: str = ""
+    artifact_digest: str = ""
+    signature: list[ColumnSchema] = []
+    description: str = ""
+    online: bool = False
+    library_versions: dict[str, str] = {}
+    actor: str = ""
+
+
 class ModelVersionRegistered(Event, frozen=True, kw_only=True):
-    """A model version was registered (aggregate: the model name)."""
+    """A model version was registered (aggregate: the model name).
+
+    ``command_id`` names the :class:`ModelVersionRequested` it answers
+    (``None`` for versions registered before registration became a command)
+    and ``library_versions`` the library versions the artifact was written
+    with. Both were added with defaults, so older records still decode as they
+    are: no schema-version bump was needed.
+    """
 
     stream: ClassVar[str] = "registry"
     model: Name
@@ -242,6 +273,8 @@ class ModelVersionRegistered(Event, frozen=True, kw_only=True):
     signature: list[ColumnSchema] = []
     description: str = ""
     online: bool = False
+    command_id: str | None = None
+    library_versions: dict[str, str] = {}
 
 
 class AliasChangeRequested(Event, frozen=True, kw_only=True):
@@ -468,6 +501,7 @@ CATALOGUE: dict[str, type[Event]] = {
         RunDatasetUsed,
         RunFinished,
         RunFailed,
+        ModelVersionRequested,
         ModelVersionRegistered,
         AliasChangeRequested,
         AliasSet,

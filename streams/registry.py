@@ -66,6 +66,7 @@ from modelog.streams.events import (
     ColumnSchema,
     Event,
     ModelVersionRegistered,
+    ModelVersionRequested,
 )
 from modelog.streams.ids import derived_id
 
@@ -80,6 +81,7 @@ __all__ = [
     "apply",
     "as_of",
     "decide",
+    "decide_registration",
     "describe_alias",
     "fold",
     "next_version",
@@ -168,6 +170,8 @@ class ModelState:
         Command id -> the event that answered it (set, removed or rejected).
     seen
         Ids of the events already applied (duplicates are ignored).
+    registrations
+        Registration command id -> the ``ModelVersionRegistered`` that answered it.
     """
 
     name: str
@@ -176,6 +180,7 @@ class ModelState:
     history: tuple[AliasChange, ...] = ()
     decided: Mapping[str, Decision] = field(default_factory=dict)
     seen: frozenset[str] = frozenset()
+    registrations: Mapping[str, ModelVersionRegistered] = field(default_factory=dict)
 
     @property
     def latest_version(self) -> int | None:
@@ -223,6 +228,9 @@ def _apply_to_model(m: ModelState, event: RegistryEvent) -> ModelState:
         if event.model_version in m.versions:
             # Versions are immutable: the first registration of a number wins.
             return replace(m, seen=seen)
+        registrations = m.registrations
+        if event.command_id is not None and event.command_id not in registrations:
+            registrations = {**registrations, event.command_id: event}
         info = VersionInfo(
             model=event.model, version=event.model_version, run_id=event.run_id,
             flavor=event.flavor, artifact_uri=event.artifact_uri,
@@ -230,7 +238,8 @@ def _apply_to_model(m: ModelState, event: RegistryEvent) -> ModelState:
             description=event.description, online=event.online, registered=event.time,
             producer=event.producer, event_id=event.id,
         )
-        return replace(m, versions={**m.versions, event.model_version: info}, seen=seen)
+        return replace(m, versions={**m.versions, event.model_version: info}, seen=seen,
+                       registrations=registrations)
     decided = m.decided
     if event.command_id is not None and event.command_id not in decided:
         decided = {**decided, event.command_id: event}
@@ -439,4 +448,57 @@ def decide(
         model=command.model, alias=command.alias, model_version=command.model_version,
         previous_version=previous, actor=command.actor, reason=command.reason,
         command_id=command.command_id,
+    )
+
+
+def decide_registration(
+    state: RegistryState, command: ModelVersionRequested, *, now: dt.datetime
+) -> ModelVersionRegistered:
+    """Answer a registration command with the ``ModelVersionRegistered`` that numbers it.
+
+    The version is :func:`next_version` of the model, so versions are dense
+    and assigned by whoever folds the model's registry partition (the single
+    writer). The output id is ``derived_id(ms(command.time), "register",
+    command.command_id)``, its time ``now``, aggregate the model, producer
+    :data:`PRODUCER`; every other field is copied from the command. A command
+    already answered (its ``command_id`` is in ``state``) returns that same
+    event, so a redelivered command registers nothing new.
+
+    Raises
+    ------
+    EventValidationError
+        ``now`` has no time zone.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.streams.events import ModelVersionRequested
+    >>> t = dt.datetime(2026, 3, 3, 14, tzinfo=dt.timezone.utc)
+    >>> cmd = ModelVersionRequested(
+    ...     id="r-1", time=t, aggregate="churn", command_id="r-1", model="churn",
+    ...     flavor="sklearn", artifact_uri="file:///a", artifact_digest="ab" * 32)
+    >>> ev = decide_registration(RegistryState(), cmd, now=t)
+    >>> ev.model_version, ev.command_id
+    (1, 'r-1')
+    >>> state = apply(RegistryState(), ev)
+    >>> decide_registration(state, cmd, now=t) == ev
+    True
+    >>> again = ModelVersionRequested(
+    ...     id="r-2", time=t, aggregate="churn", command_id="r-2", model="churn",
+    ...     flavor="sklearn", artifact_uri="file:///b", artifact_digest="cd" * 32)
+    >>> decide_registration(state, again, now=t).model_version
+    2
+    """
+    _require_aware("decide_registration", now)
+    model = state.models.get(command.model)
+    if model is not None and command.command_id in model.registrations:
+        return model.registrations[command.command_id]
+    return ModelVersionRegistered(
+        id=derived_id(_ms(command.time), "register", command.command_id), time=now,
+        aggregate=command.model, producer=PRODUCER, model=command.model,
+        model_version=next_version(state, command.model), run_id=command.run_id,
+        flavor=command.flavor, artifact_uri=command.artifact_uri,
+        artifact_digest=command.artifact_digest, signature=list(command.signature),
+        description=command.description, online=command.online,
+        command_id=command.command_id, library_versions=dict(command.library_versions),
     )

@@ -13,17 +13,26 @@ its aggregate. The shapes follow MLflow::
             run.use_dataset(ds)
             run.log_params({"max_depth": 6})
             run.log_metric("auc", 0.91)
-        client.register_model("churn", 1, run=run)
-        client.set_alias("churn", "production", 1)
+        version = client.register_model("churn", model, run=run, dataset=ds, target="y")
+        client.set_alias("churn", "production", version, reason="beats the baseline")
+        model = client.load_model("churn", alias="production")
         pid = client.log_prediction("churn", 1, {"age": 42, "plan": "pro"}, 0.83)
         client.log_label("churn", pid, 1)
 
 ``log_prediction`` and ``log_label`` are the hot path: instead of the full
 :func:`~modelog.streams.codec.validate` they run cheap inline checks (which
 still name field, value and rule in an :class:`EventValidationError`) and only
-enqueue; encoding happens on the producer's sender thread. The registry calls
-(``register_model``, ``set_alias``, ``remove_alias``) and ``log_dataset``
-return only after the broker acknowledged their event.
+enqueue; encoding happens on the producer's sender thread. ``log_dataset``
+returns only after the broker acknowledged its event.
+
+The registry calls (``register_model``, ``set_alias``, ``remove_alias``) send
+a *command* (``ModelVersionRequested``, ``AliasChangeRequested``) and wait for
+the registry worker (:mod:`modelog.streams.registry_agent`, run by
+``modelog worker`` / ``modelog up``) to answer on the registry topic: the
+version number it assigned, the alias change, or a rejection raised as
+:class:`AliasChangeRejectedError` with the reason. ``registry()`` and
+``load_model()`` fold the registry topic; :func:`registry_as_of` reads the
+history from the DuckDB ledger.
 
 Datasets are content-addressed: logging the same rows and schema again yields
 the same digest and URI, and re-emits ``DatasetVersionCreated`` with that
@@ -48,7 +57,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from random import getrandbits
-from time import time_ns
+from time import monotonic, time_ns
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -57,10 +66,13 @@ import msgspec
 from modelog.config import Settings
 from modelog.store.artifacts import ArtifactStore
 from modelog.streams import codec
+from modelog.streams import registry as _registry
 from modelog.streams.codeversion import capture_code_version
 from modelog.streams.errors import ClientClosedError, EventValidationError, StreamsError
 from modelog.streams.events import (
     NAME_PATTERN,
+    AliasChangeRejected,
+    AliasChangeRequested,
     AliasRemoved,
     AliasSet,
     ArtifactLogged,
@@ -72,6 +84,7 @@ from modelog.streams.events import (
     MetricPoint,
     MetricsLogged,
     ModelVersionRegistered,
+    ModelVersionRequested,
     ParamsLogged,
     PredictionMade,
     RunDatasetUsed,
@@ -80,18 +93,26 @@ from modelog.streams.events import (
     RunStarted,
 )
 from modelog.streams.producer import ClosingContext, EventProducer, OnFull, ProducerStats
+from modelog.streams.registry import ModelState, RegistryState, VersionInfo
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [
+    "AliasChangeRejectedError",
     "AsyncClient",
     "Client",
     "DatasetVersion",
+    "ModelNotFoundError",
+    "RegistryTimeoutError",
     "Run",
     "RunNotActiveError",
     "check_output",
     "check_scalars",
     "connect",
     "connect_async",
+    "default_actor",
+    "read_registry_events",
+    "registry_as_of",
+    "resolve_version",
 ]
 
 E = TypeVar("E", bound=Event)
@@ -105,10 +126,37 @@ _FINITE_RULE = "numbers must be finite (no NaN or infinity)"
 METRIC_BATCH = 1_000
 """Metric points buffered per run before a ``MetricsLogged`` event is emitted."""
 _MAX_CACHED_NAMES = 10_000
+_SUFFIX_OK = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 class RunNotActiveError(StreamsError):
     """A run was used before ``with`` entered it or after it ended."""
+
+
+class RegistryTimeoutError(StreamsError, TimeoutError):
+    """No registry worker answered a registry command in time."""
+
+
+class AliasChangeRejectedError(StreamsError):
+    """The registry refused an alias change; ``reason`` says why and what to do.
+
+    Attributes
+    ----------
+    event
+        The ``AliasChangeRejected`` event on the registry topic.
+    reason
+        Its reason.
+    """
+
+    def __init__(self, event: AliasChangeRejected) -> None:
+        self.event = event
+        self.reason = event.reason
+        target = "removal" if event.model_version is None else f"-> v{event.model_version}"
+        super().__init__(f"{event.model}@{event.alias} {target} rejected: {event.reason}")
+
+
+class ModelNotFoundError(StreamsError, LookupError):
+    """The registry has no such model, version or alias (the message lists what exists)."""
 
 
 # -- ids ---------------------------------------------------------------------------
@@ -681,43 +729,197 @@ class Client(ClosingContext):
     def register_model(
         self,
         name: str,
-        version: int,
+        model: Any = None,
         *,
-        artifact_uri: str = "",
-        artifact_digest: str = "",
-        flavor: str = "custom",
         run: Run | str | None = None,
+        flavor: str | None = None,
         signature: Sequence[tuple[str, str]] | None = None,
+        dataset: Any = None,
+        target: str | None = None,
+        artifact_uri: str | None = None,
+        artifact_digest: str | None = None,
         description: str = "",
         online: bool = False,
+        timeout: float = 30.0,
     ) -> int:
-        """Emit ``ModelVersionRegistered``; return ``version`` once the broker acked it."""
-        self._emit(
-            ModelVersionRegistered, name, model=name, model_version=version,
-            run_id=run.run_id if isinstance(run, Run) else run, flavor=flavor,
-            artifact_uri=artifact_uri, artifact_digest=artifact_digest,
+        """Register a new version of model ``name``; return its number once the registry decided it.
+
+        With ``model`` (a fitted scikit-learn, River or PyTorch model) the model
+        is serialized with :func:`modelog.models.flavors.dump` (``flavor``
+        detected unless given), stored content-addressed in the artifact
+        store, and its flavor, SHA-256 digest and library versions are
+        recorded. Without it, ``artifact_uri``/``artifact_digest`` describe an
+        artifact stored elsewhere (``flavor`` defaults to ``"custom"``).
+
+        The input ``signature`` (``(column, type)`` pairs) is inferred from
+        ``dataset`` when not given: a :class:`DatasetVersion` (read back from
+        the artifact store), a pandas DataFrame or a pyarrow Table, minus the
+        label column ``target``.
+
+        Sends a ``ModelVersionRequested`` command and waits until the registry
+        worker answers with the ``ModelVersionRegistered`` that numbers it.
+
+        Raises
+        ------
+        RegistryTimeoutError
+            No registry worker answered within ``timeout`` seconds.
+        EventValidationError
+            A bad model name, or ``target`` is not a column of ``dataset``.
+        """
+        if isinstance(model, int) and not isinstance(model, bool):
+            raise TypeError(
+                f"register_model({name!r}, {model!r}, ...): version numbers are assigned by "
+                "the registry now; pass the fitted model (or artifact_uri=...) and use the "
+                "version it returns"
+            )
+        _check_name(name, "ModelVersionRequested", "model")
+        library_versions: dict[str, str] = {}
+        if model is not None:
+            from modelog.models.flavors import dump
+
+            serialized = dump(model, flavor)
+            suffix = f".{serialized.format}" if _SUFFIX_OK.match(serialized.format) else ""
+            artifact_digest, artifact_uri = self.artifacts.put_bytes(serialized.data, suffix)
+            flavor, library_versions = serialized.flavor, dict(serialized.library_versions)
+        if signature is None and dataset is not None:
+            signature = self._infer_signature(dataset, target)
+        command_id = self.new_id()
+        command = ModelVersionRequested(
+            id=command_id, time=codec.utcnow(), aggregate=name, producer=self._name,
+            command_id=command_id, model=name,
+            run_id=run.run_id if isinstance(run, Run) else run, flavor=flavor or "custom",
+            artifact_uri=artifact_uri or "", artifact_digest=artifact_digest or "",
             signature=[ColumnSchema(col, typ) for col, typ in (signature or ())],
-            description=description, online=online,
+            description=description, online=online, library_versions=library_versions,
+            actor=default_actor(),
         )
-        self.flush()
-        return version
+        answer = self._command(command, timeout)
+        assert isinstance(answer, ModelVersionRegistered)  # the only answer to a registration
+        return answer.model_version
+
+    def _infer_signature(self, dataset: Any, target: str | None) -> list[tuple[str, str]]:
+        from modelog.models.flavors import infer_signature
+        from modelog.store.artifacts import load_table
+
+        table = (self.artifacts.read_table(dataset.uri) if isinstance(dataset, DatasetVersion)
+                 else load_table(dataset))
+        if target is not None:
+            if target not in table.column_names:
+                raise EventValidationError(
+                    "ModelVersionRequested", "target", target,
+                    f"must be a column of the dataset (columns: {', '.join(table.column_names)})",
+                )
+            table = table.drop_columns([target])
+        return infer_signature(table)
 
     def set_alias(
         self, model: str, alias: str, version: int, *, reason: str = "",
-        actor: str | None = None,
-    ) -> None:
-        """Point ``alias`` (``production``, ``staging``...) at ``version``; wait for the ack."""
-        self._emit(AliasSet, model, model=model, alias=alias, model_version=version,
-                   actor=actor or self._name, reason=reason)
-        self.flush()
+        actor: str | None = None, expected_version: int | None = None, timeout: float = 30.0,
+    ) -> AliasSet:
+        """Point ``alias`` (``production``, ``staging``...) at ``version``; return the ``AliasSet``.
+
+        Sends an ``AliasChangeRequested`` command and waits for the registry's
+        answer. ``expected_version`` (optimistic concurrency) makes the change
+        conditional on the alias pointing there now. ``actor`` defaults to
+        ``<OS user>@<host>``.
+
+        Raises
+        ------
+        AliasChangeRejectedError
+            The registry refused (unknown version, no reason for ``production``,
+            ``expected_version`` conflict...); ``.reason`` says what to do.
+        RegistryTimeoutError
+            No registry worker answered within ``timeout`` seconds.
+        """
+        answer = self._change_alias(model, alias, version, reason, actor, expected_version,
+                                    timeout)
+        assert isinstance(answer, AliasSet)
+        return answer
 
     def remove_alias(
-        self, model: str, alias: str, *, reason: str = "", actor: str | None = None
-    ) -> None:
-        """Remove ``alias`` from ``model``; wait for the ack."""
-        self._emit(AliasRemoved, model, model=model, alias=alias, actor=actor or self._name,
-                   reason=reason)
-        self.flush()
+        self, model: str, alias: str, *, reason: str = "", actor: str | None = None,
+        expected_version: int | None = None, timeout: float = 30.0,
+    ) -> AliasRemoved:
+        """Remove ``alias`` from ``model``; return the ``AliasRemoved`` (see :meth:`set_alias`)."""
+        answer = self._change_alias(model, alias, None, reason, actor, expected_version,
+                                    timeout)
+        assert isinstance(answer, AliasRemoved)
+        return answer
+
+    def _change_alias(
+        self, model: str, alias: str, version: int | None, reason: str, actor: str | None,
+        expected_version: int | None, timeout: float,
+    ) -> Event:
+        _check_name(model, "AliasChangeRequested", "model")
+        command_id = self.new_id()
+        command = AliasChangeRequested(
+            id=command_id, time=codec.utcnow(), aggregate=model, producer=self._name,
+            command_id=command_id, model=model, alias=alias, model_version=version,
+            expected_version=expected_version, actor=actor or default_actor(), reason=reason,
+        )
+        answer = self._command(command, timeout)
+        if isinstance(answer, AliasChangeRejected):
+            raise AliasChangeRejectedError(answer)
+        return answer
+
+    def _command(self, command: ModelVersionRequested | AliasChangeRequested,
+                 timeout: float) -> Event:
+        """Send a registry command and wait for the registry event that answers it."""
+        from modelog.streams.registry_agent import LogTail, decode_records
+
+        codec.validate(command)
+        deadline = monotonic() + timeout
+        # Position at the end *before* sending, so the answer cannot be missed.
+        with LogTail(self.settings, self.topics.registry, from_end=True) as tail:
+            self._producer.send_event(command)
+            self.flush(timeout)
+            while True:
+                for event in decode_records(tail.poll(0.2)):
+                    if getattr(event, "command_id", None) == command.command_id:
+                        return event
+                if monotonic() > deadline:
+                    raise RegistryTimeoutError(
+                        f"no registry worker answered within {timeout:g} s: is `modelog "
+                        f"worker` (or `modelog up`) running against "
+                        f"{self.settings.bootstrap_servers}? The command "
+                        f"{command.command_id} stays on the log and is answered when one starts."
+                    )
+
+    def registry(self, name: str | None = None, *,
+                 as_of: dt.datetime | None = None) -> RegistryState:
+        """The registry folded from the registry topic: all models, or only ``name``.
+
+        ``as_of`` (timezone-aware) gives the registry as it stood then: which
+        version every alias pointed at, since when, who moved it and why.
+        """
+        events = read_registry_events(self.settings, name)
+        return _registry.as_of(events, as_of) if as_of is not None else _registry.fold(events)
+
+    def load_model(self, name: str, version: int | None = None, *, alias: str | None = None,
+                   **flavor_kwargs: Any) -> Any:
+        """Load a registered model: ``version``, the version ``alias`` points at, or the latest.
+
+        The artifact's SHA-256 is compared with the digest its registration
+        recorded *before* anything is deserialized. ``flavor_kwargs`` go to the
+        flavor's loader (``trusted=`` for sklearn, ``model=`` for pytorch).
+
+        Raises
+        ------
+        ModelNotFoundError
+            Unknown model, version or alias, or a version without a stored artifact.
+        modelog.models.errors.ArtifactDigestMismatch
+            The stored bytes are not the registered ones.
+        """
+        from modelog.models.flavors import load_verified
+
+        info = resolve_version(self.registry(name), name, version, alias=alias)
+        if not info.artifact_digest:
+            raise ModelNotFoundError(
+                f"version {info.version} of {name} was registered without an artifact "
+                f"(flavor {info.flavor}); register the fitted model to be able to load it"
+            )
+        data = self.artifacts.resolve(info.artifact_uri or info.artifact_digest).read_bytes()
+        return load_verified(data, info.artifact_digest, info.flavor, **flavor_kwargs)
 
     # -- lifecycle ----------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> None:
@@ -737,6 +939,107 @@ class Client(ClosingContext):
         """Counters: sent, acked, failed, dropped, buffered."""
         return self._producer.stats
 
+
+
+# -- registry helpers ---------------------------------------------------------------
+def default_actor() -> str:
+    """Who is acting, for the registry's history: ``<OS user>@<host>``."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name (some containers)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def resolve_version(state: RegistryState, name: str, version: int | None = None, *,
+                    alias: str | None = None) -> VersionInfo:
+    """The registered version ``version``, or the one ``alias`` points at, or the latest.
+
+    Raises
+    ------
+    ModelNotFoundError
+        Naming what exists instead (models, versions or aliases).
+
+    Examples
+    --------
+    >>> resolve_version(RegistryState(), "churn")
+    Traceback (most recent call last):
+    ...
+    modelog.streams.sdk.ModelNotFoundError: model churn is not registered ...
+    """
+    model = state.model(name)
+    if model is None or not model.versions:
+        known = ", ".join(sorted(n for n, m in state.models.items() if m.versions)) or "none"
+        raise ModelNotFoundError(
+            f"model {name} is not registered (registered models: {known}); register it "
+            "with client.register_model(...) first"
+        )
+    if alias is not None:
+        if version is not None:
+            raise TypeError("pass either version or alias, not both")
+        info = model.aliases.get(alias)
+        if info is None:
+            raise ModelNotFoundError(
+                f"alias {alias} of {name} is not set (aliases: "
+                f"{', '.join(sorted(model.aliases)) or 'none'}); set it with client.set_alias"
+            )
+        version = info.version
+    if version is None:
+        version = model.latest_version
+    found = model.versions.get(version) if version is not None else None
+    if found is None:
+        raise ModelNotFoundError(
+            f"version {version} of {name} does not exist (versions: "
+            f"{', '.join(map(str, sorted(model.versions)))})"
+        )
+    return found
+
+
+def read_registry_events(settings: Settings, name: str | None = None, *,
+                         timeout: float = 30.0) -> list[Event]:
+    """Every event of the registry topic (of model ``name`` only, if given), in log order."""
+    from modelog.streams.registry_agent import LogTail, decode_records
+
+    with LogTail(settings, Topics.from_settings(settings).registry) as tail:
+        events = decode_records(tail.read_to_end(timeout))
+    return [e for e in events if name is None or e.aggregate == name]
+
+
+_LEDGER_SQL = (
+    "select payload from events where type in "
+    "('ModelVersionRegistered','AliasSet','AliasRemoved') and aggregate = ? order by time, id"
+)
+
+
+def registry_as_of(name: str, time: dt.datetime, *,
+                   settings: Settings | None = None) -> ModelState:
+    """What the registry said about model ``name`` at ``time``: versions, aliases, history.
+
+    Reads the history from the durable DuckDB ledger the projector writes
+    (it outlives the broker's log); when nothing was projected yet, folds the
+    registry topic instead. ``time`` must be timezone-aware.
+
+    Examples
+    --------
+    >>> import datetime as dt, modelog
+    >>> state = modelog.registry_as_of("churn", dt.datetime(2026, 3, 3, 14, tzinfo=dt.UTC))
+    ...                                                             # doctest: +SKIP
+    >>> print(state.aliases["production"])                          # doctest: +SKIP
+    churn@production -> v2 since 2026-03-02T09:12:40+00:00 by alice@build-7: better f1
+    """
+    from modelog.store.errors import NoDataError
+    from modelog.store.reader import Reader
+
+    s = settings if settings is not None else Settings.from_env()
+    try:
+        payloads = Reader(s).query(_LEDGER_SQL, [name]).column("payload").to_pylist()
+        events = [codec.decode(p) for p in payloads]
+    except NoDataError:
+        events = read_registry_events(s, name)
+    return _registry.as_of(events, time).model(name) or ModelState(name=name)
 
 
 def connect(
@@ -876,24 +1179,38 @@ class AsyncClient:
         return await asyncio.to_thread(self.client.log_dataset, name, data, parents=parents,
                                        description=description)
 
-    async def register_model(self, name: str, version: int, **options: Any) -> int:
+    async def register_model(self, name: str, model: Any = None, **options: Any) -> int:
         """See :meth:`Client.register_model` (same keyword options)."""
-        return await asyncio.to_thread(self.client.register_model, name, version, **options)
+        return await asyncio.to_thread(self.client.register_model, name, model, **options)
 
     async def set_alias(
         self, model: str, alias: str, version: int, *, reason: str = "",
-        actor: str | None = None,
-    ) -> None:
+        actor: str | None = None, expected_version: int | None = None, timeout: float = 30.0,
+    ) -> AliasSet:
         """See :meth:`Client.set_alias`."""
-        await asyncio.to_thread(self.client.set_alias, model, alias, version, reason=reason,
-                                actor=actor)
+        return await asyncio.to_thread(self.client.set_alias, model, alias, version,
+                                       reason=reason, actor=actor,
+                                       expected_version=expected_version, timeout=timeout)
 
     async def remove_alias(
-        self, model: str, alias: str, *, reason: str = "", actor: str | None = None
-    ) -> None:
+        self, model: str, alias: str, *, reason: str = "", actor: str | None = None,
+        expected_version: int | None = None, timeout: float = 30.0,
+    ) -> AliasRemoved:
         """See :meth:`Client.remove_alias`."""
-        await asyncio.to_thread(self.client.remove_alias, model, alias, reason=reason,
-                                actor=actor)
+        return await asyncio.to_thread(self.client.remove_alias, model, alias, reason=reason,
+                                       actor=actor, expected_version=expected_version,
+                                       timeout=timeout)
+
+    async def registry(self, name: str | None = None, *,
+                       as_of: dt.datetime | None = None) -> RegistryState:
+        """See :meth:`Client.registry`."""
+        return await asyncio.to_thread(self.client.registry, name, as_of=as_of)
+
+    async def load_model(self, name: str, version: int | None = None, *,
+                         alias: str | None = None, **flavor_kwargs: Any) -> Any:
+        """See :meth:`Client.load_model`."""
+        return await asyncio.to_thread(self.client.load_model, name, version, alias=alias,
+                                       **flavor_kwargs)
 
     async def flush(self, timeout: float = 30.0) -> None:
         """See :meth:`Client.flush`."""

@@ -202,6 +202,10 @@ def build_app(
                 await publish(router.route(msg.key, msg.value, msg.topic, msg.partition,
                                            msg.offset))
 
+    # Registry commands (alias changes, registrations): one writer per model partition.
+    from modelog.streams.registry_agent import register_agents
+
+    register_agents(app, settings)
     return app
 
 

@@ -39,8 +39,9 @@ from modelog.streams.events import (
     RunStarted,
 )
 from modelog.streams.producer import EventProducer
+from modelog.streams.registry_agent import RegistryService
 from modelog.streams.sdk import Client, RunNotActiveError, _UuidV7, check_output, check_scalars
-from modelog.streams.topics import Topics
+from modelog.streams.topics import Topics, ensure_topics
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def test_connect_to_a_closed_port_raises_broker_unavailable(tmp_path: Path) -> N
 
 @pytest.mark.broker
 def test_round_trip_through_the_broker(settings: Settings) -> None:
-    with modelog.connect(settings=settings) as client:  # creates the topics
+    with modelog.connect(settings=settings) as client, RegistryService(settings):
         pids = [client.log_prediction("churn", 2, {"age": i, "plan": "pro", "s": i / 10}, i % 2)
                 for i in range(300)]
         pids += [client.log_prediction("fraud", 1, {"amount": 9.5}, [0.1, 0.9])
@@ -309,8 +310,8 @@ def test_round_trip_through_the_broker(settings: Settings) -> None:
         with client.start_run("churn-exp", "baseline", tags={"team": "ml"}) as run:
             run.log_params({"lr": 0.05})
             run.log_metric("auc", 0.91, step=1)
-        assert client.register_model("churn", 2, run=run, signature=[("age", "int64")]) == 2
-        client.set_alias("churn", "production", 2, reason="better auc")
+        assert client.register_model("churn", run=run, signature=[("age", "int64")]) == 1
+        client.set_alias("churn", "production", 1, reason="better auc")
         client.flush()
         assert client.stats.acked == client.stats.sent == 400 + 100 + 4 + 2
     topics = Topics.from_settings(settings)
@@ -340,18 +341,21 @@ def test_round_trip_through_the_broker(settings: Settings) -> None:
 
 @pytest.mark.broker
 def test_async_client_round_trip(settings: Settings) -> None:
+    ensure_topics(settings)
+
     async def main() -> tuple[str, int]:
         async with modelog.connect_async(settings=settings) as client:
             pid = client.log_prediction("churn", 1, {"age": 3}, 0.7)
             client.log_label("churn", pid, 0)
             async with client.start_run("async-exp", capture_code=False) as run:
                 run.log_metric("loss", 0.3)
-            await client.register_model("churn", 1, run=run)
+            assert await client.register_model("churn", run=run) == 1
             await client.set_alias("churn", "staging", 1)
             await client.flush()
             return pid, client.stats.acked
 
-    pid, acked = asyncio.run(main())
+    with RegistryService(settings):
+        pid, acked = asyncio.run(main())
     assert acked == 7
     topics = Topics.from_settings(settings)
     events = [e for _, _, e in read_events(settings, [topics.serving, topics.registry],

@@ -1,0 +1,489 @@
+"""The registry worker: the single writer that answers registry commands.
+
+Registering a version and moving an alias are *commands*
+(:class:`~modelog.streams.events.ModelVersionRequested`,
+:class:`~modelog.streams.events.AliasChangeRequested`) on the
+``registry-commands`` topic. Their answers (``ModelVersionRegistered``,
+``AliasSet``, ``AliasRemoved``, ``AliasChangeRejected``) are decided by the
+pure functions of :mod:`modelog.streams.registry` against the registry state
+and written to the ``registry`` topic. Both topics are keyed by the model name
+and have the same partition count, so whoever consumes command partition *p*
+is the only writer of the models of registry partition *p*: version numbers
+are dense and alias changes are serialized per model.
+
+The pieces:
+
+* :class:`RegistryProcessor` -- pure: raw command record in, records to write
+  out (the answer, or a dead-letter copy of a malformed record); it keeps the
+  :class:`~modelog.streams.registry.RegistryState` in memory.
+* :class:`LogTail` -- reads a topic with ``assign()`` (no consumer group),
+  from the beginning or from its current end; used to fold the registry topic
+  and, by the SDK, to wait for the answer to a command.
+* :func:`register_agents` -- the Faust agent (what ``modelog worker`` runs).
+  Before each batch of commands it catches up with the registry topic, so the
+  state is rebuilt from the whole log at startup and stays right after a
+  rebalance; each answer is sent and acknowledged before the command's offset
+  can be committed.
+* :class:`RegistryService` -- the same processor in a thread of this process,
+  without Faust or a consumer group: for notebooks, scripts and tests. Run
+  either it or a Faust worker against a deployment, not both.
+
+Redelivery is harmless: a command already answered gets the same event back
+from the decision functions, and an answer already on the log is not written
+again.
+
+Examples
+--------
+>>> import datetime as dt
+>>> from modelog.streams import codec
+>>> from modelog.streams.events import ModelVersionRequested
+>>> from modelog.streams.topics import Topics
+>>> proc = RegistryProcessor(Topics("acme."))
+>>> cmd = ModelVersionRequested(
+...     id="c-1", time=dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc), aggregate="churn",
+...     command_id="c-1", model="churn", flavor="sklearn")
+>>> [out] = proc.process(b"churn", codec.encode(cmd), "acme.registry-commands", 0, 0)
+>>> out.topic, out.key, out.event.model_version
+('acme.registry', b'churn', 1)
+>>> proc.observe(out.event)
+>>> proc.process(b"churn", codec.encode(cmd), "acme.registry-commands", 0, 1)  # redelivered
+[]
+>>> [bad] = proc.process(b"churn", b"{oops", "acme.registry-commands", 0, 2)
+>>> bad.topic, bad.value
+('acme.dead-letter', b'{oops')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from modelog.config import Settings
+from modelog.streams import codec
+from modelog.streams.deadletter import dead_letter_headers
+from modelog.streams.errors import BrokerUnavailableError, EventDecodeError, StreamsError
+from modelog.streams.events import AliasChangeRequested, Event, ModelVersionRequested
+from modelog.streams.registry import (
+    RegistryState,
+    apply,
+    decide,
+    decide_registration,
+)
+from modelog.streams.topics import Topics
+
+__all__ = [
+    "CONSUMER_NAME",
+    "LogTail",
+    "Record",
+    "RegistryProcessor",
+    "RegistryService",
+    "register_agents",
+]
+
+CONSUMER_NAME = "registry"
+"""The consumer name written in dead-letter headers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A record to write, with the decided event when it is an answer (``None`` for DLQ)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
+    event: Event | None = None
+
+
+class RegistryProcessor:
+    """Decide each raw registry command record (pure: no Kafka, no clock unless asked).
+
+    Parameters
+    ----------
+    topics
+        Topic names (registry and dead-letter topics are written).
+    require_reason_for
+        Aliases that change only with a reason (see :func:`~modelog.streams.registry.decide`).
+    clock
+        Returns the decision time (timezone-aware); default :func:`codec.utcnow`.
+
+    Attributes
+    ----------
+    state
+        The registry folded from the log plus every answer :meth:`observe` saw.
+    """
+
+    def __init__(
+        self,
+        topics: Topics,
+        *,
+        require_reason_for: frozenset[str] = frozenset({"production"}),
+        clock: Callable[[], Any] = codec.utcnow,
+    ) -> None:
+        self.topics = topics
+        self.require_reason_for = require_reason_for
+        self.clock = clock
+        self.state = RegistryState()
+        self.decided = 0
+        self.dead_lettered = 0
+
+    def observe(self, event: Event) -> None:
+        """Fold an event of the registry topic (or an answer once it is acknowledged)."""
+        self.state = apply(self.state, event)
+
+    def process(
+        self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+    ) -> list[Record]:
+        """The records to write for one command record: its answer, a dead letter, or nothing.
+
+        Nothing is returned when the answer is already in the state (a
+        redelivered command). The answer is not folded into the state here:
+        call :meth:`observe` with ``record.event`` once the broker acknowledged it.
+        """
+        raw = value if value is not None else b""
+        try:
+            command = codec.decode(raw)
+        except EventDecodeError as exc:
+            return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
+        if not isinstance(command, ModelVersionRequested | AliasChangeRequested):
+            reason = (f"{command.type_name()} does not belong on the registry-commands topic; "
+                      "the registry worker reads only ModelVersionRequested and "
+                      "AliasChangeRequested")
+            return [self._dead_letter(key, raw, reason, topic, partition, offset)]
+        if key is not None and key != command.model.encode():
+            reason = (f"key {key!r} is not the model name {command.model!r}: registry commands "
+                      "must be keyed by their model, so one worker owns each model")
+            return [self._dead_letter(key, raw, reason, topic, partition, offset)]
+        now = self.clock()
+        answer: Event
+        if isinstance(command, ModelVersionRequested):
+            answer = decide_registration(self.state, command, now=now)
+        else:
+            answer = decide(self.state, command, now=now,
+                            require_reason_for=self.require_reason_for)
+        model = self.state.model(command.model)
+        if model is not None and answer.id in model.seen:
+            return []
+        self.decided += 1
+        return [Record(self.topics.registry, command.model.encode(), codec.encode(answer),
+                       event=answer)]
+
+    def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
+                     partition: int, offset: int) -> Record:
+        self.dead_lettered += 1
+        headers = dead_letter_headers(reason, topic, partition, offset, CONSUMER_NAME)
+        return Record(self.topics.dead_letter, key, value, headers)
+
+
+# -- reading a topic without a consumer group -----------------------------------------
+RawRecord = tuple[int, int, bytes | None, bytes]
+"""``(partition, offset, key, value)`` of a record read by :class:`LogTail`."""
+
+
+class LogTail:
+    """Read every partition of ``topic`` with ``assign()``: no group, no commits, instant.
+
+    Parameters
+    ----------
+    settings
+        Broker and security settings.
+    topic
+        The topic to read.
+    from_end
+        Start at the current end (the high watermarks now) instead of the beginning:
+        what the SDK does *before* sending a command, so the answer cannot be missed.
+    timeout
+        Seconds to wait for the broker's metadata.
+
+    Raises
+    ------
+    BrokerUnavailableError
+        The broker does not answer, or the topic does not exist.
+    """
+
+    def __init__(self, settings: Settings, topic: str, *, from_end: bool = False,
+                 timeout: float = 10.0) -> None:
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        self.topic = topic
+        self.timeout = timeout
+        self._consumer = Consumer({
+            **settings.kafka_config(),
+            "group.id": f"{settings.topic_prefix}tail-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 20,  # small topics, waiting readers: answer fast
+        })
+        try:
+            meta = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise BrokerUnavailableError(
+                    f"topic {topic} does not exist on {settings.bootstrap_servers}; "
+                    "create modelog's topics with `modelog.connect()` or `modelog up`"
+                )
+            self.partitions = sorted(meta.partitions)
+            self.next_offsets = ({p: hw for p, hw in self.high_watermarks().items()}
+                                 if from_end else dict.fromkeys(self.partitions, 0))
+        except KafkaException as exc:
+            self._consumer.close()
+            raise BrokerUnavailableError(
+                f"cannot read {topic} from {settings.bootstrap_servers} ({exc}); is the "
+                "broker running?"
+            ) from None
+        except BaseException:
+            self._consumer.close()
+            raise
+        self._consumer.assign([TopicPartition(topic, p, off)
+                               for p, off in self.next_offsets.items()])
+
+    def high_watermarks(self) -> dict[int, int]:
+        """The offset after the last record of each partition, now."""
+        from confluent_kafka import TopicPartition
+
+        return {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                        timeout=self.timeout)[1]
+                for p in self.partitions}
+
+    def poll(self, timeout: float = 0.2, max_records: int = 500) -> list[RawRecord]:
+        """Records that arrived (waiting up to ``timeout`` s for the first)."""
+        out: list[RawRecord] = []
+        for msg in self._consumer.consume(max_records, timeout):
+            if msg.error() is not None:
+                continue  # partition EOF and transient errors: librdkafka retries
+            part, off = msg.partition(), msg.offset()
+            if part is None or off is None:
+                continue
+            self.next_offsets[part] = off + 1
+            out.append((part, off, msg.key(), msg.value() or b""))
+        return out
+
+    def read_to_end(self, timeout: float = 30.0) -> list[RawRecord]:
+        """Every record from the current position up to the high watermarks taken now.
+
+        Raises
+        ------
+        BrokerUnavailableError
+            The end was not reached within ``timeout`` seconds.
+        """
+        import time
+
+        ends = self.high_watermarks()
+        deadline = time.monotonic() + timeout
+        out: list[RawRecord] = []
+        while any(self.next_offsets[p] < end for p, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise BrokerUnavailableError(
+                    f"could not read {self.topic} up to its end within {timeout:.0f} s; "
+                    "is the broker overloaded or unreachable?"
+                )
+            out += self.poll(0.2)
+        return out
+
+    def close(self) -> None:
+        """Close the consumer (idempotent)."""
+        consumer, self._consumer = self._consumer, None  # type: ignore[assignment]
+        if consumer is not None:
+            consumer.close()
+
+    def __enter__(self) -> LogTail:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def decode_records(records: Sequence[RawRecord]) -> list[Event]:
+    """The events among ``records``, in order; records that do not decode are skipped."""
+    out: list[Event] = []
+    for _, _, _, value in records:
+        try:
+            out.append(codec.decode(value))
+        except EventDecodeError:
+            continue  # the registry topic is written by modelog only; nothing to fold
+    return out
+
+
+class _Follower:
+    """Keeps a processor's state caught up with the registry topic (lazily connected)."""
+
+    def __init__(self, settings: Settings, processor: RegistryProcessor) -> None:
+        self.settings = settings
+        self.processor = processor
+        self._tail: LogTail | None = None
+
+    def catch_up(self) -> None:
+        if self._tail is None:
+            self._tail = LogTail(self.settings, Topics.from_settings(self.settings).registry)
+        for event in decode_records(self._tail.read_to_end()):
+            self.processor.observe(event)
+
+    def close(self) -> None:
+        if self._tail is not None:
+            self._tail.close()
+            self._tail = None
+
+
+# -- the Faust edge -------------------------------------------------------------------
+def register_agents(app: Any, settings: Settings, *, batch_size: int = 100,
+                    batch_within: float = 0.05) -> None:
+    """Add the registry agent to a Faust app (idempotent: a second call adds nothing).
+
+    The agent reads the ``registry-commands`` topic as raw bytes in batches;
+    before each batch it folds what is new on the ``registry`` topic (the
+    whole topic the first time), then decides each command, sends the answer
+    keyed by the model and waits for the broker's acknowledgement before
+    folding it and moving on, so a command's offset is committed only after
+    its answer is durable. Malformed records go to the dead-letter topic.
+
+    Parameters
+    ----------
+    app
+        A ``faust.App`` (e.g. :func:`modelog.streams.worker.build_app`'s).
+    settings
+        Topic prefix and broker settings.
+    batch_size, batch_within
+        Up to ``batch_size`` commands, or what arrived within ``batch_within`` s.
+
+    Notes
+    -----
+    The processor is at ``app.modelog_registry``.
+    """
+    if getattr(app, "modelog_registry", None) is not None:
+        return
+    topics = Topics.from_settings(settings)
+    processor = RegistryProcessor(topics)
+    follower = _Follower(settings, processor)
+    app.modelog_registry = processor
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+
+    commands = raw_topic(topics.registry_commands)
+    outputs = {topics.registry: raw_topic(topics.registry),
+               topics.dead_letter: raw_topic(topics.dead_letter)}
+
+    @app.agent(commands, name=f"{topics.prefix}registry")  # type: ignore[untyped-decorator]
+    async def registry_agent(stream: Any) -> None:
+        async for batch in stream.take_events(batch_size, within=batch_within):
+            await asyncio.to_thread(follower.catch_up)
+            for item in batch:
+                msg = item.message
+                for rec in processor.process(msg.key, msg.value, msg.topic, msg.partition,
+                                             msg.offset):
+                    pending = await outputs[rec.topic].send(
+                        key=rec.key, value=rec.value, headers=rec.headers or None, force=True)
+                    await pending  # acknowledged before the command counts as done
+                    if rec.event is not None:
+                        processor.observe(rec.event)
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    async def _close_follower(sender: Any, **kwargs: Any) -> None:
+        follower.close()
+
+
+# -- the thread edge ------------------------------------------------------------------
+class RegistryService:
+    """The registry worker in a background thread of this process (no Faust, no group).
+
+    It reads every command partition from the beginning (commands already
+    answered produce nothing), so it needs no stored position. Meant for
+    notebooks, scripts and tests; ``modelog worker`` / ``modelog up`` run the
+    Faust agent instead. Do not run both against the same deployment: each
+    assumes it is the only writer of the registry.
+
+    Parameters
+    ----------
+    settings
+        Deployment settings; default ``Settings.from_env()``.
+    poll_interval
+        Seconds to wait for commands per loop.
+
+    Examples
+    --------
+    >>> with RegistryService(settings) as registry:                  # doctest: +SKIP
+    ...     client.register_model("churn", model)
+    1
+    """
+
+    def __init__(self, settings: Settings | None = None, *, poll_interval: float = 0.1) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.poll_interval = poll_interval
+        self.processor = RegistryProcessor(Topics.from_settings(self.settings))
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RegistryService:
+        """Connect and start the thread; raises ``BrokerUnavailableError`` if no broker answers."""
+        from confluent_kafka import Producer
+
+        from modelog.streams.topics import ensure_topics
+
+        if self._thread is not None:
+            return self
+        ensure_topics(self.settings)
+        follower = _Follower(self.settings, self.processor)
+        follower.catch_up()
+        commands = LogTail(self.settings, self.processor.topics.registry_commands)
+        producer = Producer({**self.settings.kafka_config(), "enable.idempotence": True,
+                             "acks": "all", "linger.ms": 0})
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(follower, commands, producer),
+            name="modelog-registry", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self, follower: _Follower, commands: LogTail, producer: Any) -> None:
+        topic = self.processor.topics.registry_commands
+        try:
+            while not self._stop.is_set():
+                batch = commands.poll(self.poll_interval)
+                if not batch:
+                    continue
+                follower.catch_up()
+                for partition, offset, key, value in batch:
+                    for rec in self.processor.process(key, value, topic, partition, offset):
+                        producer.produce(rec.topic, rec.value, rec.key,
+                                         headers=rec.headers or None)
+                        if producer.flush(30.0):
+                            raise StreamsError(
+                                f"the broker did not acknowledge a registry answer on "
+                                f"{rec.topic} within 30 s; the registry service stopped")
+                        if rec.event is not None:
+                            self.processor.observe(rec.event)
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+        finally:
+            commands.close()
+            follower.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread; re-raises an error that stopped it (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(timeout)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> RegistryService:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
