@@ -237,6 +237,7 @@ def up(
             typer.echo(f"  stopped {name}")
 
     try:
+        broker_restored = False
         if s.broker:
             typer.echo(f"using broker {s.broker}")
         else:
@@ -251,10 +252,13 @@ def up(
             if not wait_for_port("127.0.0.1", bp, 15):
                 raise ModelogError(f"the broker did not start; see {logs / 'broker.log'}")
             s = s.replace(broker=f"127.0.0.1:{bp}")
+            broker_restored = True
             typer.echo(f"broker     127.0.0.1:{bp} (embedded, memory only)")
         from modelog.streams.topics import ensure_topics
 
         ensure_topics(s)
+        if not s.broker or broker_restored:
+            _restore(s)
         env = _child_env(s)
         spawn("projector", ["project"], env)
         typer.echo(f"projector  -> {s.duckdb_path}")
@@ -281,6 +285,16 @@ def up(
         _fail(exc)
     typer.echo("stopping...")
     stop_all()
+
+
+def _restore(s: Settings) -> None:
+    """Refill a fresh (memory-only) broker from the DuckDB archive, if there is one."""
+    from modelog.store.archive import restore_to_broker
+
+    report = restore_to_broker(s)
+    if report.total:
+        typer.echo(f"restored   {report.total:,} archived events into the fresh broker "
+                   f"({', '.join(f'{t}: {n:,}' for t, n in report.restored.items() if n)})")
 
 
 def _port_free(port: int) -> bool:
@@ -388,6 +402,39 @@ def schemas_list() -> None:
 
     for name, cls in CATALOGUE.items():
         typer.echo(f"{name:28} v{cls.current_version()}  {cls.stream}")
+
+
+# -- archive -------------------------------------------------------------------------
+archive_app = typer.Typer(help="The durable archive of the log (the DuckDB ledger).",
+                          no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
+
+
+@archive_app.command("restore")
+def archive_restore(
+    ctx: typer.Context,
+    stream: Annotated[list[str] | None, typer.Option(
+        "--stream", help="Stream family to restore (repeatable); default: all but serving "
+                         "traffic and commands.")] = None,
+) -> None:
+    """Re-publish archived events into a fresh broker's empty topics.
+
+    `modelog up` does this by itself when it starts the embedded (memory-only) broker.
+    Topics that already hold records are skipped, so running it twice is harmless.
+    """
+    from modelog.store.archive import DEFAULT_STREAMS, restore_to_broker
+    from modelog.streams.topics import ensure_topics
+
+    s = _settings(ctx)
+    try:
+        ensure_topics(s)
+        report = restore_to_broker(s, streams=tuple(stream or DEFAULT_STREAMS))
+    except ModelogError as exc:
+        _fail(exc)
+    for topic, n in report.restored.items():
+        typer.echo(f"{topic}: restored {n:,} events")
+    for topic, why in report.skipped.items():
+        typer.echo(f"{topic}: skipped ({why})")
 
 
 # -- topics --------------------------------------------------------------------------
