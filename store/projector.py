@@ -26,24 +26,39 @@ advertises them in ``<data_dir>/projector.json``.
 
 The decision part -- turning consumed records into Arrow tables, dead-letter
 copies and positions -- is the pure function :func:`build_batch`.
+
+Throughput: :meth:`Projector.project` (what :meth:`Projector.run` uses) reads
+and decodes in a child process while this one writes the previous batch:
+decoding is GIL-bound Python and DuckDB's Python binding needs the GIL between
+its tasks, so threads would serialize. Each batch is appended to the ledger as
+is (its primary key rejects a batch holding a known id, which is then written
+again with an anti-join), and only newly added events are derived: the
+derived tables need no key. :meth:`Projector.project_once` does the same
+synchronously in this process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import duckdb
+import msgspec
 import pyarrow as pa
 
 from modelog.config import Settings
@@ -56,9 +71,10 @@ from modelog.store.schema import (
     rebuild_projections,
     stored_schema_version,
 )
-from modelog.streams.codec import decode, encode
+from modelog.streams.codec import decode
 from modelog.streams.deadletter import DeadLetter, dead_letter_headers
 from modelog.streams.errors import EventDecodeError
+from modelog.streams.events import CATALOGUE, Event
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [
@@ -69,6 +85,7 @@ __all__ = [
     "ProjectorProgress",
     "Record",
     "build_batch",
+    "dead_letter",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,15 +97,17 @@ LEDGER_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("type", pa.string()),
     ("schema_version", pa.int32()),
+    ("time", pa.timestamp("us", tz="UTC")),
     ("aggregate", pa.string()),
     ("producer", pa.string()),
     ("topic", pa.string()),
     ("partition", pa.int32()),
     ("offset", pa.int64()),
-    ("payload", pa.binary()),
+    ("payload", pa.string()),
 ])
-"""Ledger rows of a batch; ``time`` is parsed from the payload by DuckDB (much faster
-than converting aware datetimes in Python), ``payload`` is cast to UTF-8 text."""
+"""Ledger rows of a batch: the columns of ``events`` but ``projected_at``. The
+envelope comes from the decoded event (so DuckDB parses a payload only where a
+derivation needs its body); ``payload`` is the canonical JSON encoding."""
 DEAD_LETTER_SCHEMA = pa.schema([
     ("topic", pa.string()),
     ("partition", pa.int32()),
@@ -104,10 +123,33 @@ DEAD_LETTER_SCHEMA = pa.schema([
 ])
 
 
-_BATCH = (
-    "(SELECT *, CAST(payload->>'$.time' AS TIMESTAMPTZ) AS time FROM modelog_batch) AS batch"
+_BATCH = "modelog_batch"
+"""The registered batch (:data:`LEDGER_SCHEMA`, what :func:`schema.derive` reads)."""
+_NEW_IN_BATCH = "(SELECT * FROM modelog_batch WHERE id IN (SELECT id FROM modelog_new)) AS batch"
+"""The events of the batch that were not in the ledger before (``modelog_new``)."""
+_LEDGER_SELECT = (
+    'SELECT id, type, schema_version, time, aggregate, producer, topic, partition, "offset", '
+    "now(), payload FROM modelog_batch"
 )
-"""The registered batch, shaped like ``events`` (what :func:`schema.derive` reads)."""
+_UPSERT_POSITIONS = """
+INSERT INTO consumer_positions SELECT * FROM modelog_positions
+ON CONFLICT (topic, partition) DO UPDATE SET
+    next_offset = CASE WHEN cluster_id IS NOT DISTINCT FROM excluded.cluster_id
+                       THEN greatest(next_offset, excluded.next_offset)
+                       ELSE excluded.next_offset END,
+    cluster_id = excluded.cluster_id"""
+"""Positions only move forward (unless the cluster changed: then they start over)."""
+
+
+_fast_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(
+    Union[tuple(CATALOGUE.values())]  # noqa: UP007
+)
+"""Decodes any event in one step, dispatching on its ``type`` tag."""
+_encoder = msgspec.json.Encoder()
+_CURRENT: dict[type[Event], tuple[str, int]] = {
+    cls: (name, cls.current_version()) for name, cls in CATALOGUE.items()
+}
+"""Event class -> (type tag, current schema version)."""
 
 
 class Record(Protocol):
@@ -150,6 +192,8 @@ class Batch:
         Next offset to read per ``(topic, partition)``.
     records
         Records consumed.
+    types
+        Event types in ``events`` (derivations of other types are skipped).
     """
 
     events: pa.Table
@@ -157,16 +201,21 @@ class Batch:
     invalid: list[InvalidRecord]
     positions: dict[tuple[str, int], int]
     records: int
+    types: frozenset[str] = frozenset()
 
 
 def build_batch(records: Iterable[Record], dead_letter_topic: str) -> Batch:
     """Decode ``records`` into the tables, dead-letter copies and positions of one batch.
 
     Pure: no broker, no database. Duplicated event ids keep their first record.
+    Every event is validated exactly as :func:`modelog.streams.codec.decode`
+    does, and its ledger ``payload`` is its canonical encoding
+    (``encode(decode(value))``).
 
     Examples
     --------
     >>> import datetime as dt
+    >>> from modelog.streams.codec import encode
     >>> from modelog.streams.events import LabelObserved
     >>> class Rec:
     ...     def __init__(self, offset, value):
@@ -183,64 +232,329 @@ def build_batch(records: Iterable[Record], dead_letter_topic: str) -> Batch:
     ...                    prediction_id="p-1", model="churn", label=1)
     >>> b = build_batch([Rec(7, encode(ev)), Rec(8, encode(ev)), Rec(9, b"{oops")],
     ...                 "m.dead-letter")
-    >>> b.events.num_rows, [r.offset for r in b.invalid], b.positions
-    (1, [9], {('m.serving', 0): 10})
+    >>> b.events.num_rows, [r.offset for r in b.invalid], b.positions, b.types
+    (1, [9], {('m.serving', 0): 10}, frozenset({'LabelObserved'}))
     """
-    cols: dict[str, list[Any]] = {name: [] for name in LEDGER_SCHEMA.names}
+    # The per-record loop is the projector's Python hot path: it does only what
+    # needs the decoded event (validation, dedupe, envelope columns); DuckDB
+    # parses the payload for everything else.
+    ids: list[str] = []
+    types: list[str] = []
+    versions: list[int] = []
+    times: list[dt.datetime] = []
+    aggregates: list[str] = []
+    producers: list[str] = []
+    topics: list[str] = []
+    partitions: list[int] = []
+    offsets: list[int] = []
+    payloads: list[bytes] = []
     dead: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
     invalid: list[InvalidRecord] = []
     positions: dict[tuple[str, int], int] = {}
     seen: set[str] = set()
     count = 0
+    fast_decode, canonical, current = _fast_decoder.decode, _encoder.encode, _CURRENT
+    fast_errors = (msgspec.ValidationError, msgspec.DecodeError)
     for rec in records:
         topic, partition, offset = rec.topic() or "", rec.partition() or 0, rec.offset() or 0
         count += 1
-        positions[(topic, partition)] = max(positions.get((topic, partition), 0), offset + 1)
+        tp = (topic, partition)
+        if offset >= positions.get(tp, 0):
+            positions[tp] = offset + 1
         value = rec.value()
         if topic == dead_letter_topic:
-            info = DeadLetter.from_headers(rec.headers())
-            ts_type, ts = rec.timestamp()
-            for name, v in (
-                ("topic", topic), ("partition", partition), ("offset", offset),
-                ("time", ts if ts_type and ts >= 0 else None), ("reason", info.reason),
-                ("source_topic", info.source_topic),
-                ("source_partition", info.source_partition),
-                ("source_offset", info.source_offset), ("consumer", info.consumer),
-                ("key", rec.key()), ("value", value),
+            _add_dead_letter(dead, rec, topic, partition, offset, value)
+            continue
+        # Fast path: a record in its canonical form (what modelog producers write)
+        # decodes in one step, and re-encoding it gives back the same bytes, which
+        # proves it states the current schema_version explicitly, as decode() needs.
+        event: Event | None = None
+        payload = value
+        if value is not None:
+            try:
+                event = fast_decode(value)
+            except fast_errors:
+                event = None
+            if event is not None and (
+                current[type(event)][1] != event.schema_version or canonical(event) != value
             ):
-                dead[name].append(v)
+                event = None
+        if event is None:
+            try:
+                if value is None:
+                    raise EventDecodeError("empty record (no value): not a modelog event")
+                event = decode(value)
+            except EventDecodeError as exc:
+                invalid.append(
+                    InvalidRecord(topic, partition, offset, rec.key(), value, exc.reason)
+                )
+                continue
+            payload = canonical(event)
+        event_id = event.id
+        if event_id in seen:
             continue
-        try:
-            if value is None:
-                raise EventDecodeError("empty record (no value): not a modelog event")
-            event = decode(value)
-        except EventDecodeError as exc:
-            invalid.append(InvalidRecord(topic, partition, offset, rec.key(), value, exc.reason))
-            continue
-        if event.id in seen:
-            continue
-        seen.add(event.id)
-        cols["id"].append(event.id)
-        cols["type"].append(event.type_name())
-        cols["schema_version"].append(event.schema_version)
-        cols["aggregate"].append(event.aggregate)
-        cols["producer"].append(event.producer)
-        cols["topic"].append(topic)
-        cols["partition"].append(partition)
-        cols["offset"].append(offset)
-        cols["payload"].append(encode(event))
-    events = pa.table(cols, schema=LEDGER_SCHEMA)
-    events = events.set_column(
-        events.schema.get_field_index("payload"), "payload",
-        events.column("payload").cast(pa.string()),
-    )
+        seen.add(event_id)
+        ids.append(event_id)
+        types.append(current[type(event)][0])
+        versions.append(event.schema_version)
+        times.append(event.time)
+        aggregates.append(event.aggregate)
+        producers.append(event.producer)
+        topics.append(topic)
+        partitions.append(partition)
+        offsets.append(offset)
+        payloads.append(payload)  # type: ignore[arg-type]  # not None: it decoded
+    events = pa.table([
+        pa.array(ids, pa.string()), pa.array(types, pa.string()),
+        pa.array(versions, pa.int32()), pa.array(times, pa.timestamp("us", tz="UTC")),
+        pa.array(aggregates, pa.string()),
+        pa.array(producers, pa.string()), pa.array(topics, pa.string()),
+        pa.array(partitions, pa.int32()), pa.array(offsets, pa.int64()),
+        # JSON from msgspec is valid UTF-8: reinterpret the bytes, no copy
+        pa.array(payloads, pa.binary()).view(pa.string()),
+    ], schema=LEDGER_SCHEMA)
     return Batch(
         events=events,
         dead_letters=pa.table(dead, schema=DEAD_LETTER_SCHEMA),
         invalid=invalid,
         positions=positions,
         records=count,
+        types=frozenset(types),
     )
+
+
+def _add_dead_letter(
+    dead: dict[str, list[Any]], rec: Record, topic: str, partition: int, offset: int,
+    value: bytes | None,
+) -> None:
+    """Append a record read from the dead-letter topic to the ``dead_letters`` columns."""
+    info = DeadLetter.from_headers(rec.headers())
+    ts_type, ts = rec.timestamp()
+    for name, v in (
+        ("topic", topic), ("partition", partition), ("offset", offset),
+        ("time", ts if ts_type and ts >= 0 else None), ("reason", info.reason),
+        ("source_topic", info.source_topic),
+        ("source_partition", info.source_partition),
+        ("source_offset", info.source_offset), ("consumer", info.consumer),
+        ("key", rec.key()), ("value", value),
+    ):
+        dead[name].append(v)
+
+
+# -- consuming (shared by the projector and its reader process) -------------------------
+def _consumer_config(settings: Settings) -> dict[str, Any]:
+    """The projector's consumer: assigned partitions, offsets kept in DuckDB."""
+    return {
+        **settings.kafka_config(),
+        "group.id": f"{settings.topic_prefix}projector",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        "queued.min.messages": 200_000,
+        "client.id": "modelog-projector",
+    }
+
+
+def _dead_letter_producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        **settings.kafka_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+        "client.id": "modelog-projector-dlq",
+    }
+
+
+def _valid_messages(messages: Sequence[Any]) -> list[Any]:
+    """The records among consumed ``messages`` (partition-end markers skipped)."""
+    from confluent_kafka import KafkaError
+
+    good = []
+    for msg in messages:
+        err = msg.error()
+        if err is None:
+            good.append(msg)
+        elif err.code() == KafkaError._PARTITION_EOF:
+            continue
+        elif err.fatal():
+            raise ProjectorError(f"the Kafka consumer failed: {err}; restart the projector")
+        else:
+            log.warning("projector: consumer error %s", err)
+    return good
+
+
+def dead_letter(producer: Any, dead_letter_topic: str, invalid: Sequence[InvalidRecord]) -> None:
+    """Copy ``invalid`` records unchanged to the dead-letter topic and wait for delivery.
+
+    Raises
+    ------
+    ProjectorError
+        When a copy was not delivered: the batch must then not be committed.
+    """
+    if not invalid:
+        return
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for bad in invalid:
+        log.warning("projector: %s[%d]@%d -> dead letter: %s", bad.topic, bad.partition,
+                    bad.offset, bad.reason)
+        producer.produce(
+            dead_letter_topic, key=bad.key, value=bad.value,
+            headers=dead_letter_headers(bad.reason, bad.topic, bad.partition, bad.offset,
+                                        CONSUMER_NAME),
+            on_delivery=on_delivery,
+        )
+    remaining = producer.flush(30)
+    if remaining or failures:
+        raise ProjectorError(
+            f"could not write {len(invalid)} record(s) to {dead_letter_topic} "
+            f"({failures[:1] or 'flush timed out'}); the batch was not committed and "
+            "will be retried when the projector restarts"
+        )
+
+
+class _ReaderProcess:
+    """A child process that consumes, decodes and dead-letters for :meth:`Projector.project`.
+
+    Decoding is CPU-bound Python: in its own process it holds no GIL that
+    DuckDB's writes need. Commands go down the pipe (``assign``, ``reset``,
+    ``stop``), whole :class:`Batch` objects come up. The pipe holds about one
+    batch, so the child is at most a batch ahead of the writer. A ``reset``
+    (the cluster changed) starts a new epoch: batches consumed before it are
+    dropped unwritten. The child exits when the parent goes away.
+    """
+
+    def __init__(self, settings: Settings, dead_letter_topic: str, batch_size: int,
+                 batch_timeout: float, start_timeout: float = 60.0) -> None:
+        # A fresh interpreter (never fork librdkafka's or DuckDB's threads), started
+        # without multiprocessing's re-import of the caller's __main__ module.
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _READER_ENTRY, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            )
+        self._conn = Connection(ours.detach())
+        self._epoch = 0
+        self._conn.send((settings, dead_letter_topic, batch_size, batch_timeout))
+        if not self._conn.poll(start_timeout):
+            self.close()
+            raise ProjectorError(f"the projector's reader process did not start within "
+                                 f"{start_timeout:.0f} s; is the machine overloaded?")
+        self._expect("ready")
+
+    def _expect(self, kind: str) -> Any:
+        try:
+            msg = self._conn.recv()
+        except (EOFError, OSError):
+            raise ProjectorError(
+                f"the projector's reader process exited (code {self._process.poll()}); "
+                "see its log above, then restart the projector"
+            ) from None
+        if msg[0] == "error":
+            raise ProjectorError(f"the projector's reader process failed: {msg[1]}")
+        if msg[0] != kind:  # pragma: no cover - protocol bug
+            raise ProjectorError(f"the reader process sent {msg[0]!r}, expected {kind!r}")
+        return msg
+
+    def assign(self, partitions: list[tuple[str, int, int]]) -> None:
+        """Start consuming ``(topic, partition, offset)`` (``OFFSET_BEGINNING`` allowed)."""
+        self._conn.send(("assign", partitions))
+
+    def reset(self) -> None:
+        """Stop consuming everything; batches already consumed are dropped."""
+        self._epoch += 1
+        self._conn.send(("reset", self._epoch))
+
+    def receive(self, timeout: float) -> Batch | None:
+        """The next batch of the current epoch, or ``None`` after ``timeout`` seconds."""
+        if not self._conn.poll(timeout):
+            return None
+        _kind, epoch, batch = self._expect("batch")
+        return batch if epoch == self._epoch else None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the child (it finishes the batch it is on) and wait for it."""
+        with contextlib.suppress(OSError):
+            self._conn.send(("stop",))
+        deadline = time.monotonic() + timeout
+        while self._process.poll() is None and time.monotonic() < deadline:
+            try:  # unblock a child that is sending
+                if self._conn.poll(0.05):
+                    self._conn.recv()
+            except (EOFError, OSError):
+                break
+        try:
+            self._process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._conn.close()
+
+
+_READER_ENTRY = "from modelog.store.projector import _reader_entry; _reader_entry()"
+
+
+def _reader_entry() -> None:
+    """Entry point of the reader process: its socket's fd is ``sys.argv[1]``."""
+    conn = Connection(int(sys.argv[1]))
+    try:
+        args = conn.recv()
+    except EOFError:
+        return
+    _reader_main(conn, *args)
+
+
+def _reader_main(conn: Any, settings: Settings, dead_letter_topic: str, batch_size: int,
+                 batch_timeout: float) -> None:
+    """Body of the reader process (see :class:`_ReaderProcess`)."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+    # Ctrl-C and SIGTERM (to the process group) are the parent's to handle: it stops us
+    # in order, after its last write; if it dies instead, our pipe closes and we exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    consumer = Consumer(_consumer_config(settings))
+    producer = Producer(_dead_letter_producer_config(settings))
+    epoch, assigned = 0, False
+    try:
+        conn.send(("ready",))
+        while True:
+            while conn.poll(0 if assigned else 0.1):
+                command = conn.recv()
+                if command[0] == "stop":
+                    return
+                if command[0] == "assign":
+                    consumer.incremental_assign(
+                        [TopicPartition(t, p, o) for t, p, o in command[1]])
+                    assigned = True
+                elif command[0] == "reset":
+                    consumer.unassign()
+                    epoch, assigned = command[1], False
+            if not assigned:
+                continue
+            try:
+                messages = consumer.consume(num_messages=batch_size, timeout=batch_timeout)
+            except KafkaException as exc:
+                raise ProjectorError(f"consuming from {settings.bootstrap_servers} failed: "
+                                     f"{exc}") from None
+            good = _valid_messages(messages)
+            if good:
+                batch = build_batch(good, dead_letter_topic)
+                dead_letter(producer, dead_letter_topic, batch.invalid)
+                conn.send(("batch", epoch, batch))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the projector went away
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send(("error", str(exc)))
+    finally:
+        with contextlib.suppress(Exception):
+            consumer.close()
+        producer.flush(5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +613,10 @@ class Projector:
         Called with a :class:`ProjectorProgress` after every batch.
     max_query_rows, query_timeout
         Limits of the query server.
+    db_threads
+        DuckDB worker threads (``None``: DuckDB's default, one per core). One
+        leaves the other cores to the reader process of :meth:`project`; the
+        query server's queries share them.
 
     Nothing is opened by the constructor: :meth:`start` (called by :meth:`run`
     and :meth:`project_once`) connects; :meth:`rebuild` needs only the file.
@@ -323,6 +641,7 @@ class Projector:
         progress: ProgressCallback | None = None,
         max_query_rows: int = 1_000_000,
         query_timeout: float = 60.0,
+        db_threads: int | None = 1,
     ) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
@@ -333,6 +652,7 @@ class Projector:
         self.progress = progress
         self.max_query_rows = max_query_rows
         self.query_timeout = query_timeout
+        self.db_threads = db_threads
         self._con: duckdb.DuckDBPyConnection | None = None
         self._consumer: Any = None
         self._producer: Any = None
@@ -344,6 +664,9 @@ class Projector:
         self._events = 0
         self._dead_lettered = 0
         self._batches = 0
+        self._replaying = False  # the last batch had ids already in the ledger
+        self._kafka_offsets: dict[tuple[str, int], int] = {}  # written, not yet committed
+        self._reader: _ReaderProcess | None = None
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -378,6 +701,8 @@ class Projector:
         # Checkpoints rewrite the primary-key indexes; fewer, larger ones keep the
         # write path fast (the WAL keeps every committed batch durable meanwhile).
         con.execute("SET checkpoint_threshold = '256MB'")
+        if self.db_threads is not None:
+            con.execute(f"SET threads = {int(self.db_threads)}")
         create_schema(con)
         stored = stored_schema_version(con)
         if stored != SCHEMA_VERSION:
@@ -396,22 +721,8 @@ class Projector:
 
         con = self.connection
         ensure_topics(self.settings)
-        kafka = self.settings.kafka_config()
-        self._consumer = Consumer({
-            **kafka,
-            "group.id": f"{self.settings.topic_prefix}projector",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "queued.min.messages": 200_000,
-            "client.id": "modelog-projector",
-        })
-        self._producer = Producer({
-            **kafka, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-            "client.id": "modelog-projector-dlq",
-        })
+        self._consumer = Consumer(_consumer_config(self.settings))
+        self._producer = Producer(_dead_letter_producer_config(self.settings))
         self._sync_assignment()
         if self.serve:
             self._server = QueryServer(
@@ -426,7 +737,9 @@ class Projector:
         return self
 
     def close(self) -> None:
-        """Stop serving, remove ``projector.json``, close the consumer and the file."""
+        """Stop serving and the reader process, remove ``projector.json``, close the
+        consumer and the file."""
+        self._stop_reader()
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -477,7 +790,10 @@ class Projector:
                 "re-reading every partition from the beginning (event ids deduplicate)",
                 self._cluster_id, cluster_id,
             )
-            self._consumer.unassign()
+            if self._reader is not None:
+                self._reader.reset()
+            else:
+                self._consumer.unassign()
             self._assigned = set()
         self._cluster_id = cluster_id
         stored = self._stored_positions()
@@ -500,7 +816,9 @@ class Projector:
                 self._assigned.add(tp)
         if restarted:
             self._write_restarts(restarted, cluster_id)
-        if new:
+        if new and self._reader is not None:
+            self._reader.assign([(tp.topic, tp.partition, tp.offset) for tp in new])
+        elif new:
             self._consumer.incremental_assign(new)
             log.info("projector: following %d new partitions", len(new))
 
@@ -547,6 +865,9 @@ class Projector:
     def project_once(self, max_records: int | None = None, timeout: float | None = None) -> int:
         """Consume one batch and commit it; return the number of records consumed.
 
+        Synchronous and in this process: when it returns, the batch is in
+        DuckDB. :meth:`project` is the fast, pipelined loop.
+
         Parameters
         ----------
         max_records
@@ -554,13 +875,12 @@ class Projector:
         timeout
             Seconds to wait for records (default ``batch_timeout``).
         """
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka import KafkaException
 
         self.start()
-        now = time.monotonic()
-        if now >= self._next_discovery:
-            self._sync_assignment()
-            self._next_discovery = now + self.discovery_interval
+        if self._reader is not None:
+            self._stop_reader()
+        self._maybe_sync_assignment()
         try:
             messages = self._consumer.consume(
                 num_messages=max_records or self.batch_size,
@@ -569,63 +889,93 @@ class Projector:
         except KafkaException as exc:
             raise ProjectorError(f"consuming from {self.settings.bootstrap_servers} failed: "
                                  f"{exc}") from None
-        good = []
-        for msg in messages:
-            err = msg.error()
-            if err is None:
-                good.append(msg)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                continue
-            elif err.fatal():
-                raise ProjectorError(f"the Kafka consumer failed: {err}; restart the projector")
-            else:
-                log.warning("projector: consumer error %s", err)
+        good = _valid_messages(messages)
         if not good:
             return 0
         batch = build_batch(good, self.topics.dead_letter)
-        self._dead_letter(batch.invalid)
-        added = self._commit(batch)
-        self._records += batch.records
-        self._events += added
-        self._dead_lettered += len(batch.invalid)
-        self._batches += 1
-        if self.progress is not None:
-            self.progress(ProjectorProgress(
-                "project", self._records, self._events, self._dead_lettered, self._batches,
-                batch.records,
-            ))
+        dead_letter(self._producer, self.topics.dead_letter, batch.invalid)
+        self._write(batch)
+        self._commit_kafka_offsets()
         return batch.records
 
-    def _dead_letter(self, invalid: Sequence[InvalidRecord]) -> None:
-        if not invalid:
-            return
-        failures: list[str] = []
+    def start_reader(self) -> Projector:
+        """Start the reader process :meth:`project` uses (it needs ~1 s to import).
 
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
+        :meth:`project` starts it when needed; call this first to start it ahead.
+        """
+        self._ensure_reader()
+        return self
 
-        for bad in invalid:
-            log.warning("projector: %s[%d]@%d -> dead letter: %s", bad.topic, bad.partition,
-                        bad.offset, bad.reason)
-            self._producer.produce(
-                self.topics.dead_letter, key=bad.key, value=bad.value,
-                headers=dead_letter_headers(bad.reason, bad.topic, bad.partition, bad.offset,
-                                            CONSUMER_NAME),
-                on_delivery=on_delivery,
-            )
-        remaining = self._producer.flush(30)
-        if remaining or failures:
-            raise ProjectorError(
-                f"could not write {len(invalid)} record(s) to {self.topics.dead_letter} "
-                f"({failures[:1] or 'flush timed out'}); the batch was not committed and "
-                "will be retried when the projector restarts"
-            )
+    def _ensure_reader(self) -> _ReaderProcess:
+        self.start()
+        if self._reader is None:
+            reader = _ReaderProcess(self.settings, self.topics.dead_letter, self.batch_size,
+                                    self.batch_timeout)
+            self._consumer.unassign()  # from now on the reader process fetches ...
+            handover = self._handover()
+            if handover:  # ... from where the last written batch ended
+                reader.assign(handover)
+            self._reader = reader
+        return self._reader
 
-    def _commit(self, batch: Batch) -> int:
-        """Write one batch and its positions in a single transaction; return new events."""
-        from confluent_kafka import KafkaException, TopicPartition
+    def _handover(self) -> list[tuple[str, int, int]]:
+        """The followed partitions with their stored positions (where to go on reading)."""
+        from confluent_kafka import OFFSET_BEGINNING
 
+        stored = self._stored_positions()
+        return [(t, p, stored[(t, p)].next_offset if (t, p) in stored else OFFSET_BEGINNING)
+                for t, p in sorted(self._assigned)]
+
+    def project(self, stop: threading.Event) -> None:
+        """Project until ``stop`` is set, decoding the next batch while this one is written.
+
+        A reader process (:meth:`start_reader`) consumes, validates, decodes and
+        dead-letters, off this process's GIL, and hands over whole batches
+        (Arrow tables plus their positions) through a pipe that holds about
+        one batch, so it runs at most a batch ahead (backpressure). This
+        process writes them in order, each in one transaction with its
+        positions: the guarantees of :meth:`project_once` hold, and on return
+        every batch received is written. The projector stays open
+        (:meth:`run` closes it); the reader process stops.
+
+        Raises
+        ------
+        ProjectorError
+            When consuming, dead-lettering or writing failed; nothing after the
+            last written batch counts as projected, a restart resumes there.
+        """
+        reader = self._ensure_reader()
+        try:
+            while not stop.is_set():
+                self._maybe_sync_assignment()
+                batch = reader.receive(self.batch_timeout)
+                if batch is None:
+                    continue
+                self._dead_lettered += len(batch.invalid)  # already on the dead-letter topic
+                self._write(batch)
+                self._commit_kafka_offsets()
+        finally:
+            self._stop_reader()
+
+    def _stop_reader(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+            if self._consumer is not None:  # this process reads on, from the stored positions
+                handover = self._handover()
+                if handover:
+                    self._consumer.assign([TopicPartition(*tp) for tp in handover])
+
+    def _maybe_sync_assignment(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_discovery:
+            self._sync_assignment()
+            self._next_discovery = now + self.discovery_interval
+
+    def _write(self, batch: Batch) -> None:
+        """Write one batch and its positions in a single transaction, then report progress."""
         con = self.connection
         positions = pa.table({
             "topic": [t for t, _ in batch.positions],
@@ -637,20 +987,14 @@ class Projector:
         con.register("modelog_dead", batch.dead_letters)
         con.register("modelog_positions", positions)
         try:
-            con.execute("BEGIN TRANSACTION")
-            before = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
-            con.execute(
-                'INSERT INTO events SELECT id, type, schema_version, time, aggregate, producer, '
-                f'topic, partition, "offset", now(), payload FROM {_BATCH} '
-                "ON CONFLICT DO NOTHING"
-            )
-            added = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0]) - before
-            derive(con, _BATCH)
-            if batch.dead_letters.num_rows:
-                con.execute("INSERT INTO dead_letters SELECT * FROM modelog_dead "
-                            "ON CONFLICT DO NOTHING")
-            con.execute("INSERT OR REPLACE INTO consumer_positions SELECT * FROM modelog_positions")
-            con.execute("COMMIT")
+            try:
+                added = self._transaction(con, batch, assume_new=not self._replaying)
+            except duckdb.ConstraintException:
+                # Some ids are in the ledger already: a replay, or a producer's retry.
+                # Nothing of the batch was kept; write it again, deduplicating.
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                added = self._transaction(con, batch, assume_new=False)
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
@@ -659,17 +1003,68 @@ class Projector:
                 "restart the projector to retry"
             ) from None
         finally:
-            for name in ("modelog_batch", "modelog_dead", "modelog_positions"):
-                con.unregister(name)
-        with contextlib.suppress(KafkaException):
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in batch.positions.items()],
-                asynchronous=True,
-            )
+            for name in ("modelog_batch", "modelog_dead", "modelog_positions", "modelog_new"):
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister(name)
+        for tp, offset in batch.positions.items():
+            self._kafka_offsets[tp] = max(offset, self._kafka_offsets.get(tp, 0))
+        self._records += batch.records
+        self._events += added
+        self._batches += 1
+        if self.progress is not None:
+            self.progress(ProjectorProgress(
+                "project", self._records, self._events, self._dead_lettered, self._batches,
+                batch.records,
+            ))
+
+    def _transaction(self, con: duckdb.DuckDBPyConnection, batch: Batch, *,
+                     assume_new: bool) -> int:
+        """One transaction: new events, what derives from them, dead letters, positions.
+
+        With ``assume_new`` the batch is appended as is, and the ledger's
+        primary key raises :class:`duckdb.ConstraintException` if an id is
+        there already (an index probe per event); without it, ids already in
+        the ledger are filtered out (a join with the ledger's ids, for replays).
+        Returns the number of events added.
+        """
+        con.execute("BEGIN TRANSACTION")
+        rows: int = batch.events.num_rows
+        added, src = rows, _BATCH
+        if rows and assume_new:
+            con.execute(f"INSERT INTO events {_LEDGER_SELECT}")
+        elif rows:
+            new = con.execute(
+                f"INSERT INTO events {_LEDGER_SELECT} ON CONFLICT DO NOTHING RETURNING id"
+            ).fetchall()
+            added = len(new)
+            self._replaying = added < rows
+            if self._replaying:
+                con.register("modelog_new", pa.table({"id": [r[0] for r in new]}))
+                src = _NEW_IN_BATCH
+        if added:
+            derive(con, src, batch.types)
+        if batch.dead_letters.num_rows:
+            con.execute("INSERT INTO dead_letters SELECT * FROM modelog_dead "
+                        "ON CONFLICT DO NOTHING")
+        con.execute(_UPSERT_POSITIONS)
+        con.execute("COMMIT")
         return added
 
+    def _commit_kafka_offsets(self) -> None:
+        """Commit the written positions to Kafka too (for lag monitoring only)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets, self._kafka_offsets = self._kafka_offsets, {}
+        if offsets and self._consumer is not None:
+            with contextlib.suppress(KafkaException):
+                self._consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    asynchronous=True,
+                )
+
     def run(self, stop: threading.Event | None = None) -> None:
-        """Project until ``stop`` is set (or SIGTERM/Ctrl-C in the main thread), then close."""
+        """Project with :meth:`project` until ``stop`` is set (or SIGTERM/Ctrl-C in the
+        main thread), then close."""
         stop = stop or threading.Event()
         restore: Any = None
         if threading.current_thread() is threading.main_thread():
@@ -682,8 +1077,7 @@ class Projector:
             self.start()
             log.info("projector: projecting into %s, queries on %s", self.db_path,
                      self.query_url)
-            while not stop.is_set():
-                self.project_once()
+            self.project(stop)
         except KeyboardInterrupt:
             log.info("projector: interrupted, stopping")
         finally:

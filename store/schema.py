@@ -10,6 +10,10 @@ Three kinds of objects live in the projector's DuckDB file:
   ``monitor_stats``: hot data, materialized from ``events`` by the SQL in
   :data:`DERIVATIONS`, both live (per batch) and on :func:`rebuild_projections`.
   Using the *same* statements for both guarantees a rebuild equals the live state.
+  They have no key (an index costs more to maintain than the rest of the
+  insert): each event is derived exactly once because the live path derives
+  only the events that the same transaction newly added to the ``events``
+  ledger, whose primary key is what deduplicates.
 * **Views** -- the lifecycle (``datasets``, ``runs``, ``run_params``,
   ``run_metrics``, ``model_versions``, ``alias_history``, ``aliases``),
   ``prediction_quality`` and ``dead_letter_count``, computed at query time.
@@ -19,21 +23,26 @@ derived objects" (the projector does so when it opens an older file).
 
 Examples
 --------
->>> import duckdb
+>>> from collections.abc import Collection
+
+import duckdb
 >>> con = duckdb.connect()
 >>> create_schema(con)
 >>> con.execute("select version from schema_info where component = 'projection'").fetchall()
-[(1,)]
+[(2,)]
 >>> sorted(DERIVATIONS)
 ['alerts', 'labels', 'monitor_stats', 'predictions']
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import duckdb
 
 __all__ = [
     "DERIVATIONS",
+    "DERIVED_FROM",
     "DERIVED_TABLES",
     "LEDGER_TABLES",
     "SCHEMA_VERSION",
@@ -45,8 +54,10 @@ __all__ = [
     "stored_schema_version",
 ]
 
-SCHEMA_VERSION = 1
-"""Version of the projection's tables and views; bump it when they change."""
+SCHEMA_VERSION = 2
+"""Version of the projection's tables and views; bump it when they change.
+
+2: the derived tables lost their primary keys (the ledger's key deduplicates)."""
 
 LEDGER_TABLES: tuple[str, ...] = ("events", "consumer_positions", "dead_letters", "schema_info")
 """Tables that are the projection's memory of the log; a rebuild keeps them."""
@@ -96,7 +107,7 @@ CREATE TABLE IF NOT EXISTS schema_info (
 DERIVED_TABLES: dict[str, str] = {
     "predictions": """
 CREATE TABLE IF NOT EXISTS predictions (
-    event_id VARCHAR PRIMARY KEY,
+    event_id VARCHAR,
     prediction_id VARCHAR,
     model VARCHAR,
     model_version INTEGER,
@@ -108,7 +119,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 )""",
     "labels": """
 CREATE TABLE IF NOT EXISTS labels (
-    event_id VARCHAR PRIMARY KEY,
+    event_id VARCHAR,
     prediction_id VARCHAR,
     model VARCHAR,
     time TIMESTAMPTZ,
@@ -116,7 +127,7 @@ CREATE TABLE IF NOT EXISTS labels (
 )""",
     "alerts": """
 CREATE TABLE IF NOT EXISTS alerts (
-    event_id VARCHAR PRIMARY KEY,
+    event_id VARCHAR,
     type VARCHAR,
     time TIMESTAMPTZ,
     model VARCHAR,
@@ -137,7 +148,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 )""",
     "monitor_stats": """
 CREATE TABLE IF NOT EXISTS monitor_stats (
-    event_id VARCHAR PRIMARY KEY,
+    event_id VARCHAR,
     time TIMESTAMPTZ,
     model VARCHAR,
     model_version INTEGER,
@@ -153,6 +164,14 @@ ALERT_TYPES: tuple[str, ...] = (
 )
 """Event types that land in ``alerts``."""
 
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "predictions": ("PredictionMade",),
+    "labels": ("LabelObserved",),
+    "alerts": ALERT_TYPES,
+    "monitor_stats": ("MonitorStatsReported",),
+}
+"""Event types each derived table is filled from (its derivation reads no others)."""
+
 # ``{src}`` is a relation with the columns of ``events``: the ledger itself on a
 # rebuild, the batch being projected live. The hot paths parse each payload once
 # (``json_transform``); JSON ``null`` becomes SQL NULL.
@@ -164,15 +183,13 @@ SELECT id, r.prediction_id, r.model, r.model_version, r.code_version, time, r.in
 FROM (SELECT id, time, producer, json_transform(payload, '{"prediction_id": "VARCHAR",
           "model": "VARCHAR", "model_version": "INTEGER", "code_version": "VARCHAR",
           "inputs": "JSON", "output": "JSON"}') AS r
-      FROM {src} WHERE type = 'PredictionMade')
-ON CONFLICT DO NOTHING""",
+      FROM {src} WHERE type = 'PredictionMade')""",
     "labels": """
 INSERT INTO labels
 SELECT id, r.prediction_id, r.model, time, r.label
 FROM (SELECT id, time, json_transform(payload, '{"prediction_id": "VARCHAR",
           "model": "VARCHAR", "label": "JSON"}') AS r
-      FROM {src} WHERE type = 'LabelObserved')
-ON CONFLICT DO NOTHING""",
+      FROM {src} WHERE type = 'LabelObserved')""",
     "alerts": """
 INSERT INTO alerts
 SELECT id, type, time, payload->>'$.model',
@@ -194,14 +211,12 @@ SELECT id, type, time, payload->>'$.model',
        coalesce(payload->>'$.detected_id', payload->>'$.trigger_id')
 FROM {src}
 WHERE type IN ('DriftDetected', 'DriftResolved', 'AnomalyDetected', 'SkewDetected',
-               'RetrainRequested')
-ON CONFLICT DO NOTHING""",
+               'RetrainRequested')""",
     "monitor_stats": """
 INSERT INTO monitor_stats
 SELECT id, time, payload->>'$.model', CAST(payload->>'$.model_version' AS INTEGER),
        CAST(payload->>'$.window.end' AS TIMESTAMPTZ), json_extract(payload, '$.stats')
-FROM {src} WHERE type = 'MonitorStatsReported'
-ON CONFLICT DO NOTHING""",
+FROM {src} WHERE type = 'MonitorStatsReported'""",
 }
 """``INSERT ... SELECT`` per derived table, from a relation shaped like ``events``."""
 
@@ -322,7 +337,9 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
     Examples
     --------
-    >>> import duckdb
+    >>> from collections.abc import Collection
+
+import duckdb
     >>> con = duckdb.connect()
     >>> create_schema(con); create_schema(con)
     >>> con.execute("select count(*) from predictions").fetchall()
@@ -355,13 +372,39 @@ def drop_derived(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def derive(con: duckdb.DuckDBPyConnection, src: str) -> None:
+def derive(
+    con: duckdb.DuckDBPyConnection, src: str, types: Collection[str] | None = None
+) -> None:
     """Fill every derived table from ``src``, a relation shaped like ``events``.
 
-    Idempotent: rows whose event id is already present are skipped.
+    Not idempotent on its own (the derived tables have no key): ``src`` must
+    hold only events not derived before -- the whole ledger after the derived
+    tables were emptied, or the events a transaction just added to the ledger.
+
+    Parameters
+    ----------
+    con
+        Connection to write with (the caller owns the transaction).
+    src
+        SQL relation with the columns of ``events``.
+    types
+        Event types present in ``src``, when known: derivations that read none
+        of them are skipped (``None`` runs them all).
+
+    Examples
+    --------
+    >>> from collections.abc import Collection
+
+import duckdb
+    >>> con = duckdb.connect()
+    >>> create_schema(con)
+    >>> derive(con, "events", types={"LabelObserved"})  # runs only the labels derivation
+    >>> con.execute("select count(*) from labels").fetchall()
+    [(0,)]
     """
-    for sql in DERIVATIONS.values():
-        con.execute(sql.replace("{src}", src))
+    for table, sql in DERIVATIONS.items():
+        if types is None or any(t in types for t in DERIVED_FROM[table]):
+            con.execute(sql.replace("{src}", src))
 
 
 def rebuild_projections(con: duckdb.DuckDBPyConnection) -> int:
@@ -372,7 +415,9 @@ def rebuild_projections(con: duckdb.DuckDBPyConnection) -> int:
 
     Examples
     --------
-    >>> import duckdb
+    >>> from collections.abc import Collection
+
+import duckdb
     >>> con = duckdb.connect()
     >>> create_schema(con)
     >>> rebuild_projections(con)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ import duckdb
 import pytest
 
 from modelog.config import Settings
-from modelog.store.projector import Projector, build_batch
+from modelog.store.projector import Projector, ProjectorProgress, build_batch
 from modelog.store.reader import Reader
 from modelog.store.schema import DERIVED_TABLES, VIEWS
 from modelog.streams.broker import EmbeddedBroker
@@ -217,6 +218,46 @@ def test_build_batch_dedupes_upcasts_and_sorts_out_bad_records() -> None:
     assert batch.positions == {("m.serving", 1): 15, ("m.dead-letter", 1): 4}
 
 
+def test_build_batch_decodes_every_record_as_the_codec_does() -> None:
+    """The fast path (canonical records) and the codec's path give the same rows."""
+    from modelog.streams.codec import decode
+
+    p = prediction(3)
+    canonical = encode(p)
+    reordered = json.dumps(dict(reversed(json.loads(canonical).items())), indent=1).encode()
+    # no schema_version: the codec reads it as v1 and upcasts (``features`` -> ``inputs``)
+    unversioned = json.dumps({k: v for k, v in json.loads(encode(prediction(4))).items()
+                              if k != "schema_version"}).encode()
+    values = [canonical, reordered.replace(p.id.encode(), b"other-id"), unversioned]
+    batch = build_batch([_Rec("m.serving", i, v) for i, v in enumerate(values)], "m.dl")
+    assert batch.invalid == []
+    expected = [decode(v) for v in values]
+    assert batch.events.column("payload").to_pylist() == [encode(e).decode() for e in expected]
+    assert batch.events.column("time").to_pylist() == [e.time for e in expected]
+    assert batch.events.column("producer").to_pylist() == [e.producer for e in expected]
+    assert json.loads(batch.events.column("payload")[2].as_py())["inputs"] == {}
+    assert batch.types == frozenset({"PredictionMade"})
+
+
+def test_positions_only_move_forward_unless_the_cluster_changed() -> None:
+    import pyarrow as pa
+
+    from modelog.store.projector import _UPSERT_POSITIONS
+    from modelog.store.schema import create_schema
+
+    con = duckdb.connect()
+    create_schema(con)
+    for offset, cluster in [(10, "a"), (5, "a"), (12, "a"), (3, "b")]:
+        con.register("modelog_positions", pa.table({
+            "topic": ["t"], "partition": pa.array([0], pa.int32()),
+            "next_offset": pa.array([offset], pa.int64()), "cluster_id": [cluster]}))
+        con.execute(_UPSERT_POSITIONS)
+        if (offset, cluster) == (5, "a"):
+            assert scalar(con, "SELECT next_offset FROM consumer_positions") == 10
+    assert con.execute("SELECT next_offset, cluster_id FROM consumer_positions").fetchall() \
+        == [(3, "b")]
+
+
 # -- with a broker ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def projected(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
@@ -338,6 +379,54 @@ def test_replaying_the_log_changes_nothing_and_rebuild_equals_live(
     # rebuild from the ledger equals the live state
     assert projector.rebuild() == len(before["events"])
     assert snapshot(con) == before
+
+
+@pytest.mark.broker
+def test_pipelined_projection_equals_the_synchronous_one(topics: Settings, tmp_path: Path) -> None:
+    """project() (reader process + writer) gives what project_once() gives, replays too."""
+    t = Topics.from_settings(topics)
+    evs = lifecycle_events()
+    log = [*evs, (t.serving, b"x", v1_prediction_record(0)), (t.runs, b"x", b"{broken"),
+           *evs[-4:]]  # a bad record, and duplicates
+    produce(topics, log)
+    reference = Projector(topics.replace(data_dir=tmp_path / "reference"), serve=False)
+    try:
+        project_until(reference, len(log) + 1)  # + its dead-letter copy
+        want = snapshot(reference.connection)
+    finally:
+        reference.close()
+    stop = threading.Event()
+    goal = [len(log) + 2]  # + the reference's dead-letter copy and our own
+
+    def until(progress: ProjectorProgress) -> None:
+        if progress.records >= goal[0]:
+            stop.set()
+
+    pipelined = Projector(topics.replace(data_dir=tmp_path / "pipelined"), serve=False,
+                          progress=until, batch_size=7)
+    timer = threading.Timer(60, stop.set)
+    timer.start()
+    try:
+        pipelined.project(stop)
+        got = snapshot(pipelined.connection)
+        # each projector dead-letters the bad record itself: compare the sources only
+        assert got.pop("dead_letters") != [] and want.pop("dead_letters") != []
+        assert got == want
+        assert pipelined.stats()["dead_lettered"] == 1
+        # the whole log again from offset 0: every batch is a replay, nothing changes
+        pipelined.connection.execute("DELETE FROM consumer_positions")
+        pipelined._assigned = set()  # forget the partitions: follow them from the start
+        pipelined._next_discovery = 0.0
+        stop.clear()
+        goal[0] *= 2
+        pipelined.project(stop)
+        assert pipelined.stats()["records"] >= goal[0]
+        again = snapshot(pipelined.connection)
+        again.pop("dead_letters")
+        assert again == want
+    finally:
+        timer.cancel()
+        pipelined.close()
 
 
 def _count(reader: Reader, sql: str) -> int:
