@@ -34,6 +34,7 @@ class DemoConfig:
     noise: float = 0.05
     seed: int = 7
     model: str = "demo-churn"
+    registry_timeout: float = 120.0
 
 
 class DemoWorld:
@@ -120,9 +121,12 @@ def run_demo(
                 run.log_metrics({"accuracy": 0.90 + step * 0.005, "loss": 0.4 - step * 0.02},
                                 step=step)
         echo(f"run        {run.run_id}")
+        echo("registry   waiting for the registry worker (`modelog up` starts it) ...")
         version = client.register_model(cfg.model, flavor="custom", run=run, dataset=ds,
-                                        target="churned", description="rule-based churn model")
-        client.set_alias(cfg.model, "production", version, reason="demo: first release")
+                                        target="churned", description="rule-based churn model",
+                                        timeout=cfg.registry_timeout)
+        client.set_alias(cfg.model, "production", version, reason="demo: first release",
+                         timeout=cfg.registry_timeout)
         echo(f"model      {cfg.model} v{version} -> production")
         echo(f"streaming  {cfg.predictions:,} predictions at "
              f"{'full speed' if cfg.rate <= 0 else f'{cfg.rate:,.0f}/s'}; "
