@@ -46,6 +46,7 @@ __all__ = [
     "ModelVersionRequested",
     "MonitorConfigured",
     "MonitorStatsReported",
+    "OnlineModelCheckpointed",
     "ParamsLogged",
     "PredictionMade",
     "RetrainRequested",
@@ -469,6 +470,10 @@ class AlertSubscriptionCreated(Event, frozen=True, kw_only=True):
     models: list[str] = []
     kinds: list[str] = []
     min_severity: Severity = "info"
+    #: HMAC-SHA256 key for the ``Modelog-Signature`` header (added with a default:
+    #: no schema-version bump). It is stored in the log: readers of the
+    #: subscriptions topic can see it, so restrict that topic's ACLs.
+    secret: str | None = None
 
 
 class AlertSubscriptionRemoved(Event, frozen=True, kw_only=True):
@@ -488,6 +493,28 @@ class AlertDelivered(Event, frozen=True, kw_only=True):
     attempts: int = 1
     ok: bool = True
     error: str | None = None
+
+
+class OnlineModelCheckpointed(Event, frozen=True, kw_only=True):
+    """The state of an online model learning on the stream was saved (aggregate: the model).
+
+    ``artifact_uri``/``artifact_digest`` name the checkpoint (``river`` flavor:
+    a pickle, load it only after checking the digest), ``n_learned`` the
+    labelled observations it has learned, ``metrics`` its prequential metrics
+    then. ``source_offset`` maps each serving-topic partition (as a string) to
+    the next offset the checkpoint does *not* cover, when the processor knew
+    the offsets: a restarted worker replays the serving log from there.
+    """
+
+    stream: ClassVar[str] = "registry"
+    model: Name
+    model_version: Version
+    artifact_uri: str
+    artifact_digest: Digest
+    n_learned: Annotated[int, msgspec.Meta(ge=0)]
+    metrics: dict[str, float] = {}
+    source_offset: dict[str, int] | None = None
+    run_id: str | None = None
 
 
 CATALOGUE: dict[str, type[Event]] = {
@@ -519,6 +546,7 @@ CATALOGUE: dict[str, type[Event]] = {
         AlertSubscriptionCreated,
         AlertSubscriptionRemoved,
         AlertDelivered,
+        OnlineModelCheckpointed,
     )
 }
 """Every event type by its ``type`` tag."""
