@@ -263,7 +263,9 @@ def up(
         spawn("projector", ["project"], env)
         typer.echo(f"projector  -> {s.duckdb_path}")
         spawn("worker", ["worker"], env)
-        typer.echo("worker     drift + anomaly monitors (ready in ~10 s)")
+        typer.echo("worker     monitors + registry (ready in ~10 s)")
+        spawn("delivery", ["deliver"], env)
+        typer.echo("delivery   alert webhooks (`modelog alerts subscribe URL`)")
         if not no_dashboard:
             spawn("dashboard", ["dashboard", "--port", str(dashboard_port)], env)
             typer.echo(f"dashboard  http://127.0.0.1:{dashboard_port}")
@@ -402,6 +404,85 @@ def schemas_list() -> None:
 
     for name, cls in CATALOGUE.items():
         typer.echo(f"{name:28} v{cls.current_version()}  {cls.stream}")
+
+
+# -- alerts ------------------------------------------------------------------------------
+alerts_app = typer.Typer(help="Alert subscriptions: webhooks that receive alerts.",
+                         no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@app.command()
+def deliver(ctx: typer.Context) -> None:
+    """Run the alert delivery worker: POSTs every matching alert to each subscribed webhook,
+    exactly once in effect (a `Modelog-Event-Id` header lets receivers drop the rare repeat)."""
+    from modelog.streams.delivery import run_delivery
+
+    try:
+        run_delivery(_settings(ctx))
+    except ModelogError as exc:
+        _fail(exc)
+
+
+@alerts_app.command("subscribe")
+def alerts_subscribe(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="Webhook URL (http or https) to POST alerts to.")],
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="Only alerts of this model (repeatable; default: all).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(
+        "--kind", "-k", help="Only this alert type or kind, e.g. DriftDetected, concept, "
+                             "anomaly (repeatable; default: all).")] = None,
+    min_severity: Annotated[str, typer.Option(
+        help="info, warning or critical.")] = "info",
+    secret: Annotated[str | None, typer.Option(
+        help="Sign bodies with HMAC-SHA256 (Modelog-Signature header).")] = None,
+) -> None:
+    """Subscribe a webhook to alerts; prints the subscription id.
+
+    Example: `modelog alerts subscribe https://hooks.example/ml --model churn --kind concept`
+    """
+    from modelog.streams.delivery import subscribe
+
+    try:
+        sid = subscribe(_settings(ctx), url, models=tuple(model or ()), kinds=tuple(kind or ()),
+                        min_severity=min_severity, secret=secret)
+    except ModelogError as exc:
+        _fail(exc)
+    typer.echo(sid)
+
+
+@alerts_app.command("unsubscribe")
+def alerts_unsubscribe(
+    ctx: typer.Context,
+    subscription_id: Annotated[str, typer.Argument(help="Id printed by `alerts subscribe`.")],
+) -> None:
+    """Remove a subscription (no further deliveries)."""
+    from modelog.streams.delivery import unsubscribe
+
+    try:
+        unsubscribe(_settings(ctx), subscription_id)
+    except ModelogError as exc:
+        _fail(exc)
+    typer.echo(f"removed {subscription_id}")
+
+
+@alerts_app.command("subscriptions")
+def alerts_subscriptions(ctx: typer.Context) -> None:
+    """List the active subscriptions."""
+    from modelog.streams.delivery import list_subscriptions
+
+    try:
+        subs = list_subscriptions(_settings(ctx))
+    except ModelogError as exc:
+        _fail(exc)
+    if not subs:
+        typer.echo("no subscriptions; add one with `modelog alerts subscribe URL`")
+    for sub in subs:
+        scope = ", ".join(sub.models) or "all models"
+        kinds = ", ".join(sub.kinds) or "all kinds"
+        typer.echo(f"{sub.subscription_id}  {sub.url}  [{scope}; {kinds}; "
+                   f">= {sub.min_severity}]")
 
 
 # -- archive -------------------------------------------------------------------------

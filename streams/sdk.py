@@ -676,6 +676,23 @@ class Client(ClosingContext):
         codec.validate(event)
         self._producer.send_event(event)
 
+    def subscribe_alerts(
+        self, url: str, *, models: Sequence[str] = (), kinds: Sequence[str] = (),
+        min_severity: str = "info", secret: str | None = None,
+    ) -> str:
+        """Subscribe a webhook to alerts; returns the subscription id.
+
+        ``modelog deliver`` (started by ``modelog up``) POSTs each matching alert
+        to ``url`` exactly once in effect, with a ``Modelog-Event-Id`` header.
+        """
+        from modelog.streams.delivery import subscription_event
+
+        event = subscription_event(url, models=models, kinds=kinds, min_severity=min_severity,
+                                   secret=secret, producer=self.settings.producer_name)
+        self.emit(event)
+        self.flush()
+        return event.subscription_id
+
     def _emit(
         self, cls: type[E], aggregate: str, *, time: dt.datetime | None = None, **fields: Any
     ) -> E:

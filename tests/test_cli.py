@@ -17,7 +17,7 @@ from modelog.streams.events import CATALOGUE
 runner = CliRunner()
 
 COMMANDS = ["broker", "up", "worker", "project", "dashboard", "demo", "query", "topics",
-            "bench", "schemas"]
+            "bench", "schemas", "deliver", "alerts", "archive"]
 
 
 def test_root_help_lists_every_command() -> None:

@@ -455,3 +455,29 @@ def test_dead_letters_bad_subscription_records(topics: Settings) -> None:
     assert "AlertSubscriptionCreated" in info.reason
     # restarting does not dead-letter it again: the position is in the ledger
     assert deliver_once(topics, **FAST).dead_lettered == 0
+
+
+@pytest.mark.broker
+def test_sdk_and_cli_subscriptions_round_trip(topics: Settings, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    from typer.testing import CliRunner
+
+    import modelog
+    from modelog.cli import app
+    from modelog.streams.delivery import list_subscriptions
+
+    with modelog.connect(settings=topics) as client:
+        sid = client.subscribe_alerts("http://127.0.0.1:9/hook", models=["churn"],
+                                      min_severity="warning")
+    assert [s.subscription_id for s in list_subscriptions(topics)] == [sid]
+    monkeypatch.setenv("MODELOG_BROKER", topics.bootstrap_servers)
+    monkeypatch.setenv("MODELOG_TOPIC_PREFIX", topics.topic_prefix)
+    monkeypatch.setenv("MODELOG_DATA_DIR", str(topics.data_dir))
+    runner = CliRunner()
+    listed = runner.invoke(app, ["alerts", "subscriptions"])
+    assert listed.exit_code == 0 and sid in listed.output and "churn" in listed.output
+    removed = runner.invoke(app, ["alerts", "unsubscribe", sid])
+    assert removed.exit_code == 0, removed.output
+    assert list_subscriptions(topics) == []
+    again = runner.invoke(app, ["alerts", "unsubscribe", sid])
+    assert again.exit_code == 1 and sid in again.output
