@@ -1,4 +1,7 @@
-"""The "Live monitoring" Streamlit page.
+"""The dashboard app: the "Live monitoring" page, first of a multi-page app.
+
+The other pages (Runs, Datasets, Registry, Lineage) live in
+:mod:`modelog.dashboard.pages`; ``st.navigation`` lists them in the sidebar.
 
 Run it with ``modelog dashboard`` (or ``python -m streamlit run app.py`` with
 ``MODELOG_*`` variables set). It only reads, through
@@ -18,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from modelog.config import Settings
-from modelog.dashboard import charts, data
+from modelog.dashboard import charts, data, pages
 from modelog.errors import ModelogError
 from modelog.store.errors import NoDataError, StoreError
 from modelog.store.reader import Reader
@@ -237,7 +240,7 @@ def live(settings: Settings, window: int, limit: int) -> None:
 
 
 def main() -> None:
-    """Build the page."""
+    """Build the live monitoring page."""
     st.set_page_config(page_title="modelog · Live monitoring",
                        page_icon=":material/monitoring:", layout="wide")
     st.title("Live monitoring")
@@ -261,4 +264,8 @@ def main() -> None:
     st.fragment(run_every=None if paused else float(every))(live)(settings, window, limit)
 
 
-main()
+st.navigation([
+    st.Page(main, title="Live monitoring", icon=":material/monitoring:", url_path="live",
+            default=True),
+    *pages.lifecycle_pages(),
+]).run()
