@@ -22,7 +22,7 @@ from modelog.dashboard import charts, data
 from modelog.dashboard.launch import APP_PATH, dashboard_command, env_for
 from modelog.errors import ConfigurationError
 from modelog.store.reader import Reader
-from modelog.store.schema import create_schema
+from modelog.store.schema import create_schema, derive
 
 BASE = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 DRIFT_MESSAGE = "error rate of churn rose from 0.10 to 0.50"
@@ -100,6 +100,8 @@ def fill_scenario(path: Path) -> None:
             names = {"base", "message", "drift_id"} & set(statement.named_parameters)
             params = {"base": BASE, "message": DRIFT_MESSAGE, "drift_id": DRIFT_ID}
             con.execute(statement, {k: params[k] for k in names})
+        # The scenario writes the hot tables directly; registry views derive from the ledger.
+        derive(con, "(SELECT * FROM events WHERE type IN ('AliasSet', 'AliasRemoved'))")
     finally:
         con.close()
 
