@@ -485,6 +485,72 @@ def alerts_subscriptions(ctx: typer.Context) -> None:
                    f">= {sub.min_severity}]")
 
 
+# -- monitor -----------------------------------------------------------------------------
+monitor_app = typer.Typer(help="Monitoring configuration and backtests.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+def _parse_time(value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        _fail(ModelogError(f"{option} {value!r} is not an ISO date or time "
+                           "(e.g. 2026-03-03 or 2026-03-03T14:00:00+00:00)"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+@monitor_app.command("backtest")
+def monitor_backtest(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model whose recorded traffic to replay.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Candidate monitor "
+                                         "configuration (TOML or YAML).")],
+    start: Annotated[str | None, typer.Option("--from", help="Replay from this time.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Replay up to this time.")] = None,
+    compare_with: Annotated[Path | None, typer.Option(
+        "--compare", help="A second configuration to compare against --config.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+    = False,
+) -> None:
+    """Replay a model's recorded predictions and labels through a candidate monitor
+    configuration and report which alerts it would have raised, and when -- next to the
+    alerts raised live. Nothing live is touched.
+
+    Example: `modelog monitor backtest churn --config strict.toml --compare current.toml`
+    """
+    from rich.progress import Progress
+
+    from modelog.store.backtest import backtest, compare, load_monitor_config
+    from modelog.store.reader import Reader
+
+    t0, t1 = _parse_time(start, "--from"), _parse_time(end, "--to")
+    try:
+        cfg = load_monitor_config(config)
+        reader = Reader(_settings(ctx))
+        with Progress(transient=True, disable=as_json) as bar:
+            task = bar.add_task("replaying", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            if compare_with is not None:
+                other = load_monitor_config(compare_with)
+                result: Any = compare(reader, model, cfg, other, start=t0, end=t1,
+                                      progress=progress)
+            else:
+                result = backtest(reader, model, cfg, start=t0, end=t1, progress=progress)
+    except ModelogError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), default=str, indent=2))
+    else:
+        typer.echo(result.render())
+
+
 # -- archive -------------------------------------------------------------------------
 archive_app = typer.Typer(help="The durable archive of the log (the DuckDB ledger).",
                           no_args_is_help=True)

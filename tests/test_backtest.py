@@ -171,3 +171,31 @@ def test_bad_configuration_files_say_what_is_wrong(tmp_path: Path, name: str, te
 def test_missing_configuration_file(tmp_path: Path) -> None:
     with pytest.raises(MonitorConfigError, match="cannot read monitor configuration"):
         load_monitor_config(tmp_path / "absent.toml")
+
+
+def test_cli_backtest_and_compare(ledger: dict[str, Any], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from modelog.cli import app
+
+    reader: Reader = ledger["reader"]
+    monkeypatch.setenv("MODELOG_DATA_DIR", str(reader.settings.data_dir))
+    live = tmp_path / "live.toml"
+    live.write_text(f"anomaly = false\ndetector = \"{LIVE.detector}\"\n")
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("anomaly: false\ndetector: page_hinkley\ndetector_params:\n"
+                      "  threshold: 5.0\ndrift_warm_up: 50\n")
+    runner = CliRunner()
+    out = runner.invoke(app, ["monitor", "backtest", SCENARIO.name, "--config", str(live),
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["counts"]["candidate"] >= 1
+    both = runner.invoke(app, ["monitor", "backtest", SCENARIO.name, "-c", str(live),
+                               "--compare", str(strict)])
+    assert both.exit_code == 0, both.output
+    assert "page_hinkley" in both.output
+    bad = runner.invoke(app, ["monitor", "backtest", SCENARIO.name, "-c", str(live),
+                              "--from", "yesterday"])
+    assert bad.exit_code == 1 and "--from 'yesterday'" in bad.output

@@ -17,7 +17,7 @@ from modelog.streams.events import CATALOGUE
 runner = CliRunner()
 
 COMMANDS = ["broker", "up", "worker", "project", "dashboard", "demo", "query", "topics",
-            "bench", "schemas", "deliver", "alerts", "archive"]
+            "bench", "schemas", "deliver", "alerts", "archive", "monitor"]
 
 
 def test_root_help_lists_every_command() -> None:
