@@ -27,6 +27,7 @@ crash or a replay are duplicates that consumers drop by id.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import ssl
 import time
 from collections.abc import Sequence
@@ -36,12 +37,20 @@ from modelog.config import Settings
 from modelog.streams import codec
 from modelog.streams.deadletter import dead_letter_headers
 from modelog.streams.errors import EventDecodeError
-from modelog.streams.events import LabelObserved, PredictionMade
+from modelog.streams.events import (
+    Event,
+    LabelObserved,
+    ModelVersionRegistered,
+    OnlineModelCheckpointed,
+    PredictionMade,
+)
 from modelog.streams.monitor import MonitorConfig, ServingMonitor
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["CONSUMER_NAME", "Outgoing", "RecordRouter", "broker_credentials", "build_app",
            "run_worker"]
+
+_log = logging.getLogger("modelog.worker")
 
 CONSUMER_NAME = "worker"
 """The consumer name written in dead-letter headers."""
@@ -71,13 +80,48 @@ class RecordRouter:
     """
 
     def __init__(self, topics: Topics, monitor: ServingMonitor,
-                 consumer: str = CONSUMER_NAME) -> None:
+                 consumer: str = CONSUMER_NAME, *, online: Any = None,
+                 retrain: Any = None) -> None:
         self.topics = topics
         self.monitor = monitor
         self.consumer = consumer
+        #: Optional :class:`~modelog.streams.online.OnlineModelProcessor`.
+        self.online = online
+        #: Optional :class:`~modelog.models.retrain.RetrainTrigger`.
+        self.retrain = retrain
         self.records = 0
         self.dead_lettered = 0
         self.published = 0
+        self.registry_errors = 0
+        self._resumed = False
+
+    def observe_registry(self, events: Sequence[Event]) -> list[Outgoing]:
+        """Feed registry events (online registrations, checkpoints) to the online learner.
+
+        The first call restores the latest checkpoints before anything else.
+        A registration whose artifact cannot be loaded is logged and skipped.
+        """
+        if self.online is None:
+            return []
+        from modelog.streams.online import OnlineModelError
+
+        if not self._resumed:
+            self._resumed = True
+            self.online.resume([e for e in events if isinstance(e, OnlineModelCheckpointed)])
+        out: list[Event] = []
+        for event in events:
+            if isinstance(event, ModelVersionRegistered):
+                try:
+                    out.extend(self.online.process(event))
+                except OnlineModelError as exc:
+                    self.registry_errors += 1
+                    _log.warning("online model not started: %s", exc)
+        return [self._outgoing(e) for e in out]
+
+    def _outgoing(self, event: Event) -> Outgoing:
+        self.published += 1
+        return Outgoing(self.topics.for_event(event), event.aggregate.encode(),
+                        codec.encode(event))
 
     def route(self, key: bytes | None, value: bytes | None, topic: str, partition: int,
               offset: int) -> list[Outgoing]:
@@ -92,12 +136,12 @@ class RecordRouter:
             reason = (f"{event.type_name()} does not belong on the serving topic; "
                       f"the monitoring worker reads only PredictionMade and LabelObserved")
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
-        out = [
-            Outgoing(self.topics.monitoring, derived.aggregate.encode(), codec.encode(derived))
-            for derived in self.monitor.process(event)
-        ]
-        self.published += len(out)
-        return out
+        derived = self.monitor.process(event)
+        if self.retrain is not None:
+            derived += [r for d in list(derived) if (r := self.retrain.process(d)) is not None]
+        if self.online is not None:
+            derived += self.online.process(event, partition, offset)
+        return [self._outgoing(d) for d in derived]
 
     def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
                      partition: int, offset: int) -> Outgoing:
@@ -162,8 +206,16 @@ def build_app(
     """
     import faust
 
+    from modelog.models.retrain import RetrainTrigger
+    from modelog.store.artifacts import ArtifactStore
+    from modelog.streams.online import OnlineModelProcessor
+    from modelog.streams.registry_agent import LogTail, decode_records
+
     topics = Topics.from_settings(settings)
-    router = RecordRouter(topics, ServingMonitor(monitor_config))
+    router = RecordRouter(topics, ServingMonitor(monitor_config),
+                          online=OnlineModelProcessor(ArtifactStore.from_settings(settings)),
+                          retrain=RetrainTrigger())
+    registry_tail: list[Any] = []
     app = faust.App(
         app_id or f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
@@ -186,8 +238,18 @@ def build_app(
                          key_serializer="raw", value_serializer="raw")
 
     serving = raw_topic(topics.serving)
-    outputs = {topics.monitoring: raw_topic(topics.monitoring),
-               topics.dead_letter: raw_topic(topics.dead_letter)}
+    outputs = {name: raw_topic(name) for name in
+               (topics.monitoring, topics.dead_letter, topics.runs, topics.registry)}
+
+    def registry_updates() -> list[Outgoing]:
+        """New registry events since the last batch (the whole topic the first time)."""
+        if not registry_tail:
+            registry_tail.append(LogTail(settings, topics.registry))
+            records = registry_tail[0].read_to_end()
+        else:
+            records = registry_tail[0].poll(timeout=0.0)
+        out: list[Outgoing] = router.observe_registry(decode_records(records))
+        return out
 
     async def publish(records: Sequence[Outgoing]) -> None:
         for rec in records:
@@ -197,6 +259,7 @@ def build_app(
     @app.agent(serving, name=f"{topics.prefix}serving-monitor")
     async def serving_monitor(stream: Any) -> None:
         async for batch in stream.take_events(batch_size, within=batch_within):
+            await publish(registry_updates())
             for event in batch:
                 msg = event.message
                 await publish(router.route(msg.key, msg.value, msg.topic, msg.partition,

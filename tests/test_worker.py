@@ -191,7 +191,24 @@ def test_worker_writes_only_modelog_json(worker_settings, produced) -> None:
     for _, value, _ in records:
         event = codec.decode(value)  # raises on anything but a modelog event
         assert b"faust" not in value and b"__faust" not in value
-        assert event.producer == "modelog-worker"
+        assert event.producer in ("modelog-worker", "modelog-retrain")
+
+
+def test_concept_drift_requests_one_retrain(worker_settings, produced) -> None:
+    topics = Topics.from_settings(worker_settings)
+
+    def decoded(records):
+        return [codec.decode(value) for _, value, _ in records]
+
+    records = read_until(worker_settings, topics.monitoring,
+                         lambda r: any(e.type_name() == "RetrainRequested" for e in decoded(r)),
+                         timeout=60)
+    events = decoded(records)
+    drifts = {e.id for e in events if e.type_name() == "DriftDetected" and e.kind == "concept"}
+    retrains = [e for e in events if e.type_name() == "RetrainRequested"]
+    assert len(retrains) == 1  # the cooldown keeps one drift from asking twice
+    assert retrains[0].trigger_id in drifts
+    assert "drift" in retrains[0].reason and retrains[0].window.end is not None
 
 
 def test_worker_log_has_no_tracebacks(worker_settings, produced) -> None:
