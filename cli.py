@@ -636,6 +636,296 @@ def bench(
                    f"[target >= 100,000]")
 
 
+# -- lifecycle: runs, datasets, lineage, registry --------------------------------------
+runs_app = typer.Typer(help="Tracked runs: search, inspect and compare (like `mlflow runs`).",
+                       no_args_is_help=True)
+datasets_app = typer.Typer(help="Versioned datasets: list versions and diff their profiles.",
+                           no_args_is_help=True)
+registry_app = typer.Typer(help="The model registry: versions, aliases and their history.",
+                           no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(registry_app, name="registry")
+
+FormatOpt = Annotated[str, typer.Option("--format", "-F", help="table, csv or json (one object "
+                                                                 "per line).")]
+
+
+def _reader(ctx: typer.Context) -> Any:
+    from modelog.store.reader import Reader
+
+    return Reader(_settings(ctx))
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat(sep=" ", timespec="seconds"))
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _print_frame(df: Any, fmt: str = "table", title: str | None = None,
+                 empty: str | None = None) -> None:
+    """Print a DataFrame as a rich table, CSV or JSON lines (``empty``: say so instead of
+    printing an empty table)."""
+    if empty is not None and df.empty and fmt == "table":
+        typer.echo(empty)
+    elif fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif fmt == "json":
+        for row in df.to_dict("records"):
+            clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+            sys.stdout.write(json.dumps(clean, default=str) + "\n")
+    elif fmt == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title, show_lines=False)
+        for name in df.columns:
+            t.add_column(str(name), overflow="fold")
+        for row in df.itertuples(index=False):
+            t.add_row(*(_cell(v) for v in row))
+        Console(width=max(100, len(df.columns) * 14)).print(t)
+    else:
+        _fail(ModelogError(f"--format {fmt!r} is not one of table, csv, json"))
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    filter_: Annotated[str, typer.Option("--filter", help=(
+        "MLflow-style filter, e.g. \"metrics.f1 > 0.8 and params.model = 'rf'\"; fields: "
+        "metrics.<k>, params.<k>, tags.<k>, status, name, experiment, started, ended."))] = "",
+    order_by: Annotated[list[str] | None, typer.Option(
+        "--order-by", help="e.g. \"metrics.f1 DESC\" (repeatable); default: newest first.")
+    ] = None,
+    experiment: Annotated[str | None, typer.Option(help="Only this experiment's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 100,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Search runs; params and latest metrics become `params.<k>`/`metrics.<k>` columns.
+
+    Examples:
+
+        modelog runs list --filter "metrics.f1 > 0.8 and status = 'finished'"
+
+        modelog runs list --experiment churn --order-by "metrics.f1 DESC" --limit 5 -F csv
+    """
+    from modelog.store.queries import list_runs
+
+    try:
+        df = list_runs(_reader(ctx), filter_, order_by or (), experiment=experiment, limit=limit)
+    except ModelogError as exc:
+        _fail(exc)
+    _print_frame(df, fmt, empty="no runs match")
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix of it).")],
+    fmt: Annotated[str, typer.Option("--format", "-F", help="text or json.")] = "text",
+) -> None:
+    """Everything about one run: attributes, params, latest metrics (and how many points),
+    datasets, artifacts, child runs, registered models, code version and failure.
+
+    Example: `modelog runs show 0190f3c2`
+    """
+    from modelog.store.queries import show_run
+
+    try:
+        run = show_run(_reader(ctx), run_id)
+    except ModelogError as exc:
+        _fail(exc)
+    if fmt == "json":
+        typer.echo(json.dumps(run, default=str, indent=2))
+        return
+    typer.echo(f"run {run['run_id']}  {run['name'] or ''}".rstrip())
+    for key in ("experiment", "status", "started", "ended", "parent_run_id", "producer"):
+        if run.get(key) is not None:
+            typer.echo(f"  {key:<14}{_cell(run[key])}")
+    if run["failure"]:
+        typer.echo(f"  {'error':<14}{run['failure']['error']}")
+        for line in str(run["failure"]["traceback"]).splitlines():
+            typer.echo(f"    {line}")
+    sections: list[tuple[str, list[str]]] = [
+        ("code", [f"{k}: {_cell(v)}" for k, v in run["code"].items()]),
+        ("tags", [f"{k} = {v}" for k, v in run["tags"].items()]),
+        ("params", [f"{k} = {v}" for k, v in run["params"].items()]),
+        ("metrics (latest)", [
+            f"{k} = {_cell(v)}  ({run['metric_history'].get(k, {}).get('points', 0)} points, "
+            f"last step {run['metric_history'].get(k, {}).get('last_step')})"
+            for k, v in run["metrics"].items()]),
+        ("datasets", [f"{d['dataset']}@{d['digest'][:12]} ({d['context']})"
+                      for d in run["datasets"]]),
+        ("artifacts", [f"{a['path']}  {a['size']} bytes  {a['uri']}" for a in run["artifacts"]]),
+        ("children", [f"{c['run_id']}  {c['name'] or ''} ({c['status']})"
+                      for c in run["children"]]),
+        ("registered as", [f"{m['model']}@v{m['model_version']}" for m in run["models"]]),
+    ]
+    for title, lines in sections:
+        if lines:
+            typer.echo(f"{title}:")
+            for line in lines:
+                typer.echo(f"  {line}")
+
+
+@runs_app.command("compare")
+def runs_compare(
+    ctx: typer.Context,
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids (or prefixes).")],
+    only_diff: Annotated[bool, typer.Option("--only-diff", help="Hide rows where all runs "
+                                                               "agree.")] = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Params and latest metrics side by side, one column per run; `differs` flags rows
+    where the runs disagree (a missing value differs).
+
+    Example: `modelog runs compare run-a run-b --only-diff`
+    """
+    from modelog.store.queries import compare_runs
+
+    try:
+        df = compare_runs(_reader(ctx), run_ids)
+    except ModelogError as exc:
+        _fail(exc)
+    if only_diff:
+        df = df[df["differs"]]
+    _print_frame(df, fmt)
+
+
+@datasets_app.command("list")
+def datasets_list(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="A dataset: list its versions.")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """List datasets (one line each), or the versions of dataset NAME.
+
+    Versions are numbered 1, 2, ... by the first appearance of each content digest;
+    logging the same content again creates no version.
+    """
+    from modelog.store.queries import list_datasets
+
+    try:
+        df = list_datasets(_reader(ctx), name)
+    except ModelogError as exc:
+        _fail(exc)
+    _print_frame(df, fmt, empty="no datasets yet")
+
+
+@datasets_app.command("diff")
+def datasets_diff(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The dataset.")],
+    v1: Annotated[str, typer.Argument(help="Old version: number (2, v2) or digest prefix.")],
+    v2: Annotated[str, typer.Argument(help="New version: number or digest prefix.")],
+    fmt: Annotated[str, typer.Option("--format", "-F", help="text or json.")] = "text",
+) -> None:
+    """What changed between two versions: rows, schema, and per-column shifts (PSI).
+
+    Example: `modelog datasets diff churn-train 1 2`
+    """
+    from modelog.store.queries import dataset_diff
+
+    try:
+        diff = dataset_diff(_reader(ctx), name, v1, v2)
+    except ModelogError as exc:
+        _fail(exc)
+    if fmt == "json":
+        typer.echo(json.dumps(diff.to_dict(), default=str, indent=2))
+    else:
+        typer.echo(f"{name}: {v1} -> {v2}")
+        typer.echo(diff.render().rstrip())
+
+
+@app.command()
+def lineage(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help=(
+        "model@vN, model@alias, dataset@N, dataset@<digest prefix>, a run id, git:<commit>, "
+        "or a prediction id with --prediction."))],
+    up: Annotated[bool, typer.Option("--up", help="Only what REF came from.")] = False,
+    down: Annotated[bool, typer.Option("--down", help="Only what came from REF.")] = False,
+    prediction: Annotated[bool, typer.Option(
+        "--prediction", help="REF is a prediction id: model version -> run -> datasets.")
+    ] = False,
+    depth: Annotated[int, typer.Option(help="Hops to follow.")] = 10,
+    fmt: Annotated[str, typer.Option("--format", "-F", help="text or json (nodes + edges).")
+                   ] = "text",
+) -> None:
+    """Where something came from and what came from it: datasets, runs, code commits,
+    model versions, alias periods and served predictions.
+
+    Examples:
+
+        modelog lineage churn@production --up     # datasets and code behind the serving model
+
+        modelog lineage churn-train@2 --down      # models trained on version 2
+
+        modelog lineage 0190f3c2-... --prediction # why did this prediction happen
+    """
+    from modelog.store.queries import Direction, lineage_of_prediction
+    from modelog.store.queries import lineage as lineage_of
+
+    if up and down:
+        _fail(ModelogError("give --up or --down, not both (neither shows both directions)"))
+    direction: Direction = "up" if up else "down" if down else "both"
+    try:
+        tree = (lineage_of_prediction(_reader(ctx), ref, depth=depth) if prediction
+                else lineage_of(_reader(ctx), ref, direction, depth=depth))
+    except ModelogError as exc:
+        _fail(exc)
+    if fmt == "json":
+        typer.echo(json.dumps(tree.to_dict(), indent=2))
+    else:
+        typer.echo(tree.render().rstrip())
+
+
+@registry_app.command("show")
+def registry_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The registered model.")],
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="ISO date or time (naive = UTC): the registry as it stood then.")
+    ] = None,
+) -> None:
+    """A model's versions, where its aliases point (since when, who, why) and the full
+    alias history.
+
+    With --as-of: "what was in production on March 3rd at 14:00, and why":
+
+        modelog registry show churn --as-of "2026-03-03 14:00"
+    """
+    from modelog.store.queries import parse_time, registry_history, registry_state
+
+    reader = _reader(ctx)
+    try:
+        when = parse_time(as_of) if as_of else None
+        state = registry_state(reader, name, as_of=when)
+        history = registry_history(reader, name)
+    except ModelogError as exc:
+        _fail(exc)
+    if when is not None:
+        history = history[history["time"] <= when]
+    at = f" as of {when.isoformat()}" if when is not None else ""
+    versions = ", ".join(f"v{v}" for v in sorted(state.versions)) or "none"
+    typer.echo(f"model {name}{at}: versions {versions}")
+    typer.echo("aliases:" if state.aliases else "aliases: none")
+    for alias in sorted(state.aliases):
+        info = state.aliases[alias]
+        who = f" by {info.actor}" if info.actor else ""
+        why = f": {info.reason}" if info.reason else ""
+        was = f" (was v{info.previous_version})" if info.previous_version is not None else ""
+        typer.echo(f"  {alias} -> v{info.version} since {_cell(info.since)}{who}{why}{was}")
+    if len(history):
+        _print_frame(history.drop(columns=["command_id", "event_id"]), "table",
+                     title="alias history")
+
+
 def main() -> None:
     """Entry point of the ``modelog`` console script."""
     app()

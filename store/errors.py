@@ -11,6 +11,7 @@ __all__ = [
     "DatabaseBusyError",
     "FilterSyntaxError",
     "NoDataError",
+    "NotFoundError",
     "ProfileError",
     "ProjectorError",
     "QueryError",
@@ -108,3 +109,8 @@ class FilterSyntaxError(StoreError, ValueError):
 
 class ProfileError(StoreError, ValueError):
     """A profile or PSI computation got unusable arguments (:mod:`modelog.store.profile`)."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """A run, dataset, version or model named in a query does not exist or is ambiguous
+    (:mod:`modelog.store.queries`); the message names what exists."""
