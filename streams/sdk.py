@@ -714,14 +714,17 @@ class Client(ClosingContext):
         Returns after the broker acknowledged the event.
         """
         from modelog.store.artifacts import canonical_table, load_table
+        from modelog.store.profile import profile_table
 
         _check_name(name, "DatasetVersionCreated", "name")
         table = canonical_table(load_table(data))
         digest, uri = self.artifacts.put_table(table, canonical=True)
         columns = [ColumnSchema(f.name, str(f.type), f.nullable) for f in table.schema]
+        # The per-column profile is the training reference monitoring compares against.
         self._emit(
             DatasetVersionCreated, name, name=name, digest=digest, columns=columns,
-            num_rows=table.num_rows, uri=uri, parents=list(parents), profile=None,
+            num_rows=table.num_rows, uri=uri, parents=list(parents),
+            profile=profile_table(table),
             description=description,
         )
         self.flush()
