@@ -730,6 +730,32 @@ class Client(ClosingContext):
         self.flush()
         return DatasetVersion(name=name, digest=digest, uri=uri, num_rows=table.num_rows)
 
+    def get_dataset(self, name: str, version: str | int = "latest") -> Any:
+        """The rows of a logged dataset version, as a ``pyarrow.Table``.
+
+        ``version`` is a version number (``2`` or ``"v2"``), a digest prefix, or
+        ``"latest"``. Versions are looked up in the projection (``modelog project``
+        must have seen the dataset); the data is read from the artifact store and
+        checked against its digest.
+
+        Raises
+        ------
+        modelog.store.errors.NotFoundError
+            Unknown dataset or version; the message lists what exists.
+        """
+        from modelog.store.errors import NotFoundError
+        from modelog.store.queries import pick_version
+        from modelog.store.reader import Reader
+
+        rows = Reader(self.settings).query(
+            "SELECT version, digest, uri FROM datasets WHERE name = ? ORDER BY version", [name]
+        ).to_pylist()
+        if not rows:
+            raise NotFoundError(f"no dataset named {name!r} has been projected yet; log it "
+                                "with client.log_dataset() and run `modelog project`")
+        row = rows[-1] if str(version).lower() == "latest" else pick_version(name, rows, version)
+        return self.artifacts.read_table(str(row["uri"]))
+
     # -- runs ---------------------------------------------------------------------------
     def start_run(
         self,
@@ -1198,6 +1224,10 @@ class AsyncClient:
         """See :meth:`Client.log_dataset`."""
         return await asyncio.to_thread(self.client.log_dataset, name, data, parents=parents,
                                        description=description)
+
+    async def get_dataset(self, name: str, version: str | int = "latest") -> Any:
+        """See :meth:`Client.get_dataset`."""
+        return await asyncio.to_thread(self.client.get_dataset, name, version)
 
     async def register_model(self, name: str, model: Any = None, **options: Any) -> int:
         """See :meth:`Client.register_model` (same keyword options)."""

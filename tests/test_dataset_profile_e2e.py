@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 import modelog
 from modelog.cli import app
 from modelog.config import Settings
+from modelog.store.errors import NotFoundError
 from modelog.store.projector import Projector
 from modelog.store.queries import dataset_diff
 from modelog.store.reader import Reader
@@ -39,6 +40,14 @@ def test_logged_profiles_reach_the_views_and_diff(settings: Settings,
                         "from datasets where name = 'customers' order by version").to_pylist()
     assert rows == [{"version": 1, "num_rows": 2_000, "has_profile": True},
                     {"version": 2, "num_rows": 2_000, "has_profile": True}]
+    with modelog.connect(settings=settings) as client:
+        assert client.get_dataset("customers", 1).num_rows == 2_000
+        latest = client.get_dataset("customers").to_pandas()
+        assert latest["age"].mean() == pytest.approx(v2["age"].mean())
+        with pytest.raises(NotFoundError, match="versions 1, 2"):
+            client.get_dataset("customers", 7)
+        with pytest.raises(NotFoundError, match="no dataset named"):
+            client.get_dataset("nope")
     diff = dataset_diff(reader, "customers", "1", "2")
     assert "age" in diff.drifted() and "plan" not in diff.drifted()
     monkeypatch.setenv("MODELOG_DATA_DIR", str(settings.data_dir))
