@@ -607,6 +607,10 @@ def bench(
     = 200_000,
     projector_events: Annotated[int, typer.Option(help="Events to push through the projector.")]
     = 200_000,
+    tracking: Annotated[bool, typer.Option(
+        "--tracking", help="Also benchmark experiment tracking against MLflow: 100,000 "
+                           "metrics and a filtered search over 10,000 runs (installs MLflow "
+                           "once into its own venv under the data dir).")] = False,
 ) -> None:
     """Measure the SDK (predictions/s, cost per log_prediction call) and the projector
     (events/s into DuckDB). Uses a fresh embedded broker unless --broker is given."""
@@ -634,6 +638,15 @@ def bench(
         pj = bench_projector(s.replace(topic_prefix=run + "proj."), n=projector_events)
         typer.echo(f"projector  {pj['events_per_s']:>12,.0f} events/s into DuckDB  "
                    f"[target >= 100,000]")
+        if tracking:
+            from modelog.store.bench_tracking import bench_tracking, format_report
+
+            typer.echo("tracking benchmark (modelog vs MLflow; MLflow's venv is installed once)")
+            result = bench_tracking(
+                s.replace(topic_prefix=run + "track."), metrics=100_000, runs=10_000,
+                mlflow_venv=_settings(ctx).data_dir.resolve() / "bench" / "mlflow-venv",
+            )
+            typer.echo(format_report(result))
 
 
 # -- lifecycle: runs, datasets, lineage, registry --------------------------------------
