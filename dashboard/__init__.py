@@ -1,7 +1,6 @@
-"""modelog.dashboard: the live Streamlit monitoring page.
+"""modelog.dashboard: the Streamlit app (``modelog dashboard``).
 
-* :mod:`modelog.dashboard.data` -- every query, as typed functions returning DataFrames;
-* :mod:`modelog.dashboard.charts` -- the Altair charts built from them;
-* :mod:`modelog.dashboard.launch` -- ``streamlit run`` command, env and runner;
-* ``app.py`` -- the page itself (run by ``modelog dashboard``).
+Pages: live monitoring (alerts with evidence, error rates, anomaly scores,
+dead letters), runs, datasets, registry and lineage. All reads go through
+:class:`modelog.store.reader.Reader`, which never blocks the projector.
 """
