@@ -31,8 +31,8 @@ def _project_until(settings: Settings, sql: str, want: int) -> None:
 
 def test_registry_history_survives_a_broker_restart(settings: Settings) -> None:
     ensure_topics(settings)
-    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
-    model = LogisticRegression().fit(X, [0, 0, 1, 1])
+    x = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    model = LogisticRegression().fit(x, [0, 0, 1, 1])
     with RegistryService(settings), modelog.connect(settings=settings) as client:
         with client.start_run("archive", name="r1") as run:
             run.log_params({"c": 1.0})
@@ -57,7 +57,7 @@ def test_registry_history_survives_a_broker_restart(settings: Settings) -> None:
             assert client.register_model("churn", model, run=run) == 3
             state = client.registry("churn")
             assert state.aliases("churn")["production"].version == 2
-            assert client.load_model("churn", version=1).predict(X).tolist() == [0, 0, 1, 1]
+            assert client.load_model("churn", version=1).predict(x).tolist() == [0, 0, 1, 1]
         _project_until(moved, "select count(*) from model_versions", 3)
     # The ledger holds each archived event once, although it was replayed.
     rows = Reader(settings).query(

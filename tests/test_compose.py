@@ -38,7 +38,8 @@ def test_kafka_runs_in_kraft_mode_with_a_volume(compose: dict[str, Any]) -> None
     assert "kafka-data" in compose["volumes"]
 
 
-@pytest.mark.parametrize("service", ["worker", "projector", "dashboard", "delivery", "topics", "demo"])
+@pytest.mark.parametrize(
+    "service", ["worker", "projector", "dashboard", "delivery", "topics", "demo"])
 def test_each_service_command_is_a_real_modelog_command(
     compose: dict[str, Any], service: str
 ) -> None:
