@@ -8,8 +8,51 @@ monitoring topic:
   label joined with its prediction) start to drift
   (:class:`~modelog.models.drift.ConceptDriftMonitor`);
 * ``AnomalyDetected`` when a burst of its inputs is anomalous
-  (:class:`~modelog.models.anomaly.AnomalyMonitor`);
-* ``MonitorStatsReported`` every ``stats_every`` predictions of a version.
+  (:class:`~modelog.models.anomaly.AnomalyMonitor`; optionally 1 input in
+  ``anomaly_sample_every``);
+* ``DriftDetected(kind="data")`` when an input feature's distribution moves
+  away from its reference and ``DriftDetected(kind="prediction")`` when the
+  output's does (feature :data:`OUTPUT`; no labels needed) -- PSI and KS for
+  numbers, PSI, chi-squared, new and vanished categories for classes
+  (:class:`~modelog.models.datadrift.DataDriftMonitor`), evaluated every
+  ``check_every`` predictions. The reference is the first ``reference_size``
+  predictions of the version, or the ``reference`` profile of the
+  configuration (e.g. the training dataset's ``profile_table``);
+* ``SkewDetected`` when inputs disagree with the version's signature (from its
+  ``ModelVersionRegistered``, else the configuration's ``signature``) or their
+  share of nulls with the reference (:class:`~modelog.models.skew.SkewMonitor`),
+  once per (model, version, feature, kind);
+* ``DriftResolved`` when an open data or prediction drift condition has stayed
+  below its threshold for a whole ``drift_window``;
+* ``MonitorStatsReported`` every ``stats_every`` predictions of a version,
+  with the latest drift statistics and thresholds per feature
+  (``psi.<feature>``, ``ks.<feature>``, ``psi_threshold.<feature>``, ...,
+  ``psi.__output__``) and the skew and bad-input counters.
+
+Alert grouping: a condition (model, version, kind, feature, detector) that is
+open is not alerted again; :class:`~modelog.models.datadrift.AlertBook` keeps
+the opening event's id, which its ``DriftResolved`` names as ``detected_id``.
+
+Configuration: :class:`MonitorConfig` is the default for every model, so a
+newly registered model is watched with no setup; ``MonitorConfigured`` events
+override it per model at run time (:meth:`ServingMonitor.configure`; an
+invalid one raises :class:`MonitorConfigError` naming the field, the value and
+the rule, and changes nothing).
+
+Bad input rule. Never a crash, never a silently skewed statistic:
+
+* predictions of models or versions never registered are monitored as any
+  other (counted in ``unregistered``; without a signature there are no
+  missing/unexpected/type checks, null shares are still watched);
+* a feature value of the wrong type (a string where a number is expected) is
+  skew (``SkewDetected(kind="type")``) and is kept out of the drift
+  statistics (counted in ``type_mismatches``); nulls are kept out too and
+  watched as a share (``kind="nulls"``);
+* NaN and infinities never reach the monitor: the codec rejects them, and the
+  worker dead-letters the record;
+* labels for unknown prediction ids are counted (``orphan_labels``), labels
+  arriving twice are ignored (``duplicate_labels``), as are predictions
+  arriving twice (``duplicate_predictions``).
 
 Derived events have deterministic ids (:func:`~modelog.streams.ids.derived_id`
 of the triggering event's time, the kind, the model, the version and the
@@ -57,26 +100,42 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from modelog.models.anomaly import AnomalyDecision, AnomalyMonitor
+from modelog.models.datadrift import (
+    AlertBook,
+    DataDriftMonitor,
+    DriftThresholds,
+    FeatureCheck,
+    profile_columns,
+)
 from modelog.models.drift import ConceptDriftMonitor, DriftDecision, Param
+from modelog.models.errors import ModelsError
+from modelog.models.skew import SkewFinding, SkewMonitor
 from modelog.streams.errors import StreamsError
 from modelog.streams.events import (
     AnomalyDetected,
     DriftDetected,
+    DriftResolved,
     Event,
     LabelObserved,
+    ModelVersionRegistered,
+    MonitorConfigured,
     MonitorStatsReported,
     PredictionMade,
+    SkewDetected,
     Window,
 )
 from modelog.streams.ids import derived_id
 
-__all__ = ["PRODUCER", "MonitorConfig", "ServingMonitor", "UnsupportedEventError",
-           "prediction_error"]
+__all__ = ["OUTPUT", "PRODUCER", "MonitorConfig", "MonitorConfigError", "ServingMonitor",
+           "UnsupportedEventError", "prediction_error"]
 
 Severity = Literal["info", "warning", "critical"]
 
 PRODUCER = "modelog-worker"
 """The ``producer`` of every event the monitor derives."""
+
+OUTPUT = "__output__"
+"""The feature name of a model's output in prediction drift events and statistics."""
 
 
 class UnsupportedEventError(StreamsError, TypeError):
@@ -85,8 +144,32 @@ class UnsupportedEventError(StreamsError, TypeError):
     def __init__(self, type_name: str) -> None:
         self.type_name = type_name
         super().__init__(
-            f"ServingMonitor takes PredictionMade and LabelObserved events, not {type_name}; "
-            "route other events elsewhere (the worker dead-letters them)."
+            f"ServingMonitor takes PredictionMade, LabelObserved, MonitorConfigured and "
+            f"ModelVersionRegistered events, not {type_name}; route other events elsewhere "
+            "(the worker dead-letters them)."
+        )
+
+
+class MonitorConfigError(StreamsError, ValueError):
+    """A monitor configuration (e.g. a ``MonitorConfigured.config``) is invalid.
+
+    Attributes
+    ----------
+    field, value, rule
+        The setting, its value and the rule it breaks.
+    """
+
+    def __init__(self, field: str, value: Any, rule: str, model: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        self.model = model
+        where = f" of model {model!r}" if model else ""
+        shown = repr(value)
+        shown = shown if len(shown) <= 200 else shown[:197] + "..."
+        super().__init__(
+            f"monitor setting {field!r}{where} = {shown} is invalid: {rule}; the configuration "
+            "was not applied -- send a corrected MonitorConfigured event."
         )
 
 
@@ -114,6 +197,37 @@ class MonitorConfig:
         Emit ``MonitorStatsReported`` every this many predictions of a version.
     max_evidence_ids
         Most prediction ids an alert carries.
+    anomaly_sample_every
+        Score 1 in this many inputs for anomalies (1: all). Half-Space Trees
+        cost ~33 µs an input, the largest share of the hot path; sampling
+        ``k`` multiplies throughput headroom but also the warm-up and the
+        detection delay (counted in predictions) by ``k``, and a burst must
+        last ~``k`` times longer to fill the test window.
+    data_drift, prediction_drift, skew
+        Watch the inputs' distributions, the output's distribution and the
+        inputs against the signature.
+    reference_size
+        Predictions of a version forming the warm-up reference of every
+        feature (and output) the ``reference`` profile does not cover.
+    drift_window
+        Sliding live window (predictions) compared with the reference; an open
+        drift condition resolves after a whole window below its threshold.
+    check_every
+        Evaluate data/prediction drift and skew every this many predictions.
+    psi_bins
+        Quantile bins of a warm-up reference's PSI.
+    psi_threshold, ks_alpha, chi2_alpha, new_category_share, vanished_category_share
+        Drift thresholds (see :class:`~modelog.models.datadrift.DriftThresholds`).
+    nulls_tolerance
+        Largest accepted gap between live and reference shares of nulls.
+    max_categories, max_features
+        Bounds of the drift state: distinct categories per window, features per version.
+    reference
+        A ``profile_table``-shaped profile (e.g. of the training dataset) used
+        as the reference of the features it covers (``"__output__"`` for the output).
+    signature
+        Feature name -> Arrow type for skew checks of versions whose
+        ``ModelVersionRegistered`` carries no signature.
     """
 
     detector: str = "adwin"
@@ -135,20 +249,123 @@ class MonitorConfig:
     pending_ttl: dt.timedelta = dt.timedelta(days=1)
     stats_every: int = 500
     max_evidence_ids: int = 20
+    anomaly_sample_every: int = 1
+    data_drift: bool = True
+    prediction_drift: bool = True
+    skew: bool = True
+    reference_size: int = 1_000
+    drift_window: int = 500
+    check_every: int = 100
+    psi_bins: int = 10
+    psi_threshold: float = 0.2
+    ks_alpha: float = 1e-5
+    chi2_alpha: float = 1e-3
+    new_category_share: float = 0.01
+    vanished_category_share: float = 0.05
+    nulls_tolerance: float = 0.1
+    max_categories: int = 100
+    max_features: int = 200
+    reference: Mapping[str, Any] | None = None
+    signature: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         from modelog.models.errors import InvalidParameterError
 
-        for name in ("max_pending", "stats_every", "error_window", "anomaly_window"):
+        for name in ("max_pending", "stats_every", "error_window", "anomaly_window",
+                     "anomaly_sample_every", "check_every"):
             value = getattr(self, name)
             if value < 1:
                 raise InvalidParameterError("MonitorConfig", name, value, "must be >= 1")
         if self.pending_ttl <= dt.timedelta(0):
             raise InvalidParameterError("MonitorConfig", "pending_ttl", self.pending_ttl,
                                         "must be positive")
+        if self.signature is not None and not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.signature.items()):
+            raise InvalidParameterError("MonitorConfig", "signature", self.signature,
+                                        "must map feature names to Arrow type names")
         # fail now, not at the first prediction, on a bad detector or parameter
         self.drift_monitor()
         self.anomaly_monitor()
+        self.data_drift_monitor()
+        self.output_drift_monitor()
+        self.skew_monitor(None)
+
+    def thresholds(self) -> DriftThresholds:
+        """The data and prediction drift thresholds."""
+        return DriftThresholds(psi=self.psi_threshold, ks_alpha=self.ks_alpha,
+                               chi2_alpha=self.chi2_alpha,
+                               new_category_share=self.new_category_share,
+                               vanished_category_share=self.vanished_category_share)
+
+    def _drift(self, reference: Mapping[str, Any] | None) -> DataDriftMonitor:
+        return DataDriftMonitor(
+            reference_size=self.reference_size, window=self.drift_window, bins=self.psi_bins,
+            thresholds=self.thresholds(), reference=reference,
+            max_categories=self.max_categories, max_features=self.max_features)
+
+    def data_drift_monitor(self) -> DataDriftMonitor:
+        """A fresh input drift monitor (the ``reference`` profile's columns, the rest warm-up)."""
+        columns = {k: v for k, v in profile_columns(self.reference).items() if k != OUTPUT}
+        return self._drift(columns)
+
+    def output_drift_monitor(self) -> DataDriftMonitor:
+        """A fresh prediction drift monitor (feature :data:`OUTPUT`)."""
+        column = profile_columns(self.reference).get(OUTPUT)
+        return self._drift({OUTPUT: column} if column else None)
+
+    def skew_monitor(self, signature: Mapping[str, str] | None) -> SkewMonitor:
+        """A fresh skew monitor (``signature`` from the registry, else :attr:`signature`)."""
+        nulls = {str(k): float(v["null_fraction"])
+                 for k, v in profile_columns(self.reference).items()
+                 if isinstance(v, Mapping) and isinstance(v.get("null_fraction"), int | float)
+                 and k != OUTPUT}
+        return SkewMonitor(signature if signature else self.signature, nulls,
+                           reference_size=self.reference_size, window=self.drift_window,
+                           block=self.check_every, nulls_tolerance=self.nulls_tolerance,
+                           max_keys=self.max_evidence_ids, max_features=self.max_features)
+
+    def with_overrides(self, overrides: Mapping[str, Any], *, model: str | None = None
+                       ) -> MonitorConfig:
+        """This configuration with the settings of ``overrides`` (a ``MonitorConfigured.config``).
+
+        Keys are field names; durations take seconds; ``signature`` also takes
+        a list of ``{"name", "type"}`` (as ``ModelVersionRegistered.signature``).
+
+        Raises
+        ------
+        MonitorConfigError
+            On an unknown key, a value of the wrong type or a value the
+            configuration refuses -- naming the field, the value and the rule.
+
+        Examples
+        --------
+        >>> MonitorConfig().with_overrides({"psi_threshold": 0.3}).psi_threshold
+        0.3
+        >>> try:
+        ...     MonitorConfig().with_overrides({"check_every": "often"})
+        ... except MonitorConfigError as exc:
+        ...     print(exc.field, exc.value, exc.rule)
+        check_every often must be an integer
+        """
+        fields = {f.name for f in dataclasses.fields(self) if f.init}
+        values: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in fields:
+                raise MonitorConfigError(str(key), value,
+                                         f"unknown setting; valid: {', '.join(sorted(fields))}",
+                                         model)
+            values[key] = _coerce(key, getattr(self, key), value, model)
+        try:
+            return dataclasses.replace(self, **values)
+        except MonitorConfigError:
+            raise
+        except ModelsError as exc:
+            field = getattr(exc, "parameter", None) or next(iter(values), "config")
+            raise MonitorConfigError(str(field), getattr(exc, "value", None), str(exc),
+                                     model) from None
+        except (TypeError, ValueError) as exc:
+            raise MonitorConfigError(next(iter(values), "config"), None, str(exc),
+                                     model) from None
 
     def drift_monitor(self) -> ConceptDriftMonitor:
         """A fresh concept drift monitor with this configuration."""
@@ -164,6 +381,48 @@ class MonitorConfig:
             min_count=self.anomaly_min_count, warm_up=self.anomaly_warm_up,
             cooldown=self.anomaly_cooldown, max_keys=self.max_evidence_ids,
         )
+
+
+def _coerce(key: str, current: Any, value: Any, model: str | None) -> Any:
+    """``value`` checked (and converted) against the type of the setting's current value."""
+    def bad(rule: str) -> MonitorConfigError:
+        return MonitorConfigError(key, value, rule, model)
+
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("must be an integer")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise bad("must be a finite number")
+        return float(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise bad("must be a string")
+        return value
+    if isinstance(current, dt.timedelta):
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise bad("must be a number of seconds")
+        return dt.timedelta(seconds=value)
+    if key == "signature" and isinstance(value, list):
+        try:
+            return {str(c["name"]): str(c["type"]) for c in value}
+        except (KeyError, TypeError):
+            raise bad('a list signature needs {"name": ..., "type": ...} items') from None
+    if key == "reference" and isinstance(value, Mapping):
+        columns = profile_columns(value)
+        if not columns or not all(isinstance(c, Mapping) for c in columns.values()):
+            raise bad("must be a profile_table() profile: {'columns': {name: column profile}}")
+        return value
+    if value is not None and not isinstance(value, Mapping):
+        raise bad("must be a mapping (or null)")
+    return value
 
 
 def _argmax(output: Any) -> Any:
@@ -233,11 +492,21 @@ class _VersionState:
     labelled_window: collections.deque[tuple[str, dt.datetime, float]]
     # (prediction id, prediction time) of recent inputs the anomaly monitor scored
     input_window: collections.deque[tuple[str, dt.datetime]]
+    alerts: AlertBook
+    # (prediction id, prediction time) of the last drift_window predictions
+    recent: collections.deque[tuple[str, dt.datetime]]
+    inputs_drift: DataDriftMonitor | None = None
+    output_drift: DataDriftMonitor | None = None
+    skew: SkewMonitor | None = None
+    skew_reported: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    # latest drift statistics, for MonitorStatsReported
+    drift_stats: dict[str, float | None] = dataclasses.field(default_factory=dict)
     predictions: int = 0
     labelled: int = 0
     error_sum: float = 0.0
     period_start: dt.datetime | None = None
     rejected_errors: int = 0
+    unregistered: int = 0
 
 
 class ServingMonitor:
@@ -256,21 +525,80 @@ class ServingMonitor:
         self.config = config or MonitorConfig()
         self._models: dict[str, _ModelState] = {}
         self._versions: dict[tuple[str, int], _VersionState] = {}
+        self._configs: dict[str, MonitorConfig] = {}
+        self._signatures: dict[tuple[str, int], dict[str, str]] = {}
 
     # -- input ---------------------------------------------------------------
     def process(self, event: Event) -> list[Event]:
-        """Take one serving event; return the derived events to publish (often none).
+        """Take one event; return the derived events to publish (often none).
+
+        ``PredictionMade`` and ``LabelObserved`` are monitored;
+        ``MonitorConfigured`` (see :meth:`configure`) and
+        ``ModelVersionRegistered`` (see :meth:`observe_registry`) update the
+        configuration and the signatures and derive nothing.
 
         Raises
         ------
         UnsupportedEventError
-            For any event other than ``PredictionMade`` and ``LabelObserved``.
+            For any other event.
+        MonitorConfigError
+            For a ``MonitorConfigured`` with an invalid configuration (nothing changes).
         """
         if isinstance(event, PredictionMade):
             return self._on_prediction(event)
         if isinstance(event, LabelObserved):
             return self._on_label(event)
+        if isinstance(event, MonitorConfigured):
+            self.configure(event)
+            return []
+        if isinstance(event, ModelVersionRegistered):
+            self.observe_registry(event)
+            return []
         raise UnsupportedEventError(event.type_name())
+
+    def config_for(self, model: str) -> MonitorConfig:
+        """The configuration in force for ``model`` (the default unless configured)."""
+        return self._configs.get(model, self.config)
+
+    def configure(self, event: MonitorConfigured) -> MonitorConfig:
+        """Apply a model's ``MonitorConfigured`` on top of its current configuration.
+
+        Thresholds, ``check_every``, ``stats_every`` and the enable switches act
+        at once on running versions. A change of the drift/skew structure
+        (reference, windows, bins, signature, bounds) restarts the data drift,
+        prediction drift and skew monitors of the model's versions (open
+        conditions stay open and resolve normally). Concept drift and anomaly
+        settings apply to versions first seen afterwards.
+
+        Raises
+        ------
+        MonitorConfigError
+            When the configuration is invalid; the previous one stays in force.
+        """
+        old = self.config_for(event.model)
+        new = old.with_overrides(event.config, model=event.model)
+        self._configs[event.model] = new
+        rebuild = any(getattr(old, f) != getattr(new, f) for f in _STRUCTURAL)
+        thresholds = new.thresholds()
+        for (model, number), state in self._versions.items():
+            if model != event.model:
+                continue
+            state.alerts.clear_after = _clear_after(new)
+            if rebuild:
+                self._start_drift(state, model, number, new)
+            for monitor in (state.inputs_drift, state.output_drift):
+                if monitor is not None:
+                    monitor.thresholds = thresholds
+        return new
+
+    def observe_registry(self, event: ModelVersionRegistered) -> None:
+        """Remember a registered version and its signature (the reference of skew checks)."""
+        key = (event.model, event.model_version)
+        self._signatures[key] = {c.name: c.type for c in event.signature}
+        state = self._versions.get(key)
+        if state is not None and event.signature:
+            state.skew = self.config_for(event.model).skew_monitor(self._signatures[key]) \
+                if self.config_for(event.model).skew else None
 
     def process_many(self, events: Iterable[Event]) -> list[Event]:
         """:meth:`process` each event in order; all derived events, in order."""
@@ -315,14 +643,26 @@ class ServingMonitor:
         key = (model, version)
         state = self._versions.get(key)
         if state is None:
-            cfg = self.config
+            cfg = self.config_for(model)
             state = self._versions[key] = _VersionState(
                 drift=cfg.drift_monitor(),
                 anomaly=cfg.anomaly_monitor() if cfg.anomaly else None,
                 labelled_window=collections.deque(maxlen=cfg.error_window),
                 input_window=collections.deque(maxlen=cfg.anomaly_window),
+                alerts=AlertBook(_clear_after(cfg)),
+                recent=collections.deque(maxlen=cfg.drift_window),
             )
+            self._start_drift(state, model, version, cfg)
         return state
+
+    def _start_drift(self, state: _VersionState, model: str, version: int,
+                     cfg: MonitorConfig) -> None:
+        """(Re)create the data drift, prediction drift and skew monitors of a version."""
+        state.inputs_drift = cfg.data_drift_monitor()
+        state.output_drift = cfg.output_drift_monitor()
+        state.skew = cfg.skew_monitor(self._signatures.get((model, version)))
+        if state.recent.maxlen != cfg.drift_window:
+            state.recent = collections.deque(state.recent, maxlen=cfg.drift_window)
 
     def _advance(self, state: _ModelState, time: dt.datetime) -> None:
         if state.watermark is None or time > state.watermark:
@@ -355,21 +695,126 @@ class ServingMonitor:
             model.evicted_by_size += 1
 
         version = self._version(ev.model, ev.model_version)
+        cfg = self._configs.get(ev.model, self.config)
         version.predictions += 1
+        n = version.predictions
         if version.period_start is None:
             version.period_start = ev.time
+        if (ev.model, ev.model_version) not in self._signatures:
+            version.unregistered += 1
+        version.recent.append((pid, ev.time))
+        inputs = ev.inputs
+        if cfg.data_drift and version.inputs_drift is not None:
+            version.inputs_drift.update(inputs)
+        if cfg.prediction_drift and version.output_drift is not None:
+            version.output_drift.update({OUTPUT: _output_value(ev.output)})
+        if cfg.skew and version.skew is not None:
+            version.skew.update(inputs, pid)
         out: list[Event] = []
-        if version.anomaly is not None:
-            before = version.anomaly.n_observations
-            decision = version.anomaly.update(ev.inputs, key=pid)
-            if version.anomaly.n_observations > before:
+        anomaly = version.anomaly
+        if anomaly is not None and n % cfg.anomaly_sample_every == 0:
+            before = anomaly.n_observations
+            decision = anomaly.update(inputs, key=pid)
+            if anomaly.n_observations > before:
                 version.input_window.append((pid, ev.time))
             if decision is not None:
                 out.append(self._anomaly_event(ev, version, decision))
-        if version.predictions % self.config.stats_every == 0:
-            out.append(self._stats_event(ev, model, version))
+        if n % cfg.check_every == 0:
+            out.extend(self._check(ev, version, cfg))
+        if n % cfg.stats_every == 0:
+            out.append(self._stats_event(ev, model, version, cfg))
             version.period_start = None
         return out
+
+    # -- data drift, prediction drift, skew ------------------------------------------
+    def _check(self, ev: PredictionMade, version: _VersionState,
+               cfg: MonitorConfig) -> list[Event]:
+        out: list[Event] = []
+        checks: list[tuple[Literal["data", "prediction"], DataDriftMonitor, FeatureCheck]] = []
+        sources: tuple[tuple[Literal["data", "prediction"], DataDriftMonitor | None, bool], ...] = (
+            ("data", version.inputs_drift, cfg.data_drift),
+            ("prediction", version.output_drift, cfg.prediction_drift))
+        for kind, monitor, on in sources:
+            if monitor is not None and on:
+                checks.extend((kind, monitor, c) for c in monitor.check())
+        stats = version.drift_stats
+        book = version.alerts
+        for kind, monitor, c in checks:
+            stats[f"{c.detector}.{c.feature}"] = c.statistic
+            stats[f"{c.detector}_threshold.{c.feature}"] = \
+                c.threshold if math.isfinite(c.threshold) else None
+            key = (kind, c.feature, c.detector)
+            opening = ""
+            if c.breached and not book.is_open(key):
+                opening = _derived(kind, ev, ev.model_version, c.feature, c.detector)["id"]
+            transition = book.observe(key, c.breached, opening)
+            if transition is None:
+                continue
+            if transition[0] == "open":
+                out.append(self._data_drift_event(ev, version, cfg, kind, monitor, c))
+            else:
+                out.append(DriftResolved(
+                    **_derived(f"{kind}-resolved", ev, ev.model_version, c.feature, c.detector),
+                    kind=kind, feature=c.feature, detector=c.detector,
+                    detected_id=str(transition[1]), statistic=c.statistic,
+                ))
+        if cfg.skew and version.skew is not None:
+            for finding in version.skew.check():
+                if (finding.feature, finding.kind) not in version.skew_reported:
+                    version.skew_reported.add((finding.feature, finding.kind))
+                    out.append(self._skew_event(ev, version, finding))
+        return out
+
+    def _evidence(self, version: _VersionState, cfg: MonitorConfig) -> list[str]:
+        recent = version.recent
+        k = min(cfg.max_evidence_ids, len(recent))
+        return [recent[i][0] for i in range(len(recent) - k, len(recent))]
+
+    def _data_drift_event(self, ev: PredictionMade, version: _VersionState, cfg: MonitorConfig,
+                          kind: Literal["data", "prediction"], monitor: DataDriftMonitor,
+                          c: FeatureCheck) -> DriftDetected:
+        tracker = monitor.trackers[c.feature]
+        what = "the output" if kind == "prediction" else f"feature {c.feature!r}"
+        names = {"psi": "PSI", "ks": "KS distance", "chi2": "chi-squared",
+                 "new_category": "share of new categories",
+                 "vanished_category": "reference share of vanished categories"}
+        p = "" if c.p_value is None else f", p={c.p_value:.1e}"
+        detail = f"; {c.detail}" if c.detail else ""
+        message = (f"{names[c.detector]} of {what} {c.statistic:.3g} over the last "
+                   f"{tracker.size} predictions vs the {tracker.source} reference "
+                   f"({tracker.n_reference:.0f} values) exceeds {c.threshold:.3g}{p}{detail}")
+        params: dict[str, Param] = {
+            "window": cfg.drift_window, "check_every": cfg.check_every,
+            "reference": tracker.source, "reference_count": tracker.n_reference,
+        }
+        if c.detector == "psi" and tracker.source == "warm-up" and tracker.kind == "numeric":
+            params["bins"] = cfg.psi_bins
+        if c.detector in ("ks", "chi2"):
+            params["alpha"] = cfg.ks_alpha if c.detector == "ks" else cfg.chi2_alpha
+            params["p_value"] = c.p_value
+        recent = version.recent
+        return DriftDetected(
+            **_derived(kind, ev, ev.model_version, c.feature, c.detector),
+            kind=kind, feature=c.feature, detector=c.detector, params=params,
+            statistic=c.statistic, threshold=c.threshold if math.isfinite(c.threshold) else None,
+            window=Window(start=recent[-tracker.size][1] if len(recent) >= tracker.size
+                          else recent[0][1], end=ev.time, size=tracker.size),
+            prediction_ids=self._evidence(version, cfg),
+            severity="critical" if c.statistic >= 2 * c.threshold else "warning",
+            message=message,
+        )
+
+    def _skew_event(self, ev: PredictionMade, version: _VersionState,
+                    f: SkewFinding) -> SkewDetected:
+        observed = f.observed
+        if f.kind != "nulls":
+            observed = f"{observed or 'absent'} in {f.count} of the last checked predictions"
+        return SkewDetected(
+            **_derived("skew", ev, ev.model_version, f.feature, f.kind),
+            feature=f.feature, kind=f.kind, expected=f.expected, observed=observed,
+            prediction_ids=list(f.keys),
+            severity="critical" if f.kind in ("missing", "type") else "warning",
+        )
 
     def _on_label(self, ev: LabelObserved) -> list[Event]:
         model = self._model(ev.model)
@@ -446,8 +891,10 @@ class ServingMonitor:
         )
 
     def _stats_event(self, ev: PredictionMade, model: _ModelState,
-                     version: _VersionState) -> MonitorStatsReported:
+                     version: _VersionState, cfg: MonitorConfig) -> MonitorStatsReported:
         anomaly = version.anomaly
+        skew = version.skew.counts if version.skew is not None else {}
+        inputs = version.inputs_drift
         stats: dict[str, float | None] = {
             "predictions": float(version.predictions),
             "labelled": float(version.labelled),
@@ -465,10 +912,19 @@ class ServingMonitor:
             "duplicate_predictions": float(model.duplicate_predictions),
             "evicted": float(model.evicted_by_size + model.evicted_by_ttl),
             "rejected_errors": float(version.rejected_errors),
+            "unregistered": float(version.unregistered),
+            "type_mismatches": float(inputs.type_mismatches) if inputs else None,
+            "untracked_features": float(len(inputs.untracked)) if inputs else None,
+            "skew_missing": float(skew.get("missing", 0)),
+            "skew_unexpected": float(skew.get("unexpected", 0)),
+            "skew_type": float(skew.get("type", 0)),
+            "skew_nulls": float(skew.get("nulls", 0)),
+            "drift_open": float(len(version.alerts.open_keys())),
+            **version.drift_stats,
         }
         return MonitorStatsReported(
             **_derived("stats", ev, ev.model_version),
-            window=Window(start=version.period_start, end=ev.time, size=self.config.stats_every),
+            window=Window(start=version.period_start, end=ev.time, size=cfg.stats_every),
             stats=stats,
         )
 
@@ -480,15 +936,42 @@ def _ms(time: dt.datetime) -> int:
     return (time - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
-def _derived(kind: str, trigger: PredictionMade | LabelObserved, version: int) -> dict[str, Any]:
+_STRUCTURAL = ("reference_size", "drift_window", "psi_bins", "max_categories", "max_features",
+               "reference", "signature", "nulls_tolerance", "max_evidence_ids")
+"""Settings whose change restarts the data drift, prediction drift and skew monitors."""
+
+
+def _clear_after(cfg: MonitorConfig) -> int:
+    """Checks below threshold that resolve a condition: a whole window."""
+    return max(1, -(-cfg.drift_window // cfg.check_every))
+
+
+def _output_value(output: Any) -> Any:
+    """The value prediction drift watches: floats as numbers, classes as categories.
+
+    Integers are class labels (categories); probability dicts and lists give
+    their argmax class.
+    """
+    cls = output.__class__
+    if cls is float or cls is str or cls is bool or output is None:
+        return output
+    if cls is int:
+        return str(output)
+    return str(_argmax(output))
+
+
+def _derived(kind: str, trigger: PredictionMade | LabelObserved, version: int,
+             *extra: str) -> dict[str, Any]:
     """Envelope and subject of an event derived from ``trigger``, with its deterministic id.
 
-    The id hashes the trigger's time, the kind, the model, the version and the
-    prediction id, so replaying the same log yields the same ids.
+    The id hashes the trigger's time, the kind, the model, the version, the
+    prediction id and any ``extra`` parts (feature, detector), so replaying
+    the same log yields the same ids.
     """
     model = trigger.model
     return {
-        "id": derived_id(_ms(trigger.time), kind, model, str(version), trigger.prediction_id),
+        "id": derived_id(_ms(trigger.time), kind, model, str(version), trigger.prediction_id,
+                         *extra),
         "time": trigger.time,
         "aggregate": model,
         "producer": PRODUCER,

@@ -10,6 +10,14 @@ This is the thin edge around :class:`~modelog.streams.monitor.ServingMonitor`:
   value bytes) to the dead-letter topic with the reason and their source in the
   headers; the others feed the monitor, whose derived events are encoded and
   written to the monitoring topic, keyed by their aggregate;
+* it also reads the monitoring topic, keyed by model like the serving topic
+  (same partition, same worker: no repartition), for ``MonitorConfigured``
+  events: per-model overrides of the :class:`MonitorConfig`, applied at run
+  time. Its own outputs there are skipped by a byte check before decoding; a
+  configuration the monitor rejects is dead-lettered with the reason (and
+  logged) while the previous configuration stays in force;
+* before each batch it reads the registry topic: ``ModelVersionRegistered``
+  signatures become the reference of the training-serving skew checks;
 * the Faust agent only moves those bytes.
 
 State and restarts. The join and the detectors live in memory in this version.
@@ -41,10 +49,11 @@ from modelog.streams.events import (
     Event,
     LabelObserved,
     ModelVersionRegistered,
+    MonitorConfigured,
     OnlineModelCheckpointed,
     PredictionMade,
 )
-from modelog.streams.monitor import MonitorConfig, ServingMonitor
+from modelog.streams.monitor import MonitorConfig, MonitorConfigError, ServingMonitor
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["CONSUMER_NAME", "Outgoing", "RecordRouter", "broker_credentials", "build_app",
@@ -93,14 +102,20 @@ class RecordRouter:
         self.dead_lettered = 0
         self.published = 0
         self.registry_errors = 0
+        self.configs_applied = 0
+        self.configs_rejected = 0
+        self.monitoring_skipped = 0
         self._resumed = False
 
     def observe_registry(self, events: Sequence[Event]) -> list[Outgoing]:
-        """Feed registry events (online registrations, checkpoints) to the online learner.
+        """Feed registry events to the monitor (signatures) and the online learner.
 
         The first call restores the latest checkpoints before anything else.
         A registration whose artifact cannot be loaded is logged and skipped.
         """
+        for event in events:
+            if isinstance(event, ModelVersionRegistered):
+                self.monitor.observe_registry(event)
         if self.online is None:
             return []
         from modelog.streams.online import OnlineModelError
@@ -125,9 +140,15 @@ class RecordRouter:
 
     def route(self, key: bytes | None, value: bytes | None, topic: str, partition: int,
               offset: int) -> list[Outgoing]:
-        """The records to write for one consumed record (in order)."""
+        """The records to write for one consumed record (in order).
+
+        Records of the monitoring topic other than ``MonitorConfigured`` are
+        skipped; an invalid configuration is dead-lettered with the reason.
+        """
         self.records += 1
         raw = value if value is not None else b""
+        if topic == self.topics.monitoring:
+            return self._on_monitoring(key, raw, topic, partition, offset)
         try:
             event = codec.decode(raw)
         except EventDecodeError as exc:
@@ -142,6 +163,29 @@ class RecordRouter:
         if self.online is not None:
             derived += self.online.process(event, partition, offset)
         return [self._outgoing(d) for d in derived]
+
+    def _on_monitoring(self, key: bytes | None, raw: bytes, topic: str, partition: int,
+                       offset: int) -> list[Outgoing]:
+        if b"MonitorConfigured" not in raw:  # our own alerts and stats: no decoding
+            self.monitoring_skipped += 1
+            return []
+        try:
+            event = codec.decode(raw)
+        except EventDecodeError as exc:
+            self.configs_rejected += 1
+            _log.warning("monitor configuration not applied: %s", exc.reason)
+            return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
+        if not isinstance(event, MonitorConfigured):
+            self.monitoring_skipped += 1
+            return []
+        try:
+            self.monitor.configure(event)
+        except MonitorConfigError as exc:
+            self.configs_rejected += 1
+            _log.warning("monitor configuration not applied: %s", exc)
+            return [self._dead_letter(key, raw, str(exc), topic, partition, offset)]
+        self.configs_applied += 1
+        return []
 
     def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
                      partition: int, offset: int) -> Outgoing:
@@ -233,11 +277,12 @@ def build_app(
     )
     app.modelog_router = router  # type: ignore[attr-defined]
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes,
+    def raw_topic(*names: str) -> Any:
+        return app.topic(*names, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
 
-    serving = raw_topic(topics.serving)
+    # serving events, and MonitorConfigured from the monitoring topic (both keyed by model)
+    serving = raw_topic(topics.serving, topics.monitoring)
     outputs = {name: raw_topic(name) for name in
                (topics.monitoring, topics.dead_letter, topics.runs, topics.registry)}
 

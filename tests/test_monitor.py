@@ -218,7 +218,9 @@ def test_anomaly_on_input_shift() -> None:
     assert first.window.size == 200 and first.window.start is not None
     assert "expected" in first.message
     assert len(anomalies) <= 1 + (4_000 - 3_000) // cfg.anomaly_cooldown
-    assert not [e for e in derived if isinstance(e, DriftDetected)]
+    assert not [e for e in derived if isinstance(e, DriftDetected) and e.kind == "concept"]
+    # the shifted input is also data drift, on feature "a" only
+    assert {e.feature for e in derived if isinstance(e, DriftDetected)} == {"a"}
     stats = [e for e in derived if isinstance(e, MonitorStatsReported)]
     assert stats[-1].stats["anomaly_score_max"] is not None
     again = ServingMonitor(cfg).process_many(events)
@@ -232,3 +234,212 @@ def test_bad_config_fails_early() -> None:
         MonitorConfig(detector="nope")
     with pytest.raises(InvalidParameterError, match="stats_every"):
         MonitorConfig(stats_every=0)
+
+
+# -- data drift, prediction drift, skew, grouping, run-time configuration ------------------------
+def feature_stream(seed: int, n: int, *, shift_at: int | None = None,
+                   revert_at: int | None = None, model: str = "m",
+                   output: str = "score") -> list[PredictionMade]:
+    """Predictions with five inputs; feature "a" moves +1.5 sigma in [shift_at, revert_at)."""
+    rng = random.Random(seed)
+    out: list[PredictionMade] = []
+    for i in range(n):
+        shifted = shift_at is not None and i >= shift_at and (revert_at is None or i < revert_at)
+        inputs = {"a": rng.gauss(1.5 if shifted else 0.0, 1.0), "b": rng.gauss(0.0, 1.0),
+                  "c": rng.expovariate(1.0), "n": rng.randint(0, 5), "plan": rng.choice("xyz")}
+        value: object = rng.random() if output == "score" else rng.choice(["no", "no", "yes"])
+        out.append(prediction(i, value, model=model, inputs=inputs))
+    return out
+
+
+def alerts(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.type_name() in ("DriftDetected", "DriftResolved",
+                                                   "SkewDetected", "AnomalyDetected")]
+
+
+NO_ANOMALY = MonitorConfig(anomaly=False)
+
+
+@pytest.fixture(scope="module")
+def shift_run() -> tuple[list[PredictionMade], list[Event]]:
+    events = feature_stream(11, 9_000, shift_at=CHANGE, revert_at=6_000)
+    return events, ServingMonitor(NO_ANOMALY).process_many(events)
+
+
+def test_stationary_inputs_raise_no_alert_over_10000_predictions() -> None:
+    for seed in (1, 2):
+        derived = ServingMonitor(NO_ANOMALY).process_many(feature_stream(seed, 10_000))
+        assert alerts(derived) == []
+        stats = [e for e in derived if isinstance(e, MonitorStatsReported)][-1].stats
+        assert stats["psi.a"] is not None and stats["psi.a"] < 0.1
+        assert stats["ks.a"] is not None and stats["ks_threshold.a"] is not None
+        assert stats["ks.a"] < stats["ks_threshold.a"]
+        assert stats["psi.__output__"] is not None and stats["chi2.plan"] is not None
+
+
+def test_shift_in_one_feature_is_data_drift_of_that_feature_only(shift_run) -> None:
+    _, derived = shift_run
+    detected = [e for e in derived if isinstance(e, DriftDetected)]
+    # one alert per condition: PSI and KS of feature "a", nothing else
+    assert sorted((d.kind, d.feature, d.detector) for d in detected) == [
+        ("data", "a", "ks"), ("data", "a", "psi")]
+    for d in detected:
+        index = int(d.prediction_ids[-1][1:])
+        assert CHANGE <= index < CHANGE + 300  # stated delay: within 300 predictions
+        assert d.statistic > d.threshold and d.window.size == 500
+        assert d.window.start is not None and d.window.end == d.time
+        assert len(d.prediction_ids) == 20 and d.params["reference"] == "warm-up"
+        assert "feature 'a'" in d.message and d.producer == PRODUCER
+    psi_alert = next(d for d in detected if d.detector == "psi")
+    assert psi_alert.threshold == 0.2 and psi_alert.params["bins"] == 10
+
+
+def test_drift_resolves_once_the_shift_reverts(shift_run) -> None:
+    _, derived = shift_run
+    from modelog.streams.events import DriftResolved
+
+    detected = {e.detector: e for e in derived if isinstance(e, DriftDetected)}
+    resolved = [e for e in derived if isinstance(e, DriftResolved)]
+    assert sorted(r.detector for r in resolved) == ["ks", "psi"]
+    for r in resolved:
+        assert r.detected_id == detected[r.detector].id
+        assert r.kind == "data" and r.feature == "a"
+        assert r.statistic is not None and r.statistic < detected[r.detector].threshold
+        # the shifted values leave the window (500), then a whole window below threshold
+        assert 6_000 + 500 <= int((r.time - T0).total_seconds()) < 6_000 + 1_200
+
+
+def test_data_drift_ids_are_deterministic(shift_run) -> None:
+    events, derived = shift_run
+    again = ServingMonitor(NO_ANOMALY).process_many(events)
+    assert [e.id for e in again] == [e.id for e in derived]
+    assert len({e.id for e in derived}) == len(derived)
+
+
+def test_new_category_alert() -> None:
+    events = feature_stream(3, 2_000)
+    events += [prediction(i, 0.5, model="m", inputs={**e.inputs, "plan": "new-plan"})
+               if i % 10 == 0 else e for i, e in zip(range(2_000, 4_000), feature_stream(4, 2_000),
+                                                      strict=True)]
+    derived = ServingMonitor(NO_ANOMALY).process_many(events)
+    new = [e for e in alerts(derived) if isinstance(e, DriftDetected)
+           and e.detector == "new_category"]
+    assert len(new) == 1 and new[0].feature == "plan" and "new-plan" in new[0].message
+    assert new[0].statistic >= 0.01
+
+
+def test_prediction_drift_on_class_outputs() -> None:
+    rng = random.Random(5)
+    events = [prediction(i, "yes" if rng.random() < (0.2 if i < 3_000 else 0.6) else "no",
+                         inputs={"x": rng.random()}) for i in range(4_000)]
+    derived = ServingMonitor(NO_ANOMALY).process_many(events)
+    drifts = [e for e in derived if isinstance(e, DriftDetected)]
+    assert drifts and {d.kind for d in drifts} == {"prediction"}
+    assert {d.feature for d in drifts} == {"__output__"}
+    assert {"psi", "chi2"} <= {d.detector for d in drifts}
+    assert min(int(d.prediction_ids[-1][1:]) for d in drifts) < 3_300
+
+
+def registration(model: str = "m", version: int = 1, **columns: str) -> Event:
+    from modelog.streams.events import ColumnSchema, ModelVersionRegistered
+
+    return ModelVersionRegistered(
+        id=f"reg-{model}-{version}", time=T0, aggregate=model, model=model,
+        model_version=version, flavor="river", artifact_uri="file:///m", artifact_digest="0" * 64,
+        signature=[ColumnSchema(name, typ) for name, typ in columns.items()],
+    )
+
+
+def test_skew_against_the_registered_signature() -> None:
+    from modelog.streams.events import SkewDetected
+
+    m = ServingMonitor(NO_ANOMALY)
+    m.process(registration(a="double", b="double", plan="string", tenure="int64"))
+    events = feature_stream(6, 1_000)
+    events[50] = prediction(50, 0.1, model="m", inputs={**events[50].inputs, "b": "high"})
+    derived = m.process_many(events)
+    skews = {(e.feature, e.kind): e for e in derived if isinstance(e, SkewDetected)}
+    assert set(skews) == {("tenure", "missing"), ("c", "unexpected"), ("n", "unexpected"),
+                          ("b", "type")}
+    assert skews["b", "type"].prediction_ids == ["p50"]
+    assert skews["b", "type"].expected == "double" and "str" in str(skews["b", "type"].observed)
+    assert len(skews["tenure", "missing"].prediction_ids) == 20
+    assert skews["tenure", "missing"].severity == "critical"
+    stats = [e for e in derived if isinstance(e, MonitorStatsReported)][-1].stats
+    assert stats["skew_missing"] == 1_000 and stats["unregistered"] == 0
+    # the drift statistic of b is not skewed by the string: it is counted instead
+    assert stats["type_mismatches"] == 0  # p50 was in the warm-up: left out of the reference
+
+
+def test_unregistered_models_are_still_monitored() -> None:
+    derived = ServingMonitor(NO_ANOMALY).process_many(feature_stream(7, 500))
+    [stats] = [e for e in derived if isinstance(e, MonitorStatsReported)]
+    assert stats.stats["unregistered"] == 500 and stats.stats["predictions"] == 500
+
+
+def configured(config: dict[str, object], model: str = "m", i: int = 0) -> Event:
+    from modelog.streams.events import MonitorConfigured
+
+    return MonitorConfigured(id=f"cfg{i}", time=T0, aggregate=model, model=model, config=config)
+
+
+def test_monitor_configured_overrides_a_threshold_at_run_time(shift_run) -> None:
+    events, _ = shift_run
+    m = ServingMonitor(NO_ANOMALY)
+    m.process_many(events[:2_000])
+    m.process(configured({"psi_threshold": 50.0}))
+    derived = m.process_many(events[2_000:6_000])
+    detected = {e.detector: e for e in derived if isinstance(e, DriftDetected)}
+    assert set(detected) == {"ks"}  # PSI never reaches 50
+    stats = [e for e in derived if isinstance(e, MonitorStatsReported)][-1].stats
+    assert stats["psi_threshold.a"] == 50.0
+    assert m.config_for("m").psi_threshold == 50.0 and m.config_for("other").psi_threshold == 0.2
+
+
+def test_a_bad_configuration_is_rejected_and_changes_nothing() -> None:
+    from modelog.streams.monitor import MonitorConfigError
+
+    m = ServingMonitor(NO_ANOMALY)
+    for config, field in (({"psi_threshold": "high"}, "psi_threshold"),
+                          ({"check_every": 0}, "check_every"),
+                          ({"no_such_setting": 1}, "no_such_setting"),
+                          ({"ks_alpha": 2.0}, "ks_alpha"),
+                          ({"reference": {"columns": {"a": {"kind": "numeric", "histogram": {
+                              "edges": [1, 0], "counts": [3]}}}}}, "reference.a.histogram")):
+        with pytest.raises(MonitorConfigError) as info:
+            m.process(configured(config))
+        assert info.value.field == field and info.value.model == "m"
+        assert "MonitorConfigured" in str(info.value)
+    assert m.config_for("m") == NO_ANOMALY
+
+
+def test_configured_reference_profile_replaces_the_warm_up() -> None:
+    import pyarrow as pa
+
+    from modelog.store.profile import profile_table
+
+    rng = random.Random(8)
+    training = pa.table({"a": [rng.gauss(0, 1) for _ in range(5_000)],
+                         "plan": [rng.choice("xyz") for _ in range(5_000)]})
+    m = ServingMonitor(NO_ANOMALY)
+    m.process(configured({"reference": profile_table(training), "check_every": 50,
+                          "signature": [{"name": "a", "type": "double"},
+                                        {"name": "plan", "type": "string"}]}))
+    live = feature_stream(9, 700, shift_at=0)  # shifted from the first prediction
+    derived = m.process_many(live)
+    drifts = [e for e in derived if isinstance(e, DriftDetected)]
+    assert {(d.feature, d.detector) for d in drifts} == {("a", "psi"), ("a", "ks")}
+    assert all(d.params["reference"] == "profile" for d in drifts)
+    # no warm-up: the first full window (500 predictions) already alerts
+    assert min(int(d.prediction_ids[-1][1:]) for d in drifts) == 499
+    skews = [e for e in derived if e.type_name() == "SkewDetected"]
+    assert {(s.feature, s.kind) for s in skews} == {("b", "unexpected"), ("c", "unexpected"),
+                                                    ("n", "unexpected")}
+
+
+def test_bench_monitor_reports_throughput() -> None:
+    from modelog.streams.bench_monitor import bench_monitor
+
+    r = bench_monitor(3_000, anomaly_sample_every=2)
+    assert r["predictions"] == 3_000 and r["events"] == 6_000
+    assert r["events_per_s"] > 1_000 and r["derived"] == 6  # stats only: a stationary stream

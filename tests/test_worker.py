@@ -20,12 +20,16 @@ from modelog.streams import codec
 from modelog.streams.deadletter import DeadLetter
 from modelog.streams.events import (
     AnomalyDetected,
+    ColumnSchema,
     DriftDetected,
     Event,
     LabelObserved,
+    ModelVersionRegistered,
+    MonitorConfigured,
     MonitorStatsReported,
     PredictionMade,
     RunStarted,
+    SkewDetected,
 )
 from modelog.streams.ids import new_id
 from modelog.streams.topics import Topics, ensure_topics
@@ -47,7 +51,10 @@ run_worker(Settings.from_env(), session_timeout=6.0, loglevel="warning")
 
 
 def serving_stream(seed: int) -> list[Event]:
-    """Predictions of model `churn`; label LABEL_LAG steps later; 5 % then 50 % wrong."""
+    """Predictions of model `churn`; label LABEL_LAG steps later; 5 % then 50 % wrong.
+
+    Input "b" also moves by +1.5 sigma from CHANGE (data drift).
+    """
     rng = random.Random(seed)
     events: list[Event] = []
     outputs: list[int] = []
@@ -58,7 +65,8 @@ def serving_stream(seed: int) -> list[Event]:
             events.append(PredictionMade(
                 id=new_id(), time=T0 + dt.timedelta(seconds=i), aggregate="churn",
                 producer="pytest", prediction_id=f"p{i}", model="churn", model_version=1,
-                inputs={"a": rng.gauss(0, 1), "b": rng.gauss(0, 1), "plan": "pro"}, output=out,
+                inputs={"a": rng.gauss(0, 1), "b": rng.gauss(1.5 if i >= CHANGE else 0, 1),
+                        "plan": "pro"}, output=out,
             ))
         j = i - LABEL_LAG
         if 0 <= j < N:
@@ -107,6 +115,23 @@ def produced(worker_settings: Settings) -> dict[str, bytes]:
                                       experiment="exp")).replace(b'"RunStarted"', b'"RunExploded"')
     wrong_topic = codec.encode(RunStarted(id=new_id(), time=T0, aggregate="churn",
                                           run_id="r2", experiment="exp"))
+    # a signature (with a feature the serving inputs lack) and two run-time configurations
+    registered = ModelVersionRegistered(
+        id=new_id(), time=T0, aggregate="churn", producer="pytest", model="churn",
+        model_version=1, flavor="river", artifact_uri="file:///churn", artifact_digest="0" * 64,
+        signature=[ColumnSchema("a", "double"), ColumnSchema("b", "double"),
+                   ColumnSchema("plan", "string"), ColumnSchema("tenure", "int64")])
+    producer.produce(topics.registry, key=b"churn", value=codec.encode(registered))
+    good = codec.encode(MonitorConfigured(id=new_id(), time=T0, aggregate="churn",
+                                          producer="pytest", model="churn",
+                                          config={"psi_threshold": 0.25, "check_every": 50}))
+    bad = codec.encode(MonitorConfigured(id=new_id(), time=T0, aggregate="churn",
+                                         producer="pytest", model="churn",
+                                         config={"check_every": "often"}))
+    producer.produce(topics.monitoring, key=b"churn", value=good)
+    producer.produce(topics.monitoring, key=b"churn", value=bad)
+    assert producer.flush(30) == 0
+    time.sleep(1.0)  # let the worker take the configuration before the first predictions
     for k, ev in enumerate(serving_stream(seed=2026)):
         producer.produce(topics.serving, key=b"churn", value=codec.encode(ev))
         if k == 100:
@@ -116,7 +141,8 @@ def produced(worker_settings: Settings) -> dict[str, bytes]:
         if k % 5_000 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0
-    return {"malformed": MALFORMED, "unknown": unknown, "wrong_topic": wrong_topic}
+    return {"malformed": MALFORMED, "unknown": unknown, "wrong_topic": wrong_topic,
+            "bad_config": bad}
 
 
 def read_until(settings: Settings, topic: str, done, timeout: float) -> list[tuple]:
@@ -142,11 +168,11 @@ def test_worker_detects_concept_drift_after_the_change(worker_settings, produced
     topics = Topics.from_settings(worker_settings)
 
     def has_drift(records: list[tuple]) -> bool:
-        return any(b'"DriftDetected"' in v for _, v, _ in records)
+        return any(b'"DriftDetected"' in v and b'"concept"' in v for _, v, _ in records)
 
     records = read_until(worker_settings, topics.monitoring, has_drift, timeout=90)
     events = [codec.decode(v) for _, v, _ in records]
-    drifts = [e for e in events if isinstance(e, DriftDetected)]
+    drifts = [e for e in events if isinstance(e, DriftDetected) and e.kind == "concept"]
     assert drifts, f"no DriftDetected within 90 s; got {len(events)} monitoring events"
     d = drifts[0]
     # labels of prediction j are at T0 + j + LABEL_LAG + 0.5 s
@@ -170,9 +196,13 @@ def test_worker_detects_concept_drift_after_the_change(worker_settings, produced
 
 def test_bad_records_are_dead_lettered_with_original_bytes(worker_settings, produced) -> None:
     topics = Topics.from_settings(worker_settings)
-    records = read_until(worker_settings, topics.dead_letter, lambda r: len(r) >= 3, timeout=60)
-    assert len(records) == 3
+    records = read_until(worker_settings, topics.dead_letter, lambda r: len(r) >= 4, timeout=60)
+    assert len(records) == 4
     by_value = {v: (k, DeadLetter.from_headers(h)) for k, v, h in records}
+    # the rejected run-time configuration, with the field and the rule
+    _, config_dl = by_value.pop(produced["bad_config"])
+    assert config_dl.source_topic == topics.monitoring
+    assert "'check_every'" in config_dl.reason and "must be an integer" in config_dl.reason
     for name in ("malformed", "unknown", "wrong_topic"):
         assert produced[name] in by_value, name
         key, dl = by_value[produced[name]]
@@ -186,12 +216,39 @@ def test_bad_records_are_dead_lettered_with_original_bytes(worker_settings, prod
 
 def test_worker_writes_only_modelog_json(worker_settings, produced) -> None:
     topics = Topics.from_settings(worker_settings)
-    records = read_until(worker_settings, topics.monitoring, lambda r: len(r) >= 12, timeout=60)
-    assert len(records) >= 12  # 6,000 predictions / 500 = 12 stats reports at least
+    records = read_until(worker_settings, topics.monitoring, lambda r: len(r) >= 14, timeout=60)
+    assert len(records) >= 14  # 6,000 predictions / 500 = 12 stats reports at least
     for _, value, _ in records:
         event = codec.decode(value)  # raises on anything but a modelog event
         assert b"faust" not in value and b"__faust" not in value
-        assert event.producer in ("modelog-worker", "modelog-retrain")
+        assert event.producer in ("modelog-worker", "modelog-retrain", "pytest")
+
+
+def test_configured_worker_detects_data_drift_and_skew(worker_settings, produced) -> None:
+    topics = Topics.from_settings(worker_settings)
+
+    def decoded(records):
+        return [codec.decode(value) for _, value, _ in records]
+
+    def done(records):
+        events = decoded(records)
+        return (any(isinstance(e, DriftDetected) and e.kind == "data" and e.detector == "psi"
+                    for e in events) and any(isinstance(e, SkewDetected) for e in events))
+
+    events = decoded(read_until(worker_settings, topics.monitoring, done, timeout=90))
+    data = [e for e in events if isinstance(e, DriftDetected) and e.kind == "data"]
+    assert {(d.feature, d.detector) for d in data} >= {("b", "psi")}
+    assert all(d.feature == "b" for d in data)  # only the shifted input
+    psi = next(d for d in data if d.detector == "psi")
+    assert psi.threshold == 0.25  # from the MonitorConfigured event
+    assert psi.params["check_every"] == 50
+    index = int(psi.prediction_ids[-1][1:])
+    assert CHANGE <= index < CHANGE + 300
+    skews = [e for e in events if isinstance(e, SkewDetected)]
+    assert [(s.feature, s.kind) for s in skews] == [("tenure", "missing")]  # once
+    stats = [e for e in events if isinstance(e, MonitorStatsReported)]
+    assert stats and stats[-1].stats["unregistered"] == 0.0
+    assert stats[-1].stats["psi_threshold.b"] == 0.25
 
 
 def test_concept_drift_requests_one_retrain(worker_settings, produced) -> None:

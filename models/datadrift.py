@@ -1,0 +1,634 @@
+"""Data drift: per-feature distribution shift of a live window against a reference.
+
+:class:`DataDriftMonitor` watches a stream of feature mappings (a model's
+inputs, or its outputs under one name) and compares, per feature, the last
+``window`` values with a *reference*: either the first ``reference_size``
+observations (a warm-up window of live traffic) or a profile supplied up
+front, shaped like :func:`modelog.store.profile.profile_table` output
+(histograms for numeric columns, top categories for strings, true/false
+counts for booleans -- this is how a training dataset's profile becomes the
+reference).
+
+Tests, per feature:
+
+* numeric (``int``/``float`` values): the population stability index
+  (``psi``, :func:`modelog.store.profile.psi`) over fixed reference bins
+  (reference deciles, or the profile's histogram bins plus an underflow and
+  an overflow bin) and the two-sample
+  Kolmogorov-Smirnov statistic (``ks``: the largest distance between the two
+  empirical CDFs, alarm when its asymptotic p-value is below ``ks_alpha``);
+* categorical (``str``/``bool`` values): ``psi`` over the reference
+  categories plus an "other" bucket, the two-sample chi-squared test of
+  homogeneity (``chi2``, alarm when p < ``chi2_alpha``), ``new_category``
+  (share of the window in categories never seen in the reference -- only
+  when the reference lists every category) and ``vanished_category``
+  (reference categories holding at least ``vanished_category_share`` of the
+  reference that are absent from a full window).
+
+Incremental state. Each numeric value is placed with one :func:`bisect.bisect_left`
+into a bucket of the sorted distinct reference values (``2k`` strictly
+between two reference values, ``2k + 1`` equal to one); a sliding histogram
+over those buckets is updated in O(1) per value. :meth:`DataDriftMonitor.check`
+(called every ``check_every`` observations, not per event) folds the buckets
+into the PSI bins and the CDFs with a few vectorised numpy operations.
+Approximation: with a warm-up (sample) reference the KS statistic is *exact*
+(the empirical CDF difference only jumps at sample points, and both one-sided
+limits at every reference point are kept); with a histogram reference the
+reference CDF is known only at the bin edges, so D is evaluated there -- a
+lower bound of the true D, off by at most the largest bin's mass.
+
+Examples
+--------
+>>> import random
+>>> rng = random.Random(1)
+>>> m = DataDriftMonitor(reference_size=500, window=300)
+>>> for i in range(2_000):
+...     shift = 1.5 if i >= 1_000 else 0.0
+...     m.update({"x": rng.gauss(shift, 1.0), "plan": rng.choice("ab")})
+>>> checks = {(c.feature, c.detector): c for c in m.check()}
+>>> checks["x", "psi"].breached, checks["x", "ks"].breached
+(True, True)
+>>> checks["plan", "chi2"].breached
+False
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import itertools
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from scipy import special
+
+from modelog.models.errors import InvalidParameterError
+from modelog.store.profile import psi as psi_from_counts
+
+__all__ = ["AlertBook", "CategoricalDrift", "DataDriftMonitor", "DriftThresholds",
+           "FeatureCheck", "NumericDrift", "chi2_homogeneity", "ks_critical_value",
+           "ks_p_value"]
+
+OTHER = "__other__"
+"""The bucket of categories beyond ``max_categories`` (and of a profile's untold tail)."""
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+
+# -- statistics ------------------------------------------------------------------------------
+def ks_p_value(d: float, n: float, m: float) -> float:
+    """Asymptotic two-sample Kolmogorov-Smirnov p-value of distance ``d`` (sizes ``n``, ``m``).
+
+    Examples
+    --------
+    >>> round(ks_p_value(0.1, 1_000, 500), 4)
+    0.0025
+    """
+    en = n * m / (n + m)
+    return float(special.kolmogorov(math.sqrt(en) * d))
+
+
+def ks_critical_value(alpha: float, n: float, m: float) -> float:
+    """The distance above which the two-sample KS test rejects at level ``alpha``.
+
+    Examples
+    --------
+    >>> round(ks_critical_value(0.001, 1_000, 500), 3)
+    0.107
+    """
+    return float(special.kolmogi(alpha)) * math.sqrt((n + m) / (n * m))
+
+
+def chi2_homogeneity(reference: Sequence[float] | FloatArray,
+                     window: Sequence[float] | FloatArray) -> tuple[float, float, int]:
+    """Chi-squared test that two count vectors come from one distribution.
+
+    Returns ``(statistic, p_value, degrees_of_freedom)``; categories empty in
+    both are dropped, and fewer than two categories give ``(0.0, 1.0, 0)``.
+
+    Examples
+    --------
+    >>> stat, p, dof = chi2_homogeneity([50, 50], [80, 20])
+    >>> round(stat, 2), dof, p < 0.001
+    (19.78, 1, True)
+    """
+    r = np.asarray(reference, dtype=float)
+    w = np.asarray(window, dtype=float)
+    keep = (r + w) > 0
+    r, w = r[keep], w[keep]
+    if r.size < 2 or r.sum() <= 0 or w.sum() <= 0:
+        return 0.0, 1.0, 0
+    total = r + w
+    n_r, n_w = r.sum(), w.sum()
+    e_r = total * n_r / (n_r + n_w)
+    e_w = total * n_w / (n_r + n_w)
+    stat = float(np.sum((r - e_r) ** 2 / e_r) + np.sum((w - e_w) ** 2 / e_w))
+    dof = int(r.size - 1)
+    return stat, float(special.chdtrc(dof, stat)), dof
+
+
+# -- thresholds and check results ----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DriftThresholds:
+    """When a test counts as drift (may be replaced at run time).
+
+    Parameters
+    ----------
+    psi
+        PSI above this is drift (0.2: the usual "significant shift").
+    ks_alpha, chi2_alpha
+        Significance levels of the KS and chi-squared tests. The KS default
+        (1e-5, critical D ~0.13 for 1,000 reference and 500 live values) is
+        low because the test repeats every few predictions on overlapping
+        windows of every feature: at 1e-3 a 10-feature stationary stream
+        raised false alarms; a +1.5 sigma shift still gives D ~0.5.
+    new_category_share
+        Share of the window in unseen categories that is drift.
+    vanished_category_share
+        Reference share from which a category absent from the window is drift.
+    """
+
+    psi: float = 0.2
+    ks_alpha: float = 1e-5
+    chi2_alpha: float = 1e-3
+    new_category_share: float = 0.01
+    vanished_category_share: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("ks_alpha", "chi2_alpha", "new_category_share", "vanished_category_share"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise InvalidParameterError("DriftThresholds", name, value,
+                                            "must be strictly between 0 and 1")
+        if not self.psi > 0:
+            raise InvalidParameterError("DriftThresholds", "psi", self.psi, "must be > 0")
+
+
+Detector = Literal["psi", "ks", "chi2", "new_category", "vanished_category"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCheck:
+    """The outcome of one test of one feature at one check.
+
+    ``statistic`` is compared with ``threshold`` (``breached`` when above);
+    for ``ks`` the statistic is the distance D and the threshold its critical
+    value at ``ks_alpha``; for ``chi2`` both are the chi-squared statistic and
+    its critical value, ``p_value`` carrying the test's p-value.
+    """
+
+    feature: str
+    detector: Detector
+    statistic: float
+    threshold: float
+    breached: bool
+    p_value: float | None = None
+    detail: str = ""
+
+
+# -- numeric -----------------------------------------------------------------------------------
+class NumericDrift:
+    """Sliding-window PSI and KS of one numeric feature against a fixed reference.
+
+    Build with :meth:`from_sample` (a reference sample) or :meth:`from_histogram`
+    (a profile histogram), then :meth:`update` per value and :meth:`check`.
+
+    Examples
+    --------
+    >>> d = NumericDrift.from_sample("x", [float(i % 100) for i in range(1_000)], window=100)
+    >>> for i in range(100):
+    ...     d.update(float(i))
+    >>> [round(c.statistic, 3) for c in d.check(DriftThresholds())]
+    [0.0, 0.0]
+    """
+
+    kind = "numeric"
+
+    def __init__(self, feature: str, points: Sequence[float], cdf: Sequence[float],
+                 psi_bins: Sequence[int], psi_reference: Sequence[float], n_reference: float,
+                 *, window: int, exact: bool, source: str) -> None:
+        self.feature = feature
+        self._points = list(points)
+        self._n_points = len(self._points)
+        self._cdf: FloatArray = np.asarray(cdf, dtype=float)
+        self._psi_bins = np.asarray(psi_bins, dtype=np.intp)
+        self._psi_reference: FloatArray = np.asarray(psi_reference, dtype=float)
+        self._n_psi = int(self._psi_reference.size)
+        self.n_reference = float(n_reference)
+        self.window = window
+        self.exact = exact
+        self.source = source
+        self._counts = [0] * (2 * self._n_points + 1)
+        self._buckets: collections.deque[int] = collections.deque(maxlen=window)
+
+    @classmethod
+    def from_sample(cls, feature: str, values: Sequence[float], *, window: int = 500,
+                    bins: int = 10) -> NumericDrift:
+        """A reference from raw values: PSI on their ``bins`` quantile bins, exact KS."""
+        arr = np.sort(np.asarray(values, dtype=float))
+        points, counts = np.unique(arr, return_counts=True)
+        cdf = np.cumsum(counts) / arr.size
+        qs = np.quantile(arr, np.arange(1, bins) / bins, method="inverted_cdf")
+        edges = np.unique(qs)  # interior PSI edges, all reference values
+        # bucket 2k: between points k-1 and k; 2k+1: equal to point k
+        below = np.searchsorted(edges, points, side="right")  # PSI bin of "== point k"
+        psi_bins = np.empty(2 * points.size + 1, dtype=np.intp)
+        psi_bins[1::2] = below
+        psi_bins[0] = 0
+        psi_bins[2::2] = below  # strictly above point k (and below k+1): same bin as point k
+        reference = np.bincount(np.searchsorted(edges, arr, side="right"),
+                                minlength=edges.size + 1).astype(float)
+        return cls(feature, points.tolist(), cdf.tolist(), psi_bins.tolist(), reference.tolist(),
+                   arr.size, window=window, exact=True, source="warm-up")
+
+    @classmethod
+    def from_histogram(cls, feature: str, edges: Sequence[float], counts: Sequence[float], *,
+                       window: int = 500) -> NumericDrift:
+        """A reference from a histogram (``profile_table``'s ``edges``/``counts``).
+
+        PSI bins: an underflow bin, the histogram's bins, an overflow bin (the
+        last bin includes its upper edge, as numpy's histogram).
+        """
+        e = [float(x) for x in edges]
+        c = np.asarray(counts, dtype=float)
+        if len(e) != c.size + 1 or c.size == 0 or any(b <= a for a, b in itertools.pairwise(e)):
+            raise InvalidParameterError(
+                "NumericDrift", f"reference.{feature}.histogram", {"edges": e, "counts": list(c)},
+                "needs len(edges) == len(counts) + 1 >= 2 and strictly increasing edges")
+        if np.any(c < 0) or c.sum() <= 0:
+            raise InvalidParameterError("NumericDrift", f"reference.{feature}.histogram.counts",
+                                        list(c), "must be non-negative with a positive sum")
+        n_bins = c.size
+        cdf = np.concatenate([[0.0], np.cumsum(c) / c.sum()])  # at each edge
+        psi_bins = np.empty(2 * len(e) + 1, dtype=np.intp)
+        psi_bins[0] = 0  # below the first edge
+        for k in range(len(e)):
+            psi_bins[2 * k + 1] = min(k + 1, n_bins)  # equal to edge k: bin k (last bin closed)
+            psi_bins[2 * k + 2] = k + 1 if k < n_bins else n_bins + 1
+        reference = np.concatenate([[0.0], c, [0.0]])
+        return cls(feature, e, cdf.tolist(), psi_bins.tolist(), reference.tolist(), c.sum(),
+                   window=window, exact=False, source="profile")
+
+    @property
+    def size(self) -> int:
+        """Values in the live window."""
+        return len(self._buckets)
+
+    def update(self, value: float) -> None:
+        """Slide ``value`` into the window (O(log n) bisect, O(1) histogram update)."""
+        points = self._points
+        i = bisect.bisect_left(points, value)
+        b = 2 * i + 1 if i < self._n_points and points[i] == value else 2 * i
+        buckets = self._buckets
+        if len(buckets) == self.window:
+            self._counts[buckets[0]] -= 1
+        buckets.append(b)
+        self._counts[b] += 1
+
+    def statistics(self) -> tuple[float, float]:
+        """``(psi, ks_distance)`` of the current window (zeros when it is empty)."""
+        m = len(self._buckets)
+        if m == 0:
+            return 0.0, 0.0
+        counts = np.asarray(self._counts, dtype=float)
+        actual: FloatArray = np.bincount(self._psi_bins, weights=counts,
+                                         minlength=self._n_psi).astype(float)
+        psi = psi_from_counts(self._psi_reference.tolist(), actual.tolist())
+        s = np.cumsum(counts) / m
+        at = np.abs(self._cdf - s[1::2])  # F_window(point) vs F_ref(point)
+        d = float(at.max()) if at.size else 0.0
+        if self.exact:  # also just below each next point, and below the first point
+            before = np.abs(self._cdf - s[2::2])
+            d = max(d, float(before.max()) if before.size else 0.0, float(s[0]))
+        return psi, d
+
+    def check(self, t: DriftThresholds) -> list[FeatureCheck]:
+        """PSI and KS checks of the current window."""
+        psi, d = self.statistics()
+        m = len(self._buckets)
+        critical = ks_critical_value(t.ks_alpha, self.n_reference, m) if m else math.inf
+        p = ks_p_value(d, self.n_reference, m) if m else 1.0
+        return [
+            FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi),
+            FeatureCheck(self.feature, "ks", d, critical, d > critical, p),
+        ]
+
+
+# -- categorical ---------------------------------------------------------------------------------
+class CategoricalDrift:
+    """Sliding-window PSI, chi-squared, new and vanished categories of one feature.
+
+    Parameters
+    ----------
+    feature
+        Its name.
+    reference
+        Category -> count in the reference.
+    other
+        Reference mass of categories not listed (a profile's tail); when zero
+        the reference is complete and unseen categories are *new*.
+    window, max_categories
+        Window length; most distinct window categories tracked (the rest
+        count under ``"__other__"``).
+
+    Examples
+    --------
+    >>> d = CategoricalDrift("plan", {"a": 50, "b": 50}, window=100)
+    >>> for i in range(100):
+    ...     d.update("a" if i % 2 else "c")
+    >>> {c.detector: c.breached for c in d.check(DriftThresholds())}
+    {'psi': True, 'chi2': True, 'new_category': True, 'vanished_category': True}
+    """
+
+    kind = "categorical"
+
+    def __init__(self, feature: str, reference: Mapping[Hashable, float], other: float = 0.0, *,
+                 window: int = 500, max_categories: int = 100, source: str = "warm-up") -> None:
+        self.feature = feature
+        self.reference = dict(reference)
+        self.other = float(other)
+        self.window = window
+        self.max_categories = max_categories
+        self.source = source
+        self._categories = list(self.reference)
+        self._ref_counts = np.asarray([*self.reference.values(), self.other], dtype=float)
+        self.n_reference = float(self._ref_counts.sum())
+        self._counts: dict[Hashable, int] = {}
+        self._values: collections.deque[Hashable] = collections.deque(maxlen=window)
+
+    @property
+    def size(self) -> int:
+        """Values in the live window."""
+        return len(self._values)
+
+    def update(self, value: Hashable) -> None:
+        """Slide ``value`` into the window (O(1))."""
+        counts = self._counts
+        if value not in counts and value not in self.reference \
+                and len(counts) >= self.max_categories:
+            value = OTHER
+        values = self._values
+        if len(values) == self.window:
+            old = values[0]
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old]
+        values.append(value)
+        counts[value] = counts.get(value, 0) + 1
+
+    def check(self, t: DriftThresholds) -> list[FeatureCheck]:
+        """PSI, chi-squared, new- and vanished-category checks of the current window."""
+        m = len(self._values)
+        if m == 0:
+            return []
+        counts = self._counts
+        known = [float(counts.get(c, 0)) for c in self._categories]
+        unseen = {c: n for c, n in counts.items() if c not in self.reference}
+        actual = np.asarray([*known, float(sum(unseen.values()))])
+        psi = psi_from_counts(self._ref_counts.tolist(), actual.tolist())
+        if self.other > 0:  # unseen categories may be the reference's untold tail
+            stat, p, dof = chi2_homogeneity(self._ref_counts, actual)
+        else:  # each unseen category is its own column (reference count 0)
+            ref_cols = np.concatenate([self._ref_counts, np.zeros(len(unseen))])
+            win_cols = np.concatenate([actual[:-1], [0.0],
+                                       np.asarray(list(unseen.values()), dtype=float)])
+            stat, p, dof = chi2_homogeneity(ref_cols, win_cols)
+        critical = float(special.chdtri(dof, t.chi2_alpha)) if dof else math.inf
+        out = [
+            FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi),
+            FeatureCheck(self.feature, "chi2", stat, critical, p < t.chi2_alpha, p,
+                         f"{dof} degrees of freedom"),
+        ]
+        if self.other == 0:
+            share = sum(unseen.values()) / m
+            names = sorted(map(str, unseen))[:10]
+            out.append(FeatureCheck(self.feature, "new_category", share, t.new_category_share,
+                                    share >= t.new_category_share and bool(unseen),
+                                    detail=f"new: {', '.join(names)}" if names else ""))
+        if m == self.window and self.n_reference > 0:
+            gone = [c for c, n in self.reference.items()
+                    if n / self.n_reference >= t.vanished_category_share and c not in counts]
+            mass = sum(self.reference[c] for c in gone) / self.n_reference
+            out.append(FeatureCheck(self.feature, "vanished_category", mass,
+                                    t.vanished_category_share, bool(gone),
+                                    detail="vanished: " + ", ".join(sorted(map(str, gone))[:10])
+                                    if gone else ""))
+        return out
+
+
+Tracker = NumericDrift | CategoricalDrift
+
+
+def _is_numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _from_profile(name: str, column: Mapping[str, Any], *, window: int,
+                  max_categories: int) -> Tracker | None:
+    kind = column.get("kind")
+    if kind == "numeric":
+        hist = column.get("histogram")
+        if not hist:
+            return None
+        return NumericDrift.from_histogram(name, hist["edges"], hist["counts"], window=window)
+    if kind == "string":
+        top = {t["value"]: float(t["count"]) for t in column.get("top") or []}
+        if not top:
+            return None
+        return CategoricalDrift(name, top, float(column.get("other_count") or 0), window=window,
+                                max_categories=max_categories, source="profile")
+    if kind == "boolean":
+        ref: dict[Hashable, float] = {True: float(column.get("true") or 0),
+                                      False: float(column.get("false") or 0)}
+        if sum(ref.values()) <= 0:
+            return None
+        return CategoricalDrift(name, ref, window=window, max_categories=max_categories,
+                                source="profile")
+    return None
+
+
+def profile_columns(reference: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The per-column profiles of a reference: ``reference["columns"]`` or the mapping itself."""
+    if not reference:
+        return {}
+    columns = reference.get("columns", reference)
+    return columns if isinstance(columns, Mapping) else {}
+
+
+# -- many features ---------------------------------------------------------------------------------
+class DataDriftMonitor:
+    """Per-feature data drift of a stream of mappings (River style: ``update`` then ``check``).
+
+    Parameters
+    ----------
+    reference_size
+        Observations whose values become the reference of every feature the
+        profile does not cover (the warm-up window).
+    window
+        Length of each feature's sliding live window.
+    bins
+        Quantile bins of the PSI of a warm-up reference.
+    thresholds
+        :class:`DriftThresholds` (an attribute: replace it at run time).
+    reference
+        Optional profile (``profile_table`` output or its ``columns``); the
+        features it covers are compared with it from the first observation.
+    max_categories, max_features
+        Bounds of the state: distinct categories per window, features tracked.
+    min_reference
+        A warm-up feature with fewer non-null values is not tracked.
+
+    Values whose type does not match a feature's reference (a string for a
+    numeric feature) and nulls are not fed to the statistics: they are
+    counted (``type_mismatches``) and are the skew monitor's business.
+    Features first seen after the warm-up are counted in ``untracked``.
+    """
+
+    def __init__(self, *, reference_size: int = 1_000, window: int = 500, bins: int = 10,
+                 thresholds: DriftThresholds | None = None,
+                 reference: Mapping[str, Any] | None = None, max_categories: int = 100,
+                 max_features: int = 200, min_reference: int = 20) -> None:
+        for name, value in (("reference_size", reference_size), ("window", window),
+                            ("bins", bins), ("max_categories", max_categories),
+                            ("max_features", max_features), ("min_reference", min_reference)):
+            if value < 1:
+                raise InvalidParameterError("DataDriftMonitor", name, value, "must be >= 1")
+        self.reference_size = reference_size
+        self.window = window
+        self.bins = bins
+        self.thresholds = thresholds or DriftThresholds()
+        self.max_categories = max_categories
+        self.max_features = max_features
+        self.min_reference = min_reference
+        self.trackers: dict[str, Tracker] = {}
+        for name, column in profile_columns(reference).items():
+            if len(self.trackers) >= max_features or not isinstance(column, Mapping):
+                continue
+            tracker = _from_profile(str(name), column, window=window,
+                                    max_categories=max_categories)
+            if tracker is not None:
+                self.trackers[str(name)] = tracker
+        self._sample: dict[str, list[Any]] | None = {}
+        self.n_observations = 0
+        self.type_mismatches = 0
+        self.untracked: set[str] = set()
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether the warm-up reference is still being collected."""
+        return self._sample is not None
+
+    def update(self, x: Mapping[str, Any]) -> None:
+        """Take one observation (a feature mapping)."""
+        self.n_observations += 1
+        sample = self._sample
+        trackers = self.trackers
+        for name, value in x.items():
+            tracker = trackers.get(name)
+            if tracker is None:
+                if sample is not None and value is not None:
+                    values = sample.get(name)
+                    if values is None:
+                        if len(sample) + len(trackers) >= self.max_features:
+                            continue
+                        values = sample[name] = []
+                    values.append(value)
+                elif sample is None:
+                    self.untracked.add(name)
+                continue
+            if value is None:
+                continue
+            cls = value.__class__
+            if tracker.__class__ is NumericDrift:
+                if cls is float or cls is int:
+                    tracker.update(value)
+                    continue
+            elif cls is str or cls is bool:
+                tracker.update(value)
+                continue
+            self.type_mismatches += 1
+        if sample is not None and self.n_observations >= self.reference_size:
+            self._build(sample)
+            self._sample = None
+
+    def _build(self, sample: dict[str, list[Any]]) -> None:
+        for name, values in sample.items():
+            numeric = [float(v) for v in values if _is_numeric(v)]
+            other = [v for v in values if isinstance(v, str | bool)]
+            if len(numeric) >= len(other):
+                if len(numeric) >= self.min_reference:
+                    self.trackers[name] = NumericDrift.from_sample(
+                        name, numeric, window=self.window, bins=self.bins)
+            elif len(other) >= self.min_reference:
+                self.trackers[name] = CategoricalDrift(
+                    name, dict(collections.Counter(other)), window=self.window,
+                    max_categories=self.max_categories)
+
+    def check(self, features: Iterable[str] | None = None) -> list[FeatureCheck]:
+        """The tests of every feature whose window is full (sorted by feature)."""
+        out: list[FeatureCheck] = []
+        names = sorted(self.trackers) if features is None else features
+        for name in names:
+            tracker = self.trackers.get(name)
+            if tracker is not None and tracker.size >= self.window:
+                out.extend(tracker.check(self.thresholds))
+        return out
+
+
+# -- alert grouping -------------------------------------------------------------------------
+class AlertBook:
+    """Open/resolve bookkeeping of alert conditions: one alert per condition.
+
+    ``observe(key, breached, event_id)`` returns ``("open", None)`` when a
+    closed condition is breached (the condition remembers ``event_id``),
+    ``("resolve", opening_id)`` after ``clear_after`` consecutive
+    non-breached observations of an open condition, else ``None``.
+
+    Examples
+    --------
+    >>> book = AlertBook(clear_after=2)
+    >>> [book.observe("x", b, f"e{i}") for i, b in enumerate([True, True, False, False, True])]
+    [('open', None), None, None, ('resolve', 'e0'), ('open', None)]
+    """
+
+    def __init__(self, clear_after: int) -> None:
+        if clear_after < 1:
+            raise InvalidParameterError("AlertBook", "clear_after", clear_after, "must be >= 1")
+        self.clear_after = clear_after
+        self._open: dict[Hashable, list[Any]] = {}  # key -> [opening id, clear streak]
+
+    def is_open(self, key: Hashable) -> bool:
+        """Whether the condition is open."""
+        return key in self._open
+
+    def opening_id(self, key: Hashable) -> str | None:
+        """The id of the event that opened the condition (``None`` when closed)."""
+        entry = self._open.get(key)
+        return None if entry is None else str(entry[0])
+
+    def open_keys(self) -> list[Hashable]:
+        """The open conditions."""
+        return list(self._open)
+
+    def observe(self, key: Hashable, breached: bool, event_id: str
+                ) -> tuple[Literal["open", "resolve"], str | None] | None:
+        """Record one observation of a condition; the transition it causes, if any."""
+        entry = self._open.get(key)
+        if entry is None:
+            if breached:
+                self._open[key] = [event_id, 0]
+                return "open", None
+            return None
+        if breached:
+            entry[1] = 0
+            return None
+        entry[1] += 1
+        if entry[1] >= self.clear_after:
+            del self._open[key]
+            return "resolve", str(entry[0])
+        return None

@@ -1,0 +1,187 @@
+"""Data drift statistics (pure): PSI, KS, chi-squared, categories, alert bookkeeping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats
+
+from modelog.models.datadrift import (
+    AlertBook,
+    CategoricalDrift,
+    DataDriftMonitor,
+    DriftThresholds,
+    NumericDrift,
+    chi2_homogeneity,
+    ks_critical_value,
+    ks_p_value,
+)
+from modelog.models.errors import InvalidParameterError
+from modelog.store.profile import profile_table, psi
+
+
+def feed(tracker: NumericDrift | CategoricalDrift, values: object) -> None:
+    for v in values:  # type: ignore[attr-defined]
+        tracker.update(v)
+
+
+# -- statistics against scipy / numpy ----------------------------------------------------------
+@pytest.mark.parametrize("discrete", [False, True])
+def test_ks_distance_is_exact_for_a_sample_reference(discrete: bool) -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.normal(0, 1, 1_000)
+    live = rng.normal(0.3, 1.2, 2_000)
+    if discrete:  # ties within and across the samples
+        ref, live = np.round(ref * 2), np.round(live * 2)
+    tracker = NumericDrift.from_sample("x", ref.tolist(), window=500)
+    feed(tracker, live.tolist())  # the window keeps the last 500
+    _, d = tracker.statistics()
+    expected = stats.ks_2samp(ref, live[-500:]).statistic
+    assert d == pytest.approx(expected, abs=1e-12)
+    # the asymptotic p-value and critical value of the same test
+    en = 1_000 * 500 / 1_500
+    assert ks_p_value(d, 1_000, 500) == pytest.approx(stats.kstwobign.sf(math.sqrt(en) * d))
+    crit = ks_critical_value(1e-3, 1_000, 500)
+    assert stats.kstwobign.sf(math.sqrt(en) * crit) == pytest.approx(1e-3)
+
+
+def test_ks_on_a_histogram_reference_is_a_lower_bound_within_the_bin_mass() -> None:
+    rng = np.random.default_rng(2)
+    ref = rng.normal(0, 1, 20_000)
+    live = rng.normal(0.5, 1, 500)
+    prof = profile_table(pa.table({"x": ref}), bins=40)["columns"]["x"]["histogram"]
+    tracker = NumericDrift.from_histogram("x", prof["edges"], prof["counts"], window=500)
+    feed(tracker, live.tolist())
+    _, d = tracker.statistics()
+    exact = stats.ks_2samp(ref, live).statistic
+    max_bin = max(prof["counts"]) / sum(prof["counts"])
+    assert d <= exact + 1e-9
+    assert exact - d <= max_bin + 0.01
+
+
+def test_numeric_psi_uses_reference_deciles() -> None:
+    rng = np.random.default_rng(3)
+    ref, live = rng.normal(0, 1, 1_000), rng.normal(1, 1, 500)
+    tracker = NumericDrift.from_sample("x", ref.tolist(), window=500, bins=10)
+    feed(tracker, live.tolist())
+    p, _ = tracker.statistics()
+    edges = np.quantile(ref, np.arange(1, 10) / 10, method="inverted_cdf")
+    e = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=10)
+    a = np.bincount(np.searchsorted(edges, live, side="right"), minlength=10)
+    assert p == pytest.approx(psi(e.tolist(), a.tolist()), rel=1e-9)
+    assert p > 0.2
+
+
+def test_chi2_matches_scipy_contingency() -> None:
+    ref, win = [300, 500, 200, 0], [150, 200, 100, 50]
+    stat, p, dof = chi2_homogeneity(ref, win)
+    expected = stats.chi2_contingency(np.array([ref, win]), correction=False)
+    assert stat == pytest.approx(expected.statistic)
+    assert p == pytest.approx(expected.pvalue)
+    assert dof == expected.dof == 3
+    assert chi2_homogeneity([5], [7]) == (0.0, 1.0, 0)
+
+
+def test_sliding_window_equals_a_fresh_window() -> None:
+    rng = np.random.default_rng(4)
+    ref = rng.normal(0, 1, 800).tolist()
+    values = rng.normal(0.2, 1, 3_333).tolist()
+    slid = NumericDrift.from_sample("x", ref, window=300)
+    feed(slid, values)
+    fresh = NumericDrift.from_sample("x", ref, window=300)
+    feed(fresh, values[-300:])
+    assert slid.statistics() == fresh.statistics()
+    assert slid.size == 300
+
+
+# -- categorical ---------------------------------------------------------------------------------
+def test_categorical_new_and_vanished_categories() -> None:
+    d = CategoricalDrift("plan", {"a": 600, "b": 300, "c": 100}, window=200)
+    feed(d, ["a", "b"] * 95 + ["z"] * 10)  # "c" (10 % of the reference) vanished, "z" is new
+    checks = {c.detector: c for c in d.check(DriftThresholds())}
+    assert checks["new_category"].breached and checks["new_category"].statistic == 0.05
+    assert "z" in checks["new_category"].detail
+    assert checks["vanished_category"].breached
+    assert checks["vanished_category"].statistic == pytest.approx(0.1)
+    assert "c" in checks["vanished_category"].detail
+
+
+def test_categorical_stationary_stream_is_quiet() -> None:
+    rng = np.random.default_rng(5)
+    cats = ["a", "b", "c", "d"]
+    probs = [0.4, 0.3, 0.2, 0.1]
+    d = CategoricalDrift("plan", dict(zip(cats, rng.multinomial(1_000, probs).tolist(),
+                                          strict=True)), window=500)
+    feed(d, rng.choice(cats, 500, p=probs).tolist())
+    assert not any(c.breached for c in d.check(DriftThresholds()))
+
+
+def test_incomplete_profile_reference_never_calls_a_category_new() -> None:
+    d = CategoricalDrift("plan", {"a": 50, "b": 40}, other=10, window=100)
+    feed(d, ["a"] * 50 + ["b"] * 40 + ["tail"] * 10)
+    checks = {c.detector: c for c in d.check(DriftThresholds())}
+    assert "new_category" not in checks
+    assert not checks["psi"].breached and not checks["chi2"].breached
+
+
+def test_max_categories_bounds_the_window_state() -> None:
+    d = CategoricalDrift("id", {"a": 10}, window=1_000, max_categories=5)
+    feed(d, [f"user{i}" for i in range(1_000)])
+    assert len(d._counts) <= 6  # five categories and "__other__"
+
+
+# -- many features --------------------------------------------------------------------------------
+def test_monitor_flags_only_the_shifted_feature() -> None:
+    rng = np.random.default_rng(6)
+    m = DataDriftMonitor(reference_size=1_000, window=500)
+    for i in range(3_000):
+        m.update({"a": float(rng.normal(1.5 if i >= 2_000 else 0.0)), "b": float(rng.normal()),
+                  "k": int(rng.integers(0, 4)), "plan": str(rng.choice(["x", "y"]))})
+    breached = {(c.feature, c.detector) for c in m.check() if c.breached}
+    assert breached == {("a", "psi"), ("a", "ks")}
+    assert isinstance(m.trackers["plan"], CategoricalDrift)
+    assert isinstance(m.trackers["k"], NumericDrift)
+
+
+def test_profile_reference_is_used_from_the_first_observation() -> None:
+    rng = np.random.default_rng(7)
+    training = pa.table({"a": rng.normal(0, 1, 5_000), "plan": rng.choice(["x", "y"], 5_000)})
+    m = DataDriftMonitor(reference=profile_table(training), window=300)
+    assert set(m.trackers) == {"a", "plan"}
+    for _ in range(300):
+        m.update({"a": float(rng.normal(2.0)), "plan": str(rng.choice(["x", "y"]))})
+    checks = {(c.feature, c.detector): c for c in m.check()}
+    assert checks["a", "psi"].breached and checks["a", "ks"].breached
+    assert not checks["plan", "chi2"].breached
+    assert m.trackers["a"].source == "profile"
+
+
+def test_values_of_another_type_are_counted_not_learned() -> None:
+    m = DataDriftMonitor(reference_size=50, window=50)
+    for i in range(50):
+        m.update({"x": float(i), "late": None})
+    m.update({"x": "oops", "y": 1.0})
+    m.update({"x": None})
+    assert m.type_mismatches == 1 and m.untracked == {"y"}
+    assert m.trackers["x"].size == 0
+
+
+def test_bad_reference_histogram_is_rejected_with_the_rule() -> None:
+    bad = {"columns": {"x": {"kind": "numeric", "histogram": {"edges": [0, 1], "counts": [1, 2]}}}}
+    with pytest.raises(InvalidParameterError, match="len\\(edges\\) == len\\(counts\\) \\+ 1"):
+        DataDriftMonitor(reference=bad)
+    with pytest.raises(InvalidParameterError, match="ks_alpha"):
+        DriftThresholds(ks_alpha=0.0)
+
+
+# -- grouping ------------------------------------------------------------------------------------
+def test_alert_book_opens_once_and_resolves_after_a_clear_streak() -> None:
+    book = AlertBook(clear_after=3)
+    seq = [True, True, False, True, False, False, False, False, True]
+    transitions = [book.observe("k", b, f"e{i}") for i, b in enumerate(seq)]
+    assert transitions == [("open", None), None, None, None, None, None, ("resolve", "e0"),
+                           None, ("open", None)]
+    assert book.opening_id("k") == "e8" and book.is_open("k")
