@@ -178,6 +178,12 @@ class AnomalyMonitor:
     warm_up
         Inputs learned before any score counts (the trees need at least one
         mass window, the quantile a few hundred scores).
+    learn_every
+        After warm-up, every input is scored but only 1 in ``learn_every`` is
+        learned by the trees. Half-Space Trees estimate the mass of each region
+        from the inputs they learn, so a regular sample estimates the same
+        profile at a fraction of the cost; the trees' mass window then spans
+        ``window_size * learn_every`` inputs.
     cooldown
         Inputs after an alert during which no new alert is raised and the
         threshold is frozen.
@@ -211,6 +217,7 @@ class AnomalyMonitor:
         warm_up: int = 1_000,
         cooldown: int = 1_000,
         max_keys: int = 20,
+        learn_every: int = 1,
     ) -> None:
         checks: list[tuple[str, Any, bool, str]] = [
             ("n_trees", n_trees, n_trees >= 1, "must be >= 1"),
@@ -223,6 +230,7 @@ class AnomalyMonitor:
             ("warm_up", warm_up, warm_up >= 0, "must be >= 0"),
             ("cooldown", cooldown, cooldown >= 0, "must be >= 0"),
             ("max_keys", max_keys, max_keys >= 0, "must be >= 0"),
+            ("learn_every", learn_every, learn_every >= 1, "must be >= 1"),
         ]
         for name, value, ok, rule in checks:
             if not ok:
@@ -238,6 +246,7 @@ class AnomalyMonitor:
         self.warm_up = warm_up
         self.cooldown = cooldown
         self.max_keys = max_keys
+        self.learn_every = learn_every
 
         self._scaler: Any = preprocessing.MinMaxScaler()
         self._hst: Any = anomaly.HalfSpaceTrees(
@@ -263,6 +272,7 @@ class AnomalyMonitor:
             "n_trees": self.n_trees, "height": self.height, "window_size": self.window_size,
             "seed": self.seed, "q": self.q, "window": self.window, "alpha": self.alpha,
             "min_count": self.min_count, "warm_up": self.warm_up, "cooldown": self.cooldown,
+            "learn_every": self.learn_every,
         }
 
     @property
@@ -315,7 +325,8 @@ class AnomalyMonitor:
 
         threshold = self.score_threshold
         exceeded = threshold is not None and score > threshold
-        self._hst.learn_one(scaled)
+        if self.learn_every == 1 or (self.n_observations - self.warm_up) % self.learn_every == 0:
+            self._hst.learn_one(scaled)
         if len(self._window) == self.window:
             _, old_score, old_exceeded = self._window[0]
             self._score_sum -= old_score

@@ -197,6 +197,11 @@ class MonitorConfig:
         Emit ``MonitorStatsReported`` every this many predictions of a version.
     max_evidence_ids
         Most prediction ids an alert carries.
+    anomaly_learn_every
+        After the anomaly warm-up, every sampled input is scored but the trees
+        learn only 1 in this many (see
+        :class:`~modelog.models.anomaly.AnomalyMonitor`'s ``learn_every``):
+        learning is half of Half-Space Trees' cost.
     anomaly_sample_every
         Score 1 in this many inputs for anomalies (1: all). Half-Space Trees
         cost ~33 µs an input, the largest share of the hot path; sampling
@@ -249,6 +254,7 @@ class MonitorConfig:
     pending_ttl: dt.timedelta = dt.timedelta(days=1)
     stats_every: int = 500
     max_evidence_ids: int = 20
+    anomaly_learn_every: int = 4
     anomaly_sample_every: int = 1
     data_drift: bool = True
     prediction_drift: bool = True
@@ -380,6 +386,7 @@ class MonitorConfig:
             window=self.anomaly_window, alpha=self.anomaly_alpha,
             min_count=self.anomaly_min_count, warm_up=self.anomaly_warm_up,
             cooldown=self.anomaly_cooldown, max_keys=self.max_evidence_ids,
+            learn_every=self.anomaly_learn_every,
         )
 
 

@@ -1,39 +1,38 @@
-"""The monitoring worker: a Faust agent from the serving topic to the monitoring topic.
+"""The monitoring worker: a Faust app hosting the monitoring data plane and the registry agents.
 
-This is the thin edge around :class:`~modelog.streams.monitor.ServingMonitor`:
-
-* it reads the serving topic as raw bytes (no Faust records: nothing but
-  modelog's JSON events is ever written to the log), in batches;
-* :class:`RecordRouter` decodes each record with :func:`modelog.streams.codec.decode`
-  and decides, purely, what to write: records that do not decode, or are not
-  ``PredictionMade`` / ``LabelObserved``, are copied unchanged (same key and
-  value bytes) to the dead-letter topic with the reason and their source in the
-  headers; the others feed the monitor, whose derived events are encoded and
-  written to the monitoring topic, keyed by their aggregate;
-* it also reads the monitoring topic, keyed by model like the serving topic
-  (same partition, same worker: no repartition), for ``MonitorConfigured``
-  events: per-model overrides of the :class:`MonitorConfig`, applied at run
-  time. Its own outputs there are skipped by a byte check before decoding; a
-  configuration the monitor rejects is dead-lettered with the reason (and
-  logged) while the previous configuration stays in force;
-* before each batch it reads the registry topic: ``ModelVersionRegistered``
-  signatures become the reference of the training-serving skew checks;
-* the Faust agent only moves those bytes.
-
-State and restarts. The join and the detectors live in memory in this version.
-The consumer group is the app id (``<topic prefix>worker``); it starts from the
-earliest offset when it has no committed offsets, so a first start rebuilds
-the state from the whole serving log. After a restart it resumes from the
-committed offsets with fresh detectors (they warm up again; predictions
-pending before the restart can no longer be joined -- their labels count as
-orphans). Pass ``run_worker(..., rebuild=True)`` to start a
-new group that replays the whole log and rebuilds the exact state. Either way,
-every derived event has a deterministic id, so events published again after a
-crash or a replay are duplicates that consumers drop by id.
+* :class:`RecordRouter` is the pure decision per raw record of one partition:
+  it decodes each record with :func:`modelog.streams.codec.decode`; records
+  that do not decode, or are not ``PredictionMade`` / ``LabelObserved``, are
+  copied unchanged (same key and value bytes) to the dead-letter topic with
+  the reason and their source in the headers; the others feed the
+  :class:`~modelog.streams.monitor.ServingMonitor` (plus the retrain trigger
+  and the online learners), whose derived events are encoded for the
+  monitoring topic, keyed by their aggregate. ``MonitorConfigured`` events of
+  the monitoring topic (keyed by model like the serving topic: same partition,
+  same worker, no repartition) override the :class:`MonitorConfig` of a model
+  at run time; a configuration the monitor rejects is dead-lettered with the
+  reason while the previous one stays in force. Registry events
+  (``ModelVersionRegistered`` signatures, online registrations, checkpoints)
+  are fed before each batch.
+* :class:`~modelog.streams.serving_loop.ServingLoop` moves the bytes: a batch
+  consumer in the consumer group ``<app id>.monitor``, hosted as a service of
+  the Faust app (per-record Faust agents are an order of magnitude too slow
+  for the serving stream). Derived records are flushed before the positions
+  are committed.
+* State follows the partition: when a partition is assigned to a worker (first
+  start, restart, another worker joining or leaving), its router is rebuilt by
+  replaying the partition silently up to the committed positions, so detectors
+  continue exactly where they were. Every derived event has a deterministic
+  id, so anything published twice (after a crash between flush and commit)
+  is a duplicate that consumers drop by id. ``run_worker(..., rebuild=True)``
+  uses a new group and republishes everything from the beginning.
+* Registry commands are handled by Faust agents
+  (:func:`modelog.streams.registry_agent.register_agents`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import ssl
@@ -220,7 +219,7 @@ def build_app(
     app_id: str | None = None,
     monitor_config: MonitorConfig | None = None,
     session_timeout: float = 10.0,
-    batch_size: int = 2_000,
+    batch_size: int = 5_000,
     batch_within: float = 0.2,
     web_port: int | None = None,
 ) -> Any:
@@ -238,28 +237,32 @@ def build_app(
         Consumer session timeout in seconds; lower means a faster start and
         rebalance (tests use 6).
     batch_size, batch_within
-        The agent processes up to ``batch_size`` records, or what arrived within
-        ``batch_within`` seconds, at a time.
+        The monitoring loop processes up to ``batch_size`` records, or what
+        arrived within ``batch_within`` seconds, at a time.
     web_port
         Serve Faust's web interface on this port; ``None`` disables it.
 
     Returns
     -------
     faust.App
-        The app, with the router at ``app.modelog_router``.
+        The app; its monitoring data plane (:class:`~modelog.streams.serving_loop.ServingLoop`,
+        consumer group ``<app id>.monitor``) is ``app.modelog_serving``.
     """
     import faust
+    import mode
 
     from modelog.models.retrain import RetrainTrigger
     from modelog.store.artifacts import ArtifactStore
     from modelog.streams.online import OnlineModelProcessor
-    from modelog.streams.registry_agent import LogTail, decode_records
+    from modelog.streams.serving_loop import ServingLoop
 
     topics = Topics.from_settings(settings)
-    router = RecordRouter(topics, ServingMonitor(monitor_config),
-                          online=OnlineModelProcessor(ArtifactStore.from_settings(settings)),
-                          retrain=RetrainTrigger())
-    registry_tail: list[Any] = []
+    artifacts = ArtifactStore.from_settings(settings)
+
+    def make_router() -> RecordRouter:
+        return RecordRouter(topics, ServingMonitor(monitor_config),
+                            online=OnlineModelProcessor(artifacts), retrain=RetrainTrigger())
+
     app = faust.App(
         app_id or f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
@@ -275,40 +278,21 @@ def build_app(
         topic_replication_factor=settings.replication,
         datadir=str(settings.data_dir / "faust"),
     )
-    app.modelog_router = router  # type: ignore[attr-defined]
+    group = f"{app_id or settings.topic_prefix + 'worker'}.monitor"
+    serving = ServingLoop(settings, make_router, group=group, batch_size=batch_size,
+                          batch_within=batch_within, session_timeout=session_timeout)
+    app.modelog_serving = serving  # type: ignore[attr-defined]
 
-    def raw_topic(*names: str) -> Any:
-        return app.topic(*names, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
+    @app.service
+    class ServingMonitorService(mode.Service):
+        """Runs the batch data plane in a thread for the life of the worker."""
 
-    # serving events, and MonitorConfigured from the monitoring topic (both keyed by model)
-    serving = raw_topic(topics.serving, topics.monitoring)
-    outputs = {name: raw_topic(name) for name in
-               (topics.monitoring, topics.dead_letter, topics.runs, topics.registry)}
+        async def on_stop(self) -> None:
+            serving.stop()
 
-    def registry_updates() -> list[Outgoing]:
-        """New registry events since the last batch (the whole topic the first time)."""
-        if not registry_tail:
-            registry_tail.append(LogTail(settings, topics.registry))
-            records = registry_tail[0].read_to_end()
-        else:
-            records = registry_tail[0].poll(timeout=0.0)
-        out: list[Outgoing] = router.observe_registry(decode_records(records))
-        return out
-
-    async def publish(records: Sequence[Outgoing]) -> None:
-        for rec in records:
-            await outputs[rec.topic].send(key=rec.key, value=rec.value,
-                                          headers=rec.headers or None, force=True)
-
-    @app.agent(serving, name=f"{topics.prefix}serving-monitor")
-    async def serving_monitor(stream: Any) -> None:
-        async for batch in stream.take_events(batch_size, within=batch_within):
-            await publish(registry_updates())
-            for event in batch:
-                msg = event.message
-                await publish(router.route(msg.key, msg.value, msg.topic, msg.partition,
-                                           msg.offset))
+        @mode.Service.task
+        async def _consume(self) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, serving.run)
 
     # Registry commands (alias changes, registrations): one writer per model partition.
     from modelog.streams.registry_agent import register_agents

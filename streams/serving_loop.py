@@ -1,0 +1,351 @@
+"""The monitoring data plane: a batch consumer whose per-partition state is rebuilt from the log.
+
+Faust hands every record to an agent one at a time (a message object, an event,
+acks and commit bookkeeping per record): a bare counting agent tops out at a
+few thousand events/s per worker, below what monitoring must sustain. So the
+monitoring worker hosts this loop instead, as a service of its Faust app
+(:func:`modelog.streams.worker.build_app`):
+
+* one consumer-group member (``<topic prefix>worker``) subscribes to the
+  serving topic and the monitoring topic (``MonitorConfigured``) with the
+  *range* assignor: both topics are keyed by model with the same partition
+  count, so partition ``p`` of both lands on the same worker and no
+  repartition is ever needed;
+* records are consumed in batches (up to ``batch_size`` or what arrived within
+  ``batch_within`` seconds), routed by the pure
+  :class:`~modelog.streams.worker.RecordRouter` of their partition, the derived
+  records are produced (idempotent producer, ``acks=all``) and flushed, and
+  only then the positions are committed: at least once, and every derived
+  event has a deterministic id, so a batch processed twice publishes
+  duplicates that consumers drop by id;
+* **state follows the partition.** Each partition has its own router (join,
+  detectors, retrain cooldowns, online learners). When the group assigns a
+  partition to this worker -- at start, after a restart, or because a worker
+  joined or left -- :class:`PartitionRouters` says whether the state held for
+  it is current (its next offsets equal the committed ones). If not, the state
+  is rebuilt by replaying the partition from the log's beginning up to the
+  committed positions *silently* (nothing is published: the previous owner
+  already did), so detectors continue exactly where the previous owner left
+  them. Online learners restore their latest checkpoint first and skip what it
+  covers.
+
+The rebuild reads the whole history of the partition; its cost grows with the
+serving log's retention (about the monitor's own speed, see ``modelog bench
+--worker``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from modelog.config import Settings
+from modelog.streams.events import Event
+from modelog.streams.topics import Topics
+
+__all__ = ["PartitionRouters", "Position", "ServingLoop"]
+
+_log = logging.getLogger("modelog.worker")
+
+Position = dict[str, int]
+"""Next offset to process, per topic name, of one partition."""
+
+
+class PartitionRouters:
+    """One :class:`~modelog.streams.worker.RecordRouter` per partition, with its positions.
+
+    Pure bookkeeping: no Kafka here. ``factory`` makes a fresh router; every
+    router gets all registry events seen so far (:meth:`observe_registry`),
+    also the ones created later.
+
+    Examples
+    --------
+    >>> from modelog.streams.monitor import ServingMonitor
+    >>> from modelog.streams.worker import RecordRouter
+    >>> topics = Topics("acme.")
+    >>> routers = PartitionRouters(lambda: RecordRouter(topics, ServingMonitor()))
+    >>> routers.is_current(0, {"acme.serving": 0})
+    False
+    >>> _ = routers.fresh(0)
+    >>> routers.advance(0, "acme.serving", 41)
+    >>> routers.is_current(0, {"acme.serving": 42}), routers.is_current(0, {"acme.serving": 50})
+    (True, False)
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.routers: dict[int, Any] = {}
+        self.positions: dict[int, Position] = {}
+        self.registry: list[Event] = []
+        self.rebuilds = 0
+
+    def observe_registry(self, events: Sequence[Event]) -> list[Any]:
+        """Feed new registry events to every router; the records they publish."""
+        if not events:
+            return []
+        self.registry.extend(events)
+        out: list[Any] = []
+        for router in self.routers.values():
+            out += router.observe_registry(events)
+        return out
+
+    def fresh(self, partition: int) -> Any:
+        """A new router for ``partition`` (replacing any state held), knowing the registry."""
+        router = self.factory()
+        router.observe_registry(self.registry)
+        self.routers[partition] = router
+        self.positions[partition] = {}
+        self.rebuilds += 1
+        return router
+
+    def is_current(self, partition: int, committed: Position) -> bool:
+        """Whether the state held for ``partition`` ends exactly at the ``committed`` positions.
+
+        A topic missing from ``committed`` counts as offset 0 (nothing committed).
+        """
+        if partition not in self.routers:
+            return False
+        held = self.positions[partition]
+        return all(held.get(topic, 0) == offset for topic, offset in committed.items())
+
+    def advance(self, partition: int, topic: str, offset: int) -> None:
+        """Record that the record at ``offset`` of ``topic`` was processed."""
+        self.positions[partition][topic] = offset + 1
+
+    def keep_only(self, partitions: Iterable[int]) -> None:
+        """Drop the state of partitions this worker no longer owns (frees memory)."""
+        keep = set(partitions)
+        for p in [p for p in self.routers if p not in keep]:
+            del self.routers[p]
+            del self.positions[p]
+
+
+class ServingLoop:
+    """The batch consumer of the serving and monitoring topics (the thin Kafka edge).
+
+    Parameters
+    ----------
+    settings
+        Broker, topic prefix and security.
+    make_router
+        Builds a fresh :class:`~modelog.streams.worker.RecordRouter` (per partition).
+    group
+        Consumer group id, shared by every worker of one deployment.
+    batch_size, batch_within
+        Records per batch, and seconds to wait for a batch to fill.
+    session_timeout
+        Consumer-group session timeout in seconds.
+    """
+
+    def __init__(self, settings: Settings, make_router: Callable[[], Any], *, group: str,
+                 batch_size: int = 5_000, batch_within: float = 0.2,
+                 session_timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.group = group
+        self.batch_size = batch_size
+        self.batch_within = batch_within
+        self.session_timeout = session_timeout
+        self.routers = PartitionRouters(make_router)
+        self.records = 0
+        self.published = 0
+        self.replayed = 0
+        self._pending: set[int] = set()
+        self._owned: set[int] = set()
+        self._stop = threading.Event()
+        self.started = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume, route, publish and commit until :meth:`stop` (blocking; run it in a thread)."""
+        from confluent_kafka import Consumer, Producer
+
+        from modelog.streams.registry_agent import LogTail
+
+        base = self.settings.kafka_config()
+        consumer = Consumer({
+            **base,
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "session.timeout.ms": int(self.session_timeout * 1000),
+            "heartbeat.interval.ms": max(500, int(self.session_timeout * 200)),
+            "fetch.wait.max.ms": 50,
+        })
+        producer = Producer({**base, "enable.idempotence": True, "acks": "all",
+                             "linger.ms": 5, "compression.type": "lz4"})
+        registry = LogTail(self.settings, self.topics.registry)
+        try:
+            self.routers.observe_registry(_decode(registry.read_to_end()))
+            consumer.subscribe([self.topics.serving, self.topics.monitoring],
+                               on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self.started.set()
+            while not self._stop.is_set():
+                msgs = consumer.consume(self.batch_size, self.batch_within)
+                self._publish(producer, self.routers.observe_registry(
+                    _decode(registry.poll(timeout=0.0))))
+                if self._pending:
+                    self._rebuild(consumer)
+                committed = self._route(consumer, producer, msgs)
+                if committed:
+                    self._flush(producer)
+                    _commit(consumer, committed)
+        finally:
+            registry.close()
+            try:
+                self._flush(producer)
+            finally:
+                consumer.close()
+
+    # -- rebalancing -------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        owned = {tp.partition for tp in partitions if tp.topic == self.topics.serving}
+        self._owned = owned
+        self._pending = set(owned)
+        self.routers.keep_only(owned)
+        _log.info("assigned serving partitions %s", sorted(owned))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._owned = set()
+        _log.info("revoked %s partitions", len(partitions))
+
+    def _rebuild(self, consumer: Any) -> None:
+        """Make the state of every newly assigned partition current (replay if needed)."""
+        from confluent_kafka import TopicPartition
+
+        pending, self._pending = sorted(self._pending), set()
+        names = (self.topics.serving, self.topics.monitoring)
+        tps = [TopicPartition(name, p) for p in pending for name in names]
+        committed: dict[int, Position] = {p: {} for p in pending}
+        for tp in consumer.committed(tps, timeout=30):
+            committed[tp.partition][tp.topic] = max(tp.offset, 0)
+        for p in pending:
+            if self.routers.is_current(p, committed[p]):
+                continue
+            started = time.monotonic()
+            router = self.routers.fresh(p)
+            n = 0
+            for topic, part, offset, key, value in self._history(p, committed[p]):
+                router.route(key, value, topic, part, offset)  # silent: already published
+                self.routers.advance(p, topic, offset)
+                n += 1
+            for topic, end in committed[p].items():
+                self.routers.positions[p][topic] = end
+            self.replayed += n
+            _log.info("partition %s: state rebuilt from %s records in %.1f s", p, n,
+                      time.monotonic() - started)
+
+    def _history(self, partition: int, ends: Position) -> Iterator[tuple[str, int, int,
+                                                                         bytes | None, bytes]]:
+        """Records of ``partition`` before ``ends``, both topics merged by log time."""
+        streams = [_read_range(self.settings, topic, partition, end)
+                   for topic, end in ends.items() if end > 0]
+        yield from (rec[1:] for rec in heapq.merge(*streams))
+
+    # -- the batch path ----------------------------------------------------------------------
+
+    def _route(self, consumer: Any, producer: Any,
+               msgs: Sequence[Any]) -> dict[tuple[str, int], int]:
+        """Route one batch; the positions to commit afterwards."""
+        committed: dict[tuple[str, int], int] = {}
+        routers = self.routers
+        for msg in msgs:
+            if msg.error() is not None:
+                continue  # partition EOF and transient errors: librdkafka retries
+            topic, part, offset = msg.topic(), msg.partition(), msg.offset()
+            router = routers.routers.get(part)
+            if router is None:  # not seen in an assignment callback: make it current first
+                self._pending.add(part)
+                self._rebuild(consumer)
+                router = routers.routers[part]
+            self._publish(producer, router.route(msg.key(), msg.value(), topic, part, offset))
+            routers.advance(part, topic, offset)
+            committed[(topic, part)] = offset + 1
+            self.records += 1
+        return committed
+
+    def _publish(self, producer: Any, records: Iterable[Any]) -> None:
+        for rec in records:
+            while True:
+                try:
+                    producer.produce(rec.topic, rec.value, rec.key, headers=rec.headers or None)
+                    break
+                except BufferError:  # local queue full: let librdkafka send, then retry
+                    producer.poll(0.05)
+            self.published += 1
+        producer.poll(0)
+
+    def _flush(self, producer: Any) -> None:
+        from modelog.streams.errors import DeliveryError
+
+        remaining = producer.flush(60)
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} derived events were not acknowledged within 60 s; the batch "
+                "will be processed again after a restart (ids are deterministic); check "
+                "the broker"
+            )
+
+
+def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> None:
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in committed.items()],
+                        asynchronous=False)
+    except KafkaException as exc:  # a rebalance took the partition: its new owner redoes it
+        _log.warning("commit failed (%s); the batch may be processed again", exc)
+
+
+def _read_range(settings: Settings, topic: str, partition: int,
+                end: int) -> Iterator[tuple[int, str, int, int, bytes | None, bytes]]:
+    """``(timestamp, topic, partition, offset, key, value)`` of records before ``end``."""
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka_config(),
+                         "group.id": f"{settings.topic_prefix}replay-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "enable.auto.offset.store": False})
+    try:
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        idle = 0
+        while True:
+            msgs = consumer.consume(10_000, 1.0)
+            if not msgs:
+                idle += 1
+                if idle > 30:
+                    raise TimeoutError(f"{topic}[{partition}] stopped before offset {end}")
+                continue
+            idle = 0
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                offset = msg.offset()
+                if offset is None:
+                    continue
+                if offset >= end:
+                    return
+                yield (msg.timestamp()[1], topic, partition, offset, msg.key(),
+                       msg.value() or b"")
+                if offset + 1 >= end:
+                    return
+    finally:
+        consumer.close()
+
+
+def _decode(records: Sequence[tuple[int, int, bytes | None, bytes]]) -> list[Event]:
+    from modelog.streams.registry_agent import decode_records
+
+    return decode_records(records)
