@@ -611,9 +611,16 @@ def bench(
         "--tracking", help="Also benchmark experiment tracking against MLflow: 100,000 "
                            "metrics and a filtered search over 10,000 runs (installs MLflow "
                            "once into its own venv under the data dir).")] = False,
+    worker: Annotated[bool, typer.Option(
+        "--worker", help="Also benchmark the monitoring worker: predictions/s through one "
+                         "worker process with every monitor on, and the alert latency on "
+                         "live drifting traffic (median, p99).")] = False,
+    worker_predictions: Annotated[int, typer.Option(
+        help="Predictions (each labelled) in the worker benchmark's backlog.")] = 100_000,
 ) -> None:
     """Measure the SDK (predictions/s, cost per log_prediction call) and the projector
-    (events/s into DuckDB). Uses a fresh embedded broker unless --broker is given."""
+    (events/s into DuckDB); optionally experiment tracking against MLflow (--tracking) and
+    the monitoring worker (--worker). Uses a fresh embedded broker unless --broker is given."""
     import tempfile
 
     from modelog.store.bench_projector import bench_projector
@@ -647,6 +654,15 @@ def bench(
                 mlflow_venv=_settings(ctx).data_dir.resolve() / "bench" / "mlflow-venv",
             )
             typer.echo(format_report(result))
+        if worker:
+            from modelog.streams.bench_worker import bench_worker
+            from modelog.streams.bench_worker import format_report as worker_report
+
+            typer.echo(f"monitoring worker: {worker_predictions:,} labelled predictions, then "
+                       "live drifting traffic ...")
+            wr = bench_worker(s.replace(topic_prefix=run + "worker."),
+                              predictions=worker_predictions)
+            typer.echo(worker_report(wr))
 
 
 # -- lifecycle: runs, datasets, lineage, registry --------------------------------------

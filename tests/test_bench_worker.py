@@ -1,0 +1,21 @@
+"""The worker benchmark runs end to end and measures what it says (figures are not asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelog.config import Settings
+from modelog.streams.bench_worker import bench_worker, format_report
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_bench_worker_measures_throughput_and_alert_latency(settings: Settings) -> None:
+    result = bench_worker(settings, predictions=4_000, latency_models=4, latency_rate=6_000)
+    assert 0 < result["records"] <= 8_000
+    assert result["records_per_s"] > 0 and result["predictions_per_s"] > 0
+    # every live model drifts once: at least one concept alert each arrives and is timed
+    assert result["alerts"] >= 4
+    assert 0 < result["latency_median_s"] <= result["latency_p99_s"] <= result["latency_max_s"]
+    report = format_report(result)
+    assert "predictions/s per worker" in report and "alert latency" in report
