@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-__all__ = ["DeadLetter", "dead_letter_headers"]
+from modelog.streams.records import Outgoing
+
+__all__ = ["DeadLetter", "dead_letter_copy", "dead_letter_headers"]
 
 Headers = list[tuple[str, bytes]]
 
@@ -33,6 +35,23 @@ def dead_letter_headers(
         ("modelog-source-offset", str(offset).encode()),
         ("modelog-consumer", consumer.encode()),
     ]
+
+
+def dead_letter_copy(
+    dead_letter_topic: str, key: bytes | None, value: bytes, reason: str, *,
+    topic: str, partition: int, offset: int, consumer: str,
+) -> Outgoing:
+    """The unchanged copy of a bad record for the dead-letter topic, with the headers.
+
+    Examples
+    --------
+    >>> out = dead_letter_copy("acme.dead-letter", b"k", b"{oops", "not JSON",
+    ...                        topic="acme.serving", partition=1, offset=9, consumer="worker")
+    >>> out.topic, out.key, out.value, DeadLetter.from_headers(out.headers).source_offset
+    ('acme.dead-letter', b'k', b'{oops', 9)
+    """
+    return Outgoing(dead_letter_topic, key, value,
+                    dead_letter_headers(reason, topic, partition, offset, consumer))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,10 @@ The pieces:
 * :class:`RegistryProcessor` -- pure: raw command record in, records to write
   out (the answer, or a dead-letter copy of a malformed record); it keeps the
   :class:`~modelog.streams.registry.RegistryState` in memory.
-* :class:`LogTail` -- reads a topic with ``assign()`` (no consumer group),
-  from the beginning or from its current end; used to fold the registry topic
-  and, by the SDK, to wait for the answer to a command.
+* :class:`~modelog.streams.logtail.LogTail` (re-exported here) -- reads a
+  topic with ``assign()`` (no consumer group), from the beginning or from its
+  current end; used to fold the registry topic and, by the SDK, to wait for
+  the answer to a command.
 * :func:`register_agents` -- the Faust agent (what ``modelog worker`` runs).
   Before each batch of commands it catches up with the registry topic, so the
   state is rebuilt from the whole log at startup and stays right after a
@@ -56,18 +57,18 @@ Examples
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from modelog.config import Settings
 from modelog.streams import codec
-from modelog.streams.deadletter import dead_letter_headers
-from modelog.streams.errors import BrokerUnavailableError, EventDecodeError, StreamsError
+from modelog.streams.deadletter import dead_letter_copy
+from modelog.streams.errors import EventDecodeError, StreamsError
 from modelog.streams.events import AliasChangeRequested, Event, ModelVersionRequested
+from modelog.streams.logtail import LogTail, RawRecord, decode_records
+from modelog.streams.records import Outgoing
 from modelog.streams.registry import (
     RegistryState,
     apply,
@@ -79,25 +80,15 @@ from modelog.streams.topics import Topics
 __all__ = [
     "CONSUMER_NAME",
     "LogTail",
-    "Record",
+    "RawRecord",
     "RegistryProcessor",
     "RegistryService",
+    "decode_records",
     "register_agents",
 ]
 
 CONSUMER_NAME = "registry"
 """The consumer name written in dead-letter headers."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Record:
-    """A record to write, with the decided event when it is an answer (``None`` for DLQ)."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
-    event: Event | None = None
 
 
 class RegistryProcessor:
@@ -138,7 +129,7 @@ class RegistryProcessor:
 
     def process(
         self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
-    ) -> list[Record]:
+    ) -> list[Outgoing]:
         """The records to write for one command record: its answer, a dead letter, or nothing.
 
         Nothing is returned when the answer is already in the state (a
@@ -170,144 +161,14 @@ class RegistryProcessor:
         if model is not None and answer.id in model.seen:
             return []
         self.decided += 1
-        return [Record(self.topics.registry, command.model.encode(), codec.encode(answer),
-                       event=answer)]
+        return [Outgoing(self.topics.registry, command.model.encode(), codec.encode(answer),
+                         event=answer)]
 
     def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
-                     partition: int, offset: int) -> Record:
+                     partition: int, offset: int) -> Outgoing:
         self.dead_lettered += 1
-        headers = dead_letter_headers(reason, topic, partition, offset, CONSUMER_NAME)
-        return Record(self.topics.dead_letter, key, value, headers)
-
-
-# -- reading a topic without a consumer group -----------------------------------------
-RawRecord = tuple[int, int, bytes | None, bytes]
-"""``(partition, offset, key, value)`` of a record read by :class:`LogTail`."""
-
-
-class LogTail:
-    """Read every partition of ``topic`` with ``assign()``: no group, no commits, instant.
-
-    Parameters
-    ----------
-    settings
-        Broker and security settings.
-    topic
-        The topic to read.
-    from_end
-        Start at the current end (the high watermarks now) instead of the beginning:
-        what the SDK does *before* sending a command, so the answer cannot be missed.
-    timeout
-        Seconds to wait for the broker's metadata.
-
-    Raises
-    ------
-    BrokerUnavailableError
-        The broker does not answer, or the topic does not exist.
-    """
-
-    def __init__(self, settings: Settings, topic: str, *, from_end: bool = False,
-                 timeout: float = 10.0) -> None:
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-        self.topic = topic
-        self.timeout = timeout
-        self._consumer = Consumer({
-            **settings.kafka_config(),
-            "group.id": f"{settings.topic_prefix}tail-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 20,  # small topics, waiting readers: answer fast
-        })
-        try:
-            meta = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise BrokerUnavailableError(
-                    f"topic {topic} does not exist on {settings.bootstrap_servers}; "
-                    "create modelog's topics with `modelog.connect()` or `modelog up`"
-                )
-            self.partitions = sorted(meta.partitions)
-            self.next_offsets = ({p: hw for p, hw in self.high_watermarks().items()}
-                                 if from_end else dict.fromkeys(self.partitions, 0))
-        except KafkaException as exc:
-            self._consumer.close()
-            raise BrokerUnavailableError(
-                f"cannot read {topic} from {settings.bootstrap_servers} ({exc}); is the "
-                "broker running?"
-            ) from None
-        except BaseException:
-            self._consumer.close()
-            raise
-        self._consumer.assign([TopicPartition(topic, p, off)
-                               for p, off in self.next_offsets.items()])
-
-    def high_watermarks(self) -> dict[int, int]:
-        """The offset after the last record of each partition, now."""
-        from confluent_kafka import TopicPartition
-
-        return {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                        timeout=self.timeout)[1]
-                for p in self.partitions}
-
-    def poll(self, timeout: float = 0.2, max_records: int = 500) -> list[RawRecord]:
-        """Records that arrived (waiting up to ``timeout`` s for the first)."""
-        out: list[RawRecord] = []
-        for msg in self._consumer.consume(max_records, timeout):
-            if msg.error() is not None:
-                continue  # partition EOF and transient errors: librdkafka retries
-            part, off = msg.partition(), msg.offset()
-            if part is None or off is None:
-                continue
-            self.next_offsets[part] = off + 1
-            out.append((part, off, msg.key(), msg.value() or b""))
-        return out
-
-    def read_to_end(self, timeout: float = 30.0) -> list[RawRecord]:
-        """Every record from the current position up to the high watermarks taken now.
-
-        Raises
-        ------
-        BrokerUnavailableError
-            The end was not reached within ``timeout`` seconds.
-        """
-        import time
-
-        ends = self.high_watermarks()
-        deadline = time.monotonic() + timeout
-        out: list[RawRecord] = []
-        while any(self.next_offsets[p] < end for p, end in ends.items()):
-            if time.monotonic() > deadline:
-                raise BrokerUnavailableError(
-                    f"could not read {self.topic} up to its end within {timeout:.0f} s; "
-                    "is the broker overloaded or unreachable?"
-                )
-            out += self.poll(0.2)
-        return out
-
-    def close(self) -> None:
-        """Close the consumer (idempotent)."""
-        consumer, self._consumer = self._consumer, None  # type: ignore[assignment]
-        if consumer is not None:
-            consumer.close()
-
-    def __enter__(self) -> LogTail:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-
-def decode_records(records: Sequence[RawRecord]) -> list[Event]:
-    """The events among ``records``, in order; records that do not decode are skipped."""
-    out: list[Event] = []
-    for _, _, _, value in records:
-        try:
-            out.append(codec.decode(value))
-        except EventDecodeError:
-            continue  # the registry topic is written by modelog only; nothing to fold
-    return out
+        return dead_letter_copy(self.topics.dead_letter, key, value, reason, topic=topic,
+                                partition=partition, offset=offset, consumer=CONSUMER_NAME)
 
 
 class _Follower:

@@ -169,7 +169,7 @@ class ServingLoop:
         """Consume, route, publish and commit until :meth:`stop` (blocking; run it in a thread)."""
         from confluent_kafka import Consumer, Producer
 
-        from modelog.streams.registry_agent import LogTail
+        from modelog.streams.logtail import LogTail
 
         base = self.settings.kafka_config()
         consumer = Consumer({
@@ -260,9 +260,7 @@ class ServingLoop:
         """Route one batch; the positions to commit afterwards."""
         committed: dict[tuple[str, int], int] = {}
         routers = self.routers
-        for msg in msgs:
-            if msg.error() is not None:
-                continue  # partition EOF and transient errors: librdkafka retries
+        for msg in _in_log_time_order(msgs):
             topic, part, offset = msg.topic(), msg.partition(), msg.offset()
             router = routers.routers.get(part)
             if router is None:  # not seen in an assignment callback: make it current first
@@ -296,6 +294,28 @@ class ServingLoop:
                 "will be processed again after a restart (ids are deterministic); check "
                 "the broker"
             )
+
+
+def _in_log_time_order(msgs: Sequence[Any]) -> Iterator[Any]:
+    """The good records of a batch, each partition's serving and monitoring records merged.
+
+    Per partition, the serving and monitoring records are merged by log time
+    (each topic's own order is kept), as the rebuild does, so that a
+    configuration published before some predictions applies to them however
+    the fetches interleaved.
+    """
+    lanes: dict[tuple[str, int], list[Any]] = {}
+    for msg in msgs:
+        if msg.error() is None:  # partition EOF and transient errors: librdkafka retries
+            lanes.setdefault((msg.topic(), msg.partition()), []).append(msg)
+    by_partition: dict[int, list[list[Any]]] = {}
+    for (_, part), lane in lanes.items():
+        by_partition.setdefault(part, []).append(lane)
+    for group in by_partition.values():
+        if len(group) == 1:
+            yield from group[0]
+        else:
+            yield from heapq.merge(*group, key=lambda m: m.timestamp()[1])
 
 
 def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> None:
@@ -346,6 +366,6 @@ def _read_range(settings: Settings, topic: str, partition: int,
 
 
 def _decode(records: Sequence[tuple[int, int, bytes | None, bytes]]) -> list[Event]:
-    from modelog.streams.registry_agent import decode_records
+    from modelog.streams.logtail import decode_records
 
     return decode_records(records)

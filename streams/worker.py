@@ -33,7 +33,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import ssl
 import time
@@ -42,7 +41,7 @@ from typing import Any
 
 from modelog.config import Settings
 from modelog.streams import codec
-from modelog.streams.deadletter import dead_letter_headers
+from modelog.streams.deadletter import dead_letter_copy
 from modelog.streams.errors import EventDecodeError
 from modelog.streams.events import (
     Event,
@@ -53,6 +52,7 @@ from modelog.streams.events import (
     PredictionMade,
 )
 from modelog.streams.monitor import MonitorConfig, MonitorConfigError, ServingMonitor
+from modelog.streams.records import Outgoing
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["CONSUMER_NAME", "Outgoing", "RecordRouter", "broker_credentials", "build_app",
@@ -62,16 +62,6 @@ _log = logging.getLogger("modelog.worker")
 
 CONSUMER_NAME = "worker"
 """The consumer name written in dead-letter headers."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Outgoing:
-    """A record to write: topic, key, value and headers."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
 
 
 class RecordRouter:
@@ -189,8 +179,8 @@ class RecordRouter:
     def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
                      partition: int, offset: int) -> Outgoing:
         self.dead_lettered += 1
-        headers = dead_letter_headers(reason, topic, partition, offset, self.consumer)
-        return Outgoing(self.topics.dead_letter, key, value, headers)
+        return dead_letter_copy(self.topics.dead_letter, key, value, reason, topic=topic,
+                                partition=partition, offset=offset, consumer=self.consumer)
 
 
 def broker_credentials(settings: Settings) -> Any:
