@@ -9,12 +9,13 @@ ignores the duplicate.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import threading
 import time
 
-__all__ = ["derived_id", "id_time_ms", "new_id"]
+__all__ = ["derived_id", "epoch_ms", "id_time_ms", "new_id"]
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -75,6 +76,20 @@ def derived_id(time_ms: int, *parts: str) -> str:
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=10).digest()
     rand = int.from_bytes(digest, "big")
     return _format(_pack(time_ms, rand >> 64, rand))
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def epoch_ms(time: dt.datetime) -> int:
+    """Milliseconds since the Unix epoch of a timezone-aware ``time`` (what ids embed).
+
+    Examples
+    --------
+    >>> epoch_ms(dt.datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=dt.UTC))
+    1000
+    """
+    return (time - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
 def id_time_ms(event_id: str) -> int:

@@ -124,7 +124,7 @@ from modelog.streams.events import (
     SkewDetected,
     Window,
 )
-from modelog.streams.ids import derived_id
+from modelog.streams.ids import derived_id, epoch_ms
 
 __all__ = ["OUTPUT", "PRODUCER", "MonitorConfig", "MonitorConfigError", "ServingMonitor",
            "UnsupportedEventError", "prediction_error"]
@@ -936,13 +936,6 @@ class ServingMonitor:
         )
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _ms(time: dt.datetime) -> int:
-    return (time - _EPOCH) // dt.timedelta(milliseconds=1)
-
-
 _STRUCTURAL = ("reference_size", "drift_window", "psi_bins", "max_categories", "max_features",
                "reference", "signature", "nulls_tolerance", "max_evidence_ids")
 """Settings whose change restarts the data drift, prediction drift and skew monitors."""
@@ -977,7 +970,7 @@ def _derived(kind: str, trigger: PredictionMade | LabelObserved, version: int,
     """
     model = trigger.model
     return {
-        "id": derived_id(_ms(trigger.time), kind, model, str(version), trigger.prediction_id,
+        "id": derived_id(epoch_ms(trigger.time), kind, model, str(version), trigger.prediction_id,
                          *extra),
         "time": trigger.time,
         "aggregate": model,

@@ -94,7 +94,7 @@ from modelog.streams.events import (
     OnlineModelCheckpointed,
     PredictionMade,
 )
-from modelog.streams.ids import derived_id
+from modelog.streams.ids import derived_id, epoch_ms
 
 if TYPE_CHECKING:
     from river.metrics.base import Metric
@@ -383,7 +383,8 @@ class OnlineModelProcessor:
     def _metrics_event(self, state: _Learner, time: dt.datetime) -> MetricsLogged:
         n = state.learner.n_learned
         return MetricsLogged(
-            id=derived_id(_ms(time), "online-metrics", state.model, str(state.version), str(n)),
+            id=derived_id(epoch_ms(time), "online-metrics", state.model, str(state.version),
+                          str(n)),
             time=time, aggregate=state.run_id, producer=PRODUCER, run_id=state.run_id,
             metrics=[MetricPoint(key=k, value=v, step=n, time=time)
                      for k, v in self._metric_values(state).items()],
@@ -398,7 +399,7 @@ class OnlineModelProcessor:
         digest, uri = self.artifacts.put_bytes(dump(snap, "river").data, suffix=CHECKPOINT_SUFFIX)
         n = state.learner.n_learned
         return OnlineModelCheckpointed(
-            id=derived_id(_ms(time), "online-checkpoint", state.model, str(state.version),
+            id=derived_id(epoch_ms(time), "online-checkpoint", state.model, str(state.version),
                           str(n)),
             time=time, aggregate=state.model, producer=PRODUCER, model=state.model,
             model_version=state.version, artifact_uri=uri, artifact_digest=digest,
@@ -430,10 +431,3 @@ class OnlineModelProcessor:
         if state is None:
             return {**dict.fromkeys(_COUNTERS, 0), "pending": 0}
         return {**state.counters, "pending": len(state.pending)}
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _ms(time: dt.datetime) -> int:
-    return (time - _EPOCH) // dt.timedelta(milliseconds=1)

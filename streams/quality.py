@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from modelog.streams.events import Event, LabelObserved, PredictionMade, Scalar
-from modelog.streams.ids import derived_id
+from modelog.streams.ids import derived_id, epoch_ms
 from modelog.streams.monitor import MonitorConfig, ServingMonitor
 
 __all__ = [
@@ -209,9 +209,6 @@ def _fitted_model(scenario: Scenario) -> tuple[list[Any], Any]:
 
 
 # -- events ---------------------------------------------------------------------
-def _ms(time: dt.datetime) -> int:
-    return (time - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
-
 
 def scenario_events(scenario: Scenario, seed: int) -> list[Event]:
     """The serving log of one seed of ``scenario``: predictions and labels, in log order.
@@ -232,13 +229,13 @@ def scenario_events(scenario: Scenario, seed: int) -> list[Event]:
         at = T0 + dt.timedelta(seconds=i)
         pid = f"{seed}-{i}"
         predictions.append(PredictionMade(
-            id=derived_id(_ms(at), "quality", name, tag, "p", str(i)), time=at, aggregate=name,
+            id=derived_id(epoch_ms(at), "quality", name, tag, "p", str(i)), time=at, aggregate=name,
             producer="modelog-quality", prediction_id=pid, model=name, model_version=1,
             inputs=_as_inputs(x), output=float(out) if regression else int(out),
         ))
         labelled = T0 + dt.timedelta(seconds=i + scenario.label_delay, milliseconds=500)
         labels.append(LabelObserved(
-            id=derived_id(_ms(labelled), "quality", name, tag, "l", str(i)), time=labelled,
+            id=derived_id(epoch_ms(labelled), "quality", name, tag, "l", str(i)), time=labelled,
             aggregate=name, producer="modelog-quality", prediction_id=pid, model=name,
             label=float(y) if regression else int(y),
         ))

@@ -68,7 +68,7 @@ from modelog.streams.events import (
     ModelVersionRegistered,
     ModelVersionRequested,
 )
-from modelog.streams.ids import derived_id
+from modelog.streams.ids import derived_id, epoch_ms
 
 __all__ = [
     "PRODUCER",
@@ -92,8 +92,6 @@ PRODUCER = "modelog-registry"
 
 Decision = AliasSet | AliasRemoved | AliasChangeRejected
 """What :func:`decide` returns for a command."""
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,10 +333,6 @@ def _require_aware(what: str, value: dt.datetime) -> None:
         )
 
 
-def _ms(t: dt.datetime) -> int:
-    return (t - _EPOCH) // dt.timedelta(milliseconds=1)
-
-
 def _versions_text(versions: Iterable[int]) -> str:
     ordered = sorted(versions)
     if len(ordered) > 10:
@@ -426,7 +420,7 @@ def decide(
     model = state.models.get(command.model)
     if model is not None and command.command_id in model.decided:
         return model.decided[command.command_id]
-    event_id = derived_id(_ms(command.time), "alias", command.command_id)
+    event_id = derived_id(epoch_ms(command.time), "alias", command.command_id)
     reason = _rejection(state, command, require_reason_for)
     if reason is not None:
         return AliasChangeRejected(
@@ -494,7 +488,7 @@ def decide_registration(
     if model is not None and command.command_id in model.registrations:
         return model.registrations[command.command_id]
     return ModelVersionRegistered(
-        id=derived_id(_ms(command.time), "register", command.command_id), time=now,
+        id=derived_id(epoch_ms(command.time), "register", command.command_id), time=now,
         aggregate=command.model, producer=PRODUCER, model=command.model,
         model_version=next_version(state, command.model), run_id=command.run_id,
         flavor=command.flavor, artifact_uri=command.artifact_uri,
