@@ -316,7 +316,14 @@ def demo(
     ctx: typer.Context,
     predictions: Annotated[int, typer.Option(help="How many predictions to stream.")] = 20_000,
     drift_at: Annotated[int, typer.Option(
-        help="Prediction index where the concept and one input drift.")] = 10_000,
+        help="Prediction index where the concept drifts (and one input, unless "
+             "--feature-drift-at says otherwise).")] = 10_000,
+    feature_drift_at: Annotated[int | None, typer.Option(
+        help="Prediction index where one input ('spend') drifts; default: --drift-at.")]
+    = None,
+    online: Annotated[bool, typer.Option(
+        "--online", help="Also register an online River model (v2, alias 'challenger') that "
+                         "the worker trains on every labelled prediction.")] = False,
     rate: Annotated[float, typer.Option(
         help="Predictions per second; 0 streams as fast as possible.")] = 1_000.0,
     label_delay: Annotated[int, typer.Option(
@@ -325,11 +332,15 @@ def demo(
     model: Annotated[str, typer.Option(help="Model name to use.")] = "demo-churn",
 ) -> None:
     """Simulate an application: log a dataset, a run, register and promote a model, then
-    stream predictions and delayed labels with drift seeded at --drift-at."""
+    stream predictions and delayed labels with drift seeded at --drift-at.
+
+    Example: `modelog demo --feature-drift-at 6000 --drift-at 12000 --online` drifts an
+    input first and the concept later, with an online River challenger learning."""
     from modelog.streams.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(predictions=predictions, drift_at=drift_at, rate=rate,
-                     label_delay=label_delay, seed=seed, model=model)
+                     label_delay=label_delay, seed=seed, model=model,
+                     feature_drift_at=feature_drift_at, online=online)
     try:
         run_demo(_settings(ctx), cfg, echo=typer.echo)
     except ModelogError as exc:

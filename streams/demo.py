@@ -3,10 +3,16 @@
 It does what a real team's code would do through the SDK: logs a training
 dataset, tracks a training run, registers the model and promotes it to
 ``production``, then serves predictions and logs the ground truth a little
-later. At ``drift_at`` the world changes: the concept flips (the model's
-errors jump from ~5 % to ~50 %) and one input shifts by four standard
-deviations, so the worker raises a concept-drift alert and an anomaly alert
-shortly after that prediction, and none long before.
+later. At ``feature_drift_at`` (default: ``drift_at``) one input shifts by
+four standard deviations, so the worker raises data-drift and anomaly alerts;
+at ``drift_at`` the concept flips (the model's errors jump from ~5 % to ~50 %),
+so it raises a concept-drift alert and a retrain request shortly after that
+prediction, and none long before.
+
+With ``online=True`` the demo also registers version 2 of the model: a River
+logistic regression marked online, which the worker trains on every labelled
+prediction of the model (a challenger learning in the shadow of version 1);
+its prequential accuracy appears as run metrics and on the dashboard.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class DemoConfig:
 
     predictions: int = 20_000
     drift_at: int = 10_000
+    feature_drift_at: int | None = None
+    online: bool = False
     rate: float = 1_000.0
     label_delay: int = 50
     label_share: float = 0.97
@@ -53,13 +61,15 @@ class DemoWorld:
     def __init__(self, cfg: DemoConfig) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
+        self.feature_drift_at = (cfg.drift_at if cfg.feature_drift_at is None
+                                 else cfg.feature_drift_at)
 
     def inputs(self, i: int) -> dict[str, float | str]:
         g = self.rng.gauss
         usage = g(0.0, 1.0)
         tenure = g(0.0, 1.0)
         spend = g(50.0, 10.0)
-        if i >= self.cfg.drift_at:
+        if i >= self.feature_drift_at:
             spend += 40.0  # data drift: four standard deviations
         plan = self.rng.choice(("basic", "pro", "team"))
         return {"usage": round(usage, 4), "tenure": round(tenure, 4),
@@ -128,9 +138,24 @@ def run_demo(
         client.set_alias(cfg.model, "production", version, reason="demo: first release",
                          timeout=cfg.registry_timeout)
         echo(f"model      {cfg.model} v{version} -> production")
+        if cfg.online:
+            from river import compose, linear_model, preprocessing
+
+            learner = compose.Pipeline(
+                compose.Select("usage", "tenure", "spend"),
+                preprocessing.StandardScaler(), linear_model.LogisticRegression())
+            challenger = client.register_model(
+                cfg.model, learner, flavor="river", online=True, dataset=ds,
+                target="churned", description="online River challenger (learns on the stream)",
+                timeout=cfg.registry_timeout)
+            client.set_alias(cfg.model, "challenger", challenger,
+                             reason="demo: online learner in the shadow of production",
+                             timeout=cfg.registry_timeout)
+            echo(f"model      {cfg.model} v{challenger} -> challenger (online River model)")
         echo(f"streaming  {cfg.predictions:,} predictions at "
              f"{'full speed' if cfg.rate <= 0 else f'{cfg.rate:,.0f}/s'}; "
-             f"drift seeded at prediction {cfg.drift_at:,}")
+             f"input drift at prediction {world.feature_drift_at:,}, concept drift at "
+             f"{cfg.drift_at:,}")
 
         pending: deque[tuple[int, str, dict[str, float | str]]] = deque()
         start = time.perf_counter()
