@@ -211,6 +211,52 @@ def model_panel(source: data.QuerySource, model: str, version: int | None,
         st.altair_chart(charts.anomaly_chart(stats, anomalies), width="stretch")
 
 
+def drift_panel(source: data.QuerySource, model: str, version: int | None) -> None:
+    """Per-feature drift against thresholds, the prediction distribution, the learning curve."""
+    drift = data.feature_drift(source, model, version)
+    st.subheader("Feature drift")
+    if drift.empty:
+        st.caption("No drift statistics reported yet: the worker reports them every "
+                   "`stats_every` predictions once a reference exists (the training "
+                   "profile, or the first `reference_size` predictions).")
+    else:
+        latest = data.latest_feature_drift(drift)
+        drifting = latest[latest["status"] == "drifting"]
+        st.markdown(
+            f"**{len(drifting)}** of {latest['feature'].nunique()} monitored features "
+            "drifting now" + (": " + ", ".join(f"`{f}`" for f in
+                                               dict.fromkeys(drifting["feature"]))
+                              if not drifting.empty else "")
+            + " — statistic per check (dashed: threshold; red: above it)")
+        markers = data.alert_feed(source, model, version, limit=200, types=("DriftDetected",))
+        st.altair_chart(charts.feature_drift_chart(drift, markers), width="stretch")
+        st.dataframe(latest, hide_index=True, width="stretch", column_config={
+            "statistic": st.column_config.NumberColumn(format="%.4f"),
+            "threshold": st.column_config.NumberColumn(format="%.4f"),
+            "time": st.column_config.DatetimeColumn("checked at", format="HH:mm:ss"),
+        })
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.subheader("Prediction distribution")
+        dist = data.prediction_distribution(source, model, version)
+        if dist.empty:
+            st.caption("No predictions yet.")
+        else:
+            st.caption("Share of each output: the first predictions of the selection "
+                       "beside the latest ones (prediction drift needs no labels).")
+            st.altair_chart(charts.prediction_distribution_chart(dist), width="stretch")
+    with right:
+        st.subheader("Online learning curve")
+        curve = data.learning_curve(source, model)
+        if curve.empty:
+            st.caption(f"No online learner for **{model}**: register a River model with "
+                       "`online=True` and the worker trains it on every labelled prediction.")
+        else:
+            st.caption("Prequential (test-then-train) metrics of the online versions, by "
+                       "labels learned.")
+            st.altair_chart(charts.learning_curve_chart(curve), width="stretch")
+
+
 def live(settings: Settings, window: int, limit: int) -> None:
     """Everything that refreshes: metrics, feed, charts."""
     source = Reader(settings, timeout=10.0)
@@ -229,6 +275,8 @@ def live(settings: Settings, window: int, limit: int) -> None:
                 st.caption("No model has made predictions yet.")
             else:
                 model_panel(source, model, version, window)
+        if model is not None:
+            drift_panel(source, model, version)
     except NoDataError as exc:
         empty_state(settings, str(exc))
     except StoreError as exc:

@@ -25,7 +25,9 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-__all__ = ["LINE_COLORS", "MARKER_COLORS", "anomaly_chart", "error_rate_chart", "series_frame"]
+__all__ = ["LINE_COLORS", "MARKER_COLORS", "anomaly_chart", "error_rate_chart",
+           "feature_drift_chart", "learning_curve_chart", "prediction_distribution_chart",
+           "series_frame"]
 
 MARKER_COLORS: dict[str, str] = {
     "DriftDetected": "#d62728",
@@ -149,3 +151,94 @@ def anomaly_chart(stats: pd.DataFrame | None, markers: pd.DataFrame | None) -> a
     series = series_frame(stats, "time", {"anomaly_score_mean": "mean anomaly score",
                                           "anomaly_score_max": "max anomaly score"})
     return _chart([(series, True)], markers, "anomaly score")
+
+
+def feature_drift_chart(drift: pd.DataFrame, markers: pd.DataFrame | None = None,
+                        *, columns: int = 3) -> alt.FacetChart:
+    """One small chart per feature and detector: the statistic over time, its threshold dashed.
+
+    Points above the threshold are red. ``markers`` (data drift alerts) add
+    vertical rules to the feature they concern.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"time": pd.to_datetime(["2026-01-01T00:00Z", "2026-01-01T00:01Z"]),
+    ...                    "detector": ["psi", "psi"], "feature": ["spend", "spend"],
+    ...                    "statistic": [0.05, 0.4], "threshold": [0.2, 0.2]})
+    >>> spec = feature_drift_chart(df).to_dict()
+    >>> [layer["mark"]["type"] for layer in spec["spec"]["layer"]], spec["facet"]["field"]
+    (['line', 'circle', 'line'], 'panel')
+    """
+    frame = drift.assign(
+        panel=drift["feature"].replace({"__output__": "output (prediction drift)"})
+        + " · " + drift["detector"],
+        drifting=drift["statistic"] > drift["threshold"],
+    )
+    base = alt.Chart().encode(x=alt.X("time:T", title=None))
+    tooltip = [alt.Tooltip("time:T", format="%H:%M:%S"), "feature:N", "detector:N",
+               alt.Tooltip("statistic:Q", format=".4f"), alt.Tooltip("threshold:Q", format=".4f")]
+    line = base.mark_line(color=LINE_COLORS[0]).encode(
+        y=alt.Y("statistic:Q", title="statistic"), tooltip=tooltip)
+    points = base.mark_circle(size=28).encode(
+        y="statistic:Q", tooltip=tooltip,
+        color=alt.Color("drifting:N", title="above threshold",
+                        scale=alt.Scale(domain=[False, True], range=["#1f77b4", "#d62728"])))
+    threshold = base.mark_line(strokeDash=[5, 4], color="#7f7f7f").encode(y="threshold:Q")
+    layers: list[Any] = [line, points, threshold]
+    if markers is not None and not markers.empty and "feature" in markers:
+        keep = markers[markers["type"] == "DriftDetected"]
+        rules = frame[["panel", "feature", "detector"]].drop_duplicates().merge(
+            keep[["time", "feature", "detector", "message"]], on=["feature", "detector"])
+        if not rules.empty:
+            frame = pd.concat([frame, rules.assign(rule=True)], ignore_index=True)
+            layers.append(alt.Chart().transform_filter("datum.rule == true").mark_rule(
+                color=MARKER_COLORS["DriftDetected"], strokeDash=[4, 3]).encode(
+                x="time:T", tooltip=["message:N"]))
+    chart: alt.FacetChart = alt.layer(*layers, data=frame).properties(
+        height=120, width=220).facet(facet=alt.Facet("panel:N", title=None), columns=columns,
+                                     ).resolve_scale(y="independent")
+    return chart
+
+
+def prediction_distribution_chart(dist: pd.DataFrame) -> alt.Chart:
+    """Share of each output value (or bin), first window beside the latest.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"period": ["first 500", "latest 500"], "value": ["1", "1"],
+    ...                    "order": [0, 0], "share": [0.3, 0.6], "count": [150, 300]})
+    >>> prediction_distribution_chart(df).to_dict()["mark"]["type"]
+    'bar'
+    """
+    order = list(dict.fromkeys(dist.sort_values(["order", "value"])["value"]))
+    chart: alt.Chart = alt.Chart(dist).mark_bar().encode(
+        x=alt.X("value:N", title="output", sort=order),
+        xOffset=alt.XOffset("period:N"),
+        y=alt.Y("share:Q", title="share of predictions", axis=alt.Axis(format="%")),
+        color=alt.Color("period:N", title=None,
+                        scale=alt.Scale(range=[LINE_COLORS[2], LINE_COLORS[0]])),
+        tooltip=["period:N", "value:N", alt.Tooltip("share:Q", format=".1%"), "count:Q"],
+    ).properties(height=_HEIGHT)
+    return chart
+
+
+def learning_curve_chart(curve: pd.DataFrame) -> alt.Chart:
+    """Prequential metrics of online learners against the number of labels learned.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"model_version": [2, 2], "metric": ["prequential_accuracy"] * 2,
+    ...                    "step": [100, 200], "value": [0.7, 0.8]})
+    >>> learning_curve_chart(df).to_dict()["encoding"]["x"]["field"]
+    'step'
+    """
+    frame = curve.assign(series=[f"v{v} {m.removeprefix('prequential_')}"
+                                 for v, m in zip(curve["model_version"], curve["metric"],
+                                                 strict=True)])
+    chart: alt.Chart = alt.Chart(frame).mark_line(point=False, strokeWidth=2).encode(
+        x=alt.X("step:Q", title="labels learned"),
+        y=alt.Y("value:Q", title="prequential metric"),
+        color=alt.Color("series:N", title=None),
+        tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(height=_HEIGHT)
+    return chart

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from modelog.errors import ModelogError
@@ -39,10 +40,14 @@ __all__ = [
     "aliases",
     "dead_letter_reasons",
     "error_rate",
+    "feature_drift",
     "is_empty",
+    "latest_feature_drift",
+    "learning_curve",
     "models",
     "monitor_series",
     "overview",
+    "prediction_distribution",
 ]
 
 Params = Sequence[Any] | dict[str, Any] | None
@@ -341,4 +346,157 @@ SELECT * FROM (
 ) ORDER BY time"""
     params = {"model": model, "version": model_version, "limit": _bounded("limit", limit)}
     df: pd.DataFrame = source.query_df(sql, params)
+    return df
+
+
+def feature_drift(
+    source: QuerySource, model: str, model_version: int | None = None, *, limit: int = 200
+) -> pd.DataFrame:
+    """Per-feature drift statistics against their thresholds, from the latest stats points.
+
+    The worker reports, in each ``MonitorStatsReported``, ``<detector>.<feature>``
+    (the statistic: PSI, the KS distance D, chi-squared) and
+    ``<detector>_threshold.<feature>``; drift is *above* the threshold. The
+    model's output appears as feature ``__output__`` (prediction drift).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long format, oldest first: ``time``, ``model_version``, ``detector``,
+        ``feature``, ``statistic``, ``threshold``.
+    """
+    sql = """
+WITH points AS (
+    SELECT time, event_id, model_version, stats FROM monitor_stats
+    WHERE model = $model AND (CAST($version AS INTEGER) IS NULL OR model_version = $version)
+    ORDER BY time DESC, event_id DESC
+    LIMIT $limit
+), entries AS (
+    SELECT time, model_version, stats, unnest(json_keys(stats)) AS key FROM points
+), split AS (
+    SELECT time, model_version, stats, key, split_part(key, '.', 1) AS detector,
+           substr(key, strpos(key, '.') + 1) AS feature
+    FROM entries WHERE strpos(key, '.') > 0
+)
+SELECT time, model_version, detector, feature,
+       TRY_CAST(stats ->> ('/' || replace(replace(key, '~', '~0'), '/', '~1')) AS DOUBLE)
+           AS statistic,
+       TRY_CAST(stats ->> ('/' || replace(replace(detector || '_threshold.' || feature, '~',
+                                                  '~0'), '/', '~1')) AS DOUBLE) AS threshold
+FROM split
+WHERE NOT ends_with(detector, '_threshold')
+ORDER BY time, feature, detector"""
+    params = {"model": model, "version": model_version, "limit": _bounded("limit", limit)}
+    df: pd.DataFrame = source.query_df(sql, params)
+    return df
+
+
+def latest_feature_drift(drift: pd.DataFrame) -> pd.DataFrame:
+    """The latest point of each (feature, detector) with its status, drifting first.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"time": [1, 2, 2], "model_version": [1, 1, 1],
+    ...                    "detector": ["psi", "psi", "ks"], "feature": ["a", "a", "a"],
+    ...                    "statistic": [0.1, 0.3, 0.05], "threshold": [0.2, 0.2, 0.1]})
+    >>> latest_feature_drift(df)[["feature", "detector", "status"]].values.tolist()
+    [['a', 'psi', 'drifting'], ['a', 'ks', 'ok']]
+    """
+    columns = ["feature", "detector", "statistic", "threshold", "status", "time"]
+    if drift.empty:
+        return pd.DataFrame(columns=columns)
+    last = drift.sort_values("time", kind="stable").groupby(
+        ["feature", "detector"], as_index=False).tail(1)
+    status = [
+        "no threshold" if pd.isna(t) or pd.isna(s) else ("drifting" if s > t else "ok")
+        for s, t in zip(last["statistic"], last["threshold"], strict=True)
+    ]
+    out = last.assign(status=status)[columns]
+    order = out["status"].map({"drifting": 0, "ok": 1}).fillna(2)
+    return out.assign(_o=order).sort_values(["_o", "feature", "detector"]).drop(
+        columns="_o").reset_index(drop=True)
+
+
+def prediction_distribution(
+    source: QuerySource, model: str, model_version: int | None = None, *, window: int = 500,
+    bins: int = 10,
+) -> pd.DataFrame:
+    """Outputs of the first and the latest ``window`` predictions, as shares per value or bin.
+
+    Categorical outputs (strings, booleans, integers with few values) are
+    counted per value; other numbers are put in ``bins`` equal-width bins over
+    both periods' range.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``period`` (``"first N"`` / ``"latest N"``), ``value`` (a category or a
+        bin label), ``order`` (bin index for sorting), ``share``, ``count``.
+    """
+    sql = """
+WITH scope AS (
+    SELECT time, event_id, output FROM predictions
+    WHERE model = $model AND (CAST($version AS INTEGER) IS NULL OR model_version = $version)
+), first AS (SELECT 'first' AS period, output FROM scope ORDER BY time, event_id LIMIT $n),
+latest AS (SELECT 'latest' AS period, output FROM scope ORDER BY time DESC, event_id DESC
+           LIMIT $n)
+SELECT period, json_type(output) AS kind, CAST(output AS VARCHAR) AS raw
+FROM (SELECT * FROM first UNION ALL SELECT * FROM latest)"""
+    n = _bounded("window", window, high=100_000)
+    raw: pd.DataFrame = source.query_df(sql, {"model": model, "version": model_version, "n": n})
+    columns = ["period", "value", "order", "share", "count"]
+    if raw.empty:
+        return pd.DataFrame(columns=columns)
+    labels = {"first": f"first {n}", "latest": f"latest {n}"}
+    numeric = raw["kind"].isin(["DOUBLE", "UBIGINT", "BIGINT"])
+    values = pd.to_numeric(raw["raw"].where(numeric), errors="coerce")
+    categorical = not numeric.all() or (
+        raw["kind"].isin(["UBIGINT", "BIGINT"]).all() and values.nunique() <= 20)
+    if categorical:
+        keys = raw["raw"].str.strip('"')
+        frame = raw.assign(value=keys, order=0)
+    else:
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            frame = raw.assign(value=f"{low:.4g}", order=0)
+        else:
+            edges = np.linspace(low, high, bins + 1)
+            codes = np.clip(np.searchsorted(edges, values.to_numpy(), side="right") - 1,
+                            0, bins - 1)
+            frame = raw.assign(value=[f"{edges[c]:.4g}–{edges[c + 1]:.4g}" for c in codes],
+                               order=codes)
+    counts = frame.groupby(["period", "value", "order"], as_index=False).size()
+    totals = counts.groupby("period")["size"].transform("sum")
+    out = counts.assign(share=counts["size"] / totals, count=counts["size"],
+                        period=counts["period"].map(labels))
+    return out[columns].sort_values(["order", "value", "period"]).reset_index(drop=True)
+
+
+def learning_curve(
+    source: QuerySource, model: str, model_version: int | None = None
+) -> pd.DataFrame:
+    """Prequential metrics of the model's online learners, by labels learned.
+
+    Online versions (registered with ``online=True``) report ``prequential_*``
+    metrics under their registration's run or ``online-<model>-v<version>``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model_version``, ``run_id``, ``metric``, ``step``, ``value``, ``time``,
+        ordered by version, metric and step; empty without an online learner.
+    """
+    sql = """
+WITH learners AS (
+    SELECT DISTINCT model_version,
+           coalesce(run_id, 'online-' || model || '-v' || model_version) AS run_id
+    FROM model_versions
+    WHERE model = $model AND online
+      AND (CAST($version AS INTEGER) IS NULL OR model_version = $version)
+)
+SELECT l.model_version, m.run_id, m.key AS metric, m.step, m.value, m.time
+FROM run_metrics m JOIN learners l ON m.run_id = l.run_id
+WHERE starts_with(m.key, 'prequential_')
+ORDER BY l.model_version, metric, m.step"""
+    df: pd.DataFrame = source.query_df(sql, {"model": model, "version": model_version})
     return df

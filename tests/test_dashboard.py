@@ -71,7 +71,11 @@ SELECT 'm-churn-' || i, $base + (i + 1) * INTERVAL 100 SECOND, 'churn', 1,
        $base + (i + 1) * INTERVAL 100 SECOND,
        json_object('rolling_error', CASE WHEN i < 10 THEN 0.1 ELSE 0.5 END,
                    'anomaly_score_mean', 0.2 + i / 100, 'anomaly_score_max', 0.5 + i / 50,
-                   'anomaly_rate', 0.01, 'predictions', (i + 1) * 20, 'labelled', (i + 1) * 20)
+                   'anomaly_rate', 0.01, 'predictions', (i + 1) * 20, 'labelled', (i + 1) * 20,
+                   'psi.tenure', CASE WHEN i < 10 THEN 0.05 ELSE 0.35 END,
+                   'psi_threshold.tenure', 0.2, 'ks.tenure', 0.02 + i / 1000,
+                   'ks_threshold.tenure', 0.1, 'chi2.__output__', 1.5, 'chi2_threshold.__output__',
+                   16.3)
 FROM range(20) t(i);
 -- the ledger: one row per derived row above, plus an alias change (the aliases view reads it)
 INSERT INTO events
@@ -102,6 +106,12 @@ def fill_scenario(path: Path) -> None:
             con.execute(statement, {k: params[k] for k in names})
         # The scenario writes the hot tables directly; registry views derive from the ledger.
         derive(con, "(SELECT * FROM events WHERE type IN ('AliasSet', 'AliasRemoved'))")
+        # an online River challenger of churn (v2) and its prequential accuracy
+        con.execute("INSERT INTO model_versions (model, model_version, run_id, flavor, online, "
+                    "time, event_id) VALUES ('churn', 2, NULL, 'river', true, ?, 'mv-2')", [BASE])
+        con.execute("INSERT INTO run_metrics SELECT 'online-churn-v2', 'prequential_accuracy', "
+                    "0.6 + i / 100, (i + 1) * 50, ? + i * INTERVAL 50 SECOND, 'rm-' || i "
+                    "FROM range(20) t(i)", [BASE])
     finally:
         con.close()
 
@@ -342,3 +352,52 @@ def test_page_reports_reader_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert not at.exception
     text = " ".join(str(e.value) for e in at.error)
     assert "Could not read the projection" in text and "modelog project" in text
+
+
+# -- per-feature drift, prediction distribution, learning curve ---------------------------
+def test_feature_drift_reads_every_statistic_with_its_threshold(source: Reader) -> None:
+    df = data.feature_drift(source, "churn", 1)
+    assert set(zip(df.feature, df.detector, strict=True)) == {
+        ("tenure", "psi"), ("tenure", "ks"), ("__output__", "chi2")}
+    psi = df[(df.feature == "tenure") & (df.detector == "psi")]
+    assert len(psi) == 20 and list(psi.statistic[:2]) == [0.05, 0.05]
+    assert psi.statistic.iloc[-1] == 0.35 and set(psi.threshold) == {0.2}
+    latest = data.latest_feature_drift(df)
+    assert latest.iloc[0][["feature", "detector", "status"]].tolist() == [
+        "tenure", "psi", "drifting"]
+    assert set(latest.status[1:]) == {"ok"}
+    assert data.feature_drift(source, "price").empty
+
+
+def test_prediction_distribution_compares_first_and_latest_window(source: Reader) -> None:
+    churn = data.prediction_distribution(source, "churn", 1, window=100)
+    assert set(churn.period) == {"first 100", "latest 100"} and set(churn.value) == {"0", "1"}
+    assert churn.groupby("period").share.sum().round(6).tolist() == [1.0, 1.0]
+    price = data.prediction_distribution(source, "price", None, window=50, bins=5)
+    assert len(set(price.value)) == 5  # numeric outputs: equal-width bins
+    first = price[price.period == "first 50"]
+    assert first["count"].sum() == 50 and first.order.max() <= 2  # early prices are low
+
+
+def test_learning_curve_of_the_online_version(source: Reader) -> None:
+    curve = data.learning_curve(source, "churn")
+    assert list(curve.step) == [(i + 1) * 50 for i in range(20)]
+    assert set(curve.model_version) == {2} and set(curve.metric) == {"prequential_accuracy"}
+    assert data.learning_curve(source, "price").empty
+    spec = charts.learning_curve_chart(curve).to_dict()
+    assert spec["encoding"]["y"]["field"] == "value"
+
+
+def test_page_shows_feature_drift_distribution_and_learning_curve(
+        scenario: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _run_page(scenario.data_dir, monkeypatch)
+    assert not at.exception, at.exception
+    headers = [h.value for h in at.subheader]
+    assert {"Feature drift", "Prediction distribution", "Online learning curve"} <= set(headers)
+    page = " ".join(str(md.value) for md in at.markdown)
+    assert "**1** of 2 monitored features drifting now: `tenure`" in page
+    table = at.dataframe[-1].value
+    assert table.iloc[0][["feature", "detector", "status"]].tolist() == [
+        "tenure", "psi", "drifting"]
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert "Prequential" in captions and "No online learner" not in captions

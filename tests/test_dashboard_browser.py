@@ -166,6 +166,14 @@ def test_alerts_appear_live_without_reload(served: tuple[str, Settings], browser
     _wait_for_text(browser, NEW_MESSAGE, timeout=30)
     assert browser.execute_script("return window.__modelogMarker;") == "still here"
     assert "Traceback" not in _page_text(browser)
+    # the per-feature drift charts (one Vega canvas or svg per chart) and the learning curve
+    _wait_for_text(browser, "Online learning curve", timeout=30)
+    body = _page_text(browser)
+    assert "Feature drift" in body and "Prediction distribution" in body
+    assert "drifting now" in body and "tenure" in body
+    charts = browser.execute_script(
+        "return document.querySelectorAll('.vega-embed canvas, .vega-embed svg').length;")
+    assert charts >= 5  # error rate, anomaly, feature drift, distribution, learning curve
 
     shot = tmp_path / "dashboard.png"
     assert browser.save_screenshot(str(shot))
