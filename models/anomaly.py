@@ -51,9 +51,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from river import anomaly, preprocessing, stats
 
 from modelog.models.errors import InvalidParameterError
@@ -160,6 +161,63 @@ def numeric_features(x: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+class _TreeArrays:
+    """River's Half-Space Trees laid out as flat arrays, to score many inputs at once.
+
+    The scores equal ``HalfSpaceTrees.score_one`` exactly: masses and depth
+    weights are integers, so the sums are exact in either order. Inputs lacking
+    a split feature are not scored here (River then follows the child with the
+    larger *latest* mass, which learning keeps changing).
+    """
+
+    def __init__(self, hst: Any) -> None:
+        nodes: list[Any] = []
+        roots: list[int] = []
+        for tree in hst.trees:
+            roots.append(len(nodes))
+            nodes.extend(tree.iter_dfs())
+        index = {id(n): i for i, n in enumerate(nodes)}
+        features = sorted({n.feature for n in nodes if hasattr(n, "feature")})
+        column = {f: c for c, f in enumerate(features)}
+        self.features = features
+        self.roots = np.asarray(roots, dtype=np.int64)
+        self.feature = np.asarray([column[n.feature] if hasattr(n, "feature") else 0
+                                   for n in nodes], dtype=np.int64)
+        self.threshold = np.asarray([getattr(n, "threshold", 0.0) for n in nodes])
+        self.left = np.asarray([index[id(n.children[0])] if hasattr(n, "feature") else i
+                                for i, n in enumerate(nodes)], dtype=np.int64)
+        self.right = np.asarray([index[id(n.children[1])] if hasattr(n, "feature") else i
+                                 for i, n in enumerate(nodes)], dtype=np.int64)
+        self.nodes = nodes
+        self.r_mass = np.zeros(len(nodes), dtype=np.int64)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the reference masses again (after a window pivot)."""
+        self.r_mass = np.fromiter((n.r_mass for n in self.nodes), dtype=np.int64,
+                                  count=len(self.nodes))
+
+    def scores(self, rows: np.ndarray, height: int, size_limit: float,
+               max_score: float) -> np.ndarray:
+        """Scores of ``rows`` (inputs x features, in ``self.features`` order)."""
+        n = rows.shape[0]
+        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        total = np.zeros(node.shape, dtype=np.int64)
+        alive = np.ones(node.shape, dtype=bool)
+        line = np.arange(n)[:, None]
+        weight = 1
+        for _ in range(height):
+            r = self.r_mass[node]
+            total += np.where(alive, r * weight, 0)
+            alive &= r >= size_limit
+            values = rows[line, self.feature[node]]
+            node = np.where(values < self.threshold[node], self.left[node], self.right[node])
+            weight <<= 1
+        total += np.where(alive, self.r_mass[node] * weight, 0)
+        sums: np.ndarray = total.sum(axis=1)
+        return 1.0 - sums / max_score
+
+
 class AnomalyMonitor:
     """Score inputs with Half-Space Trees and alert on bursts of high scores.
 
@@ -247,6 +305,13 @@ class AnomalyMonitor:
         self.cooldown = cooldown
         self.max_keys = max_keys
         self.learn_every = learn_every
+        self._arrays: _TreeArrays | None = None
+        self._generation = 0  # window pivots of the trees so far
+        self._arrays_generation = 0
+        self._ahead: dict[str, int] = {}  # prescored key -> row
+        self._ahead_rows: np.ndarray = np.zeros((0, 0))
+        self._ahead_scores: list[float] = []
+        self._ahead_generation = 0
 
         self._scaler: Any = preprocessing.MinMaxScaler()
         self._hst: Any = anomaly.HalfSpaceTrees(
@@ -302,6 +367,80 @@ class AnomalyMonitor:
         return tuple(sorted(self._features))
 
     # -- learning ------------------------------------------------------------------
+    def prescore(self, inputs: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+        """Score upcoming inputs at once; :meth:`update` then uses these scores.
+
+        A batch-processing caller (the monitoring worker) passes the inputs it
+        is about to feed, with their keys, in order. Decisions are exactly
+        those of feeding :meth:`update` alone: the scores are computed with the
+        trees' current reference masses (integer sums, so exactly River's), and
+        when the trees pivot to a new window in between, the remaining scores
+        are computed again. Nothing is precomputed during warm-up (the scaler
+        still learns), nor for inputs lacking a feature the trees split on.
+        Returns how many inputs were scored ahead.
+        """
+        self._ahead = {}
+        hst = self._hst
+        if self.warm_up == 0 or self.n_observations < self.warm_up or \
+                hst._first_window or not hst.trees:
+            return 0
+        if self._arrays is None:
+            self._arrays = _TreeArrays(hst)
+            self._arrays_generation = self._generation
+        names = self._arrays.features
+        keys: list[str] = []
+        rows: list[list[float]] = []
+        for key, x in inputs:
+            row: list[float] = []
+            for name in names:
+                v = x.get(name)
+                if v.__class__ is float or v.__class__ is int or v.__class__ is bool:
+                    f = float(v)  # type: ignore[arg-type]
+                    if math.isfinite(f):
+                        row.append(f)
+                        continue
+                break
+            else:
+                keys.append(key)
+                rows.append(row)
+        if not rows:
+            return 0
+        lo = np.asarray([self._scaler.min[n].get() for n in names], dtype=float)
+        hi = np.asarray([self._scaler.max[n].get() for n in names], dtype=float)
+        span = hi - lo
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = np.where(span != 0, (np.asarray(rows, dtype=float) - lo) / span, 0.0)
+        self._ahead_rows = scaled
+        self._ahead = {key: i for i, key in enumerate(keys)}
+        self._score_ahead()
+        return len(keys)
+
+    def _score_ahead(self) -> None:
+        arrays = self._arrays
+        assert arrays is not None
+        if self._arrays_generation != self._generation:
+            arrays.refresh()
+            self._arrays_generation = self._generation
+        hst = self._hst
+        self._ahead_scores = arrays.scores(self._ahead_rows, hst.height, 0.1 * hst.window_size,
+                                           hst._max_score).tolist()
+        self._ahead_generation = self._generation
+
+    def _ahead_score(self, key: str) -> float | None:
+        i = self._ahead.pop(key, None)
+        if i is None:
+            return None
+        if self._ahead_generation != self._generation:
+            self._score_ahead()
+        score: float = self._ahead_scores[i]
+        return score
+
+    def _learn(self, scaled: Mapping[str, float]) -> None:
+        hst = self._hst
+        hst.learn_one(scaled)
+        if hst.counter == 0:  # the trees pivoted: the reference masses changed
+            self._generation += 1
+
     def update(self, x: Mapping[str, Any], key: str) -> AnomalyDecision | None:
         """Score and learn one input; return a decision when a burst is detected.
 
@@ -313,12 +452,13 @@ class AnomalyMonitor:
         self._features.update(features)
         if self.n_observations < self.warm_up or self.warm_up == 0:
             self._scaler.learn_one(features)
-        scaled = self._scaler.transform_one(features)
-        score = float(self._hst.score_one(scaled))
+        ahead = self._ahead_score(key) if self._ahead else None
+        scaled = self._scaler.transform_one(features) if ahead is None else None
+        score = float(self._hst.score_one(scaled)) if ahead is None else ahead
         self.n_observations += 1
         self.last_score = score
         if self.n_observations <= self.warm_up:
-            self._hst.learn_one(scaled)
+            self._learn(scaled or self._scaler.transform_one(features))
             if self.n_observations > self.window_size:  # the trees have a reference mass
                 self._quantile.update(score)
             return None
@@ -326,7 +466,7 @@ class AnomalyMonitor:
         threshold = self.score_threshold
         exceeded = threshold is not None and score > threshold
         if self.learn_every == 1 or (self.n_observations - self.warm_up) % self.learn_every == 0:
-            self._hst.learn_one(scaled)
+            self._learn(scaled or self._scaler.transform_one(features))
         if len(self._window) == self.window:
             _, old_score, old_exceeded = self._window[0]
             self._score_sum -= old_score

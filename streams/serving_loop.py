@@ -260,7 +260,18 @@ class ServingLoop:
         """Route one batch; the positions to commit afterwards."""
         committed: dict[tuple[str, int], int] = {}
         routers = self.routers
-        for msg in _in_log_time_order(msgs):
+        ordered = list(_in_log_time_order(msgs))
+        serving = self.topics.serving
+        ahead: dict[int, list[tuple[bytes | None, int]]] = {}
+        for msg in ordered:
+            if msg.topic() == serving:
+                ahead.setdefault(msg.partition(), []).append((msg.value(), msg.offset()))
+        for part, records in ahead.items():
+            if part not in routers.routers:
+                self._pending.add(part)
+                self._rebuild(consumer)
+            routers.routers[part].prepare(records)
+        for msg in ordered:
             topic, part, offset = msg.topic(), msg.partition(), msg.offset()
             router = routers.routers.get(part)
             if router is None:  # not seen in an assignment callback: make it current first
@@ -273,7 +284,9 @@ class ServingLoop:
             self.records += 1
         return committed
 
-    def _publish(self, producer: Any, records: Iterable[Any]) -> None:
+    def _publish(self, producer: Any, records: Sequence[Any]) -> None:
+        if not records:
+            return
         for rec in records:
             while True:
                 try:

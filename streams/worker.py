@@ -95,6 +95,7 @@ class RecordRouter:
         self.configs_rejected = 0
         self.monitoring_skipped = 0
         self._resumed = False
+        self._decoded: dict[int, Event] = {}
 
     def observe_registry(self, events: Sequence[Event]) -> list[Outgoing]:
         """Feed registry events to the monitor (signatures) and the online learner.
@@ -122,6 +123,23 @@ class RecordRouter:
                     _log.warning("online model not started: %s", exc)
         return [self._outgoing(e) for e in out]
 
+    def prepare(self, records: Sequence[tuple[bytes | None, int]]) -> None:
+        """Look ahead at a batch of serving records ``(value, offset)`` before routing them.
+
+        The records are decoded once (:meth:`route` reuses the result) and the
+        monitor scores the anomaly inputs of their predictions at once
+        (:meth:`ServingMonitor.prescore`); what :meth:`route` returns is the
+        same with or without this call.
+        """
+        decoded: dict[int, Event] = {}
+        for value, offset in records:
+            try:
+                decoded[offset] = codec.decode(value if value is not None else b"")
+            except EventDecodeError:
+                continue  # route() decodes it again and dead-letters it with the reason
+        self._decoded = decoded
+        self.monitor.prescore([e for e in decoded.values() if isinstance(e, PredictionMade)])
+
     def _outgoing(self, event: Event) -> Outgoing:
         self.published += 1
         return Outgoing(self.topics.for_event(event), event.aggregate.encode(),
@@ -138,10 +156,12 @@ class RecordRouter:
         raw = value if value is not None else b""
         if topic == self.topics.monitoring:
             return self._on_monitoring(key, raw, topic, partition, offset)
-        try:
-            event = codec.decode(raw)
-        except EventDecodeError as exc:
-            return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
+        event = self._decoded.pop(offset, None) if self._decoded else None
+        if event is None:
+            try:
+                event = codec.decode(raw)
+            except EventDecodeError as exc:
+                return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
         if not isinstance(event, PredictionMade | LabelObserved):
             reason = (f"{event.type_name()} does not belong on the serving topic; "
                       f"the monitoring worker reads only PredictionMade and LabelObserved")
