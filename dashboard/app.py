@@ -180,6 +180,22 @@ def alert_feed(source: data.QuerySource, model: str | None, version: int | None,
             alert_evidence(alert)
 
 
+def live_metric_caption(stats: pd.DataFrame) -> None:
+    """The latest rolling live metric of each version (accuracy and F1, or MAE)."""
+    if stats.empty:
+        return
+    parts = []
+    for version, rows in stats.groupby("model_version", sort=True):
+        last = rows.iloc[-1]
+        if not _missing(last.get("rolling_accuracy")):
+            parts.append(f"v{version}: accuracy **{last['rolling_accuracy']:.3f}**, "
+                         f"F1 **{_num(last.get('rolling_f1'))}**")
+        elif not _missing(last.get("rolling_mae")):
+            parts.append(f"v{version}: MAE **{last['rolling_mae']:.4g}**")
+    if parts:
+        st.markdown("**Live metric** (rolling, last labelled predictions) — " + "; ".join(parts))
+
+
 def model_panel(source: data.QuerySource, model: str, version: int | None,
                 window: int) -> None:
     """Error rate and anomaly charts of one model, with its aliases."""
@@ -196,6 +212,7 @@ def model_panel(source: data.QuerySource, model: str, version: int | None,
     since = min(starts) if starts else None
     drift = data.alert_feed(source, model, version, since=since, limit=200,
                             types=("DriftDetected", "DriftResolved"))
+    live_metric_caption(stats)
     st.markdown(f"**Error rate** — windows of {window} labelled predictions"
                 " and the monitor's rolling error; rules mark drift alerts")
     if windows.empty and stats.empty:

@@ -328,10 +328,12 @@ def monitor_series(
 
     Columns: ``time``, ``model_version``, ``window_end``, ``rolling_error``,
     ``anomaly_score_mean``, ``anomaly_score_max``, ``anomaly_rate``,
-    ``predictions``, ``labelled`` (missing stats are null).
+    ``predictions``, ``labelled``, and the live metric ``rolling_accuracy``,
+    ``rolling_f1`` (classifiers) or ``rolling_mae`` (regressors) (missing stats
+    are null).
     """
     stats = ("rolling_error", "anomaly_score_mean", "anomaly_score_max", "anomaly_rate",
-             "predictions", "labelled")
+             "predictions", "labelled", "rolling_accuracy", "rolling_f1", "rolling_mae")
     columns = ",\n       ".join(
         f"TRY_CAST(stats->>'$.{name}' AS DOUBLE) AS {name}" for name in stats
     )

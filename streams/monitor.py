@@ -432,6 +432,44 @@ def _coerce(key: str, current: Any, value: Any, model: str | None) -> Any:
     return value
 
 
+_POSITIVE = ("1", "True", "true", "yes", "1.0")
+
+
+def live_metrics(outcomes: Iterable[tuple[str, str]],
+                 errors: Sequence[float]) -> dict[str, float | None]:
+    """Rolling accuracy and F1 of classifications, or MAE of regressions, over a window.
+
+    F1 is of the positive class when the labels are binary with a positive
+    value (``1``, ``True``, ``yes``), else the macro average over the classes
+    seen. Without classifications, ``rolling_mae`` is the mean absolute error.
+
+    Examples
+    --------
+    >>> m = live_metrics([("1", "1"), ("0", "1"), ("1", "0"), ("0", "0")], [0, 1, 1, 0])
+    >>> m["rolling_accuracy"], m["rolling_f1"], m["rolling_mae"]
+    (0.5, 0.5, None)
+    >>> live_metrics([], [0.5, 1.5])["rolling_mae"]
+    1.0
+    """
+    pairs = list(outcomes)
+    if not pairs:
+        mae = sum(errors) / len(errors) if errors else None
+        return {"rolling_accuracy": None, "rolling_f1": None, "rolling_mae": mae}
+    accuracy = sum(p == t for p, t in pairs) / len(pairs)
+    classes = {t for _, t in pairs} | {p for p, _ in pairs}
+    positive = [c for c in _POSITIVE if c in classes]
+    chosen = positive[:1] if len(classes) <= 2 and positive else sorted(classes)
+
+    def f1(c: str) -> float:
+        tp = sum(p == c and t == c for p, t in pairs)
+        fp = sum(p == c and t != c for p, t in pairs)
+        fn = sum(p != c and t == c for p, t in pairs)
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+
+    return {"rolling_accuracy": accuracy, "rolling_f1": sum(map(f1, chosen)) / len(chosen),
+            "rolling_mae": None}
+
+
 def _argmax(output: Any) -> Any:
     if isinstance(output, dict) and output:
         return max(output.items(), key=lambda kv: kv[1])[0]
@@ -497,6 +535,8 @@ class _VersionState:
     anomaly: AnomalyMonitor | None
     # (prediction id, label time, error) of recent labelled predictions
     labelled_window: collections.deque[tuple[str, dt.datetime, float]]
+    # (predicted class, true class) of recent labelled classifications
+    outcomes: collections.deque[tuple[str, str]]
     # (prediction id, prediction time) of recent inputs the anomaly monitor scored
     input_window: collections.deque[tuple[str, dt.datetime]]
     alerts: AlertBook
@@ -674,6 +714,7 @@ class ServingMonitor:
                 drift=cfg.drift_monitor(),
                 anomaly=cfg.anomaly_monitor() if cfg.anomaly else None,
                 labelled_window=collections.deque(maxlen=cfg.error_window),
+                outcomes=collections.deque(maxlen=cfg.error_window),
                 input_window=collections.deque(maxlen=cfg.anomaly_window),
                 alerts=AlertBook(_clear_after(cfg)),
                 recent=collections.deque(maxlen=cfg.drift_window),
@@ -860,7 +901,7 @@ class ServingMonitor:
             model.unscorable_labels += 1
             return []
         version = self._version(ev.model, pending.version)
-        value, _binary = error
+        value, classification = error
         try:
             decision = version.drift.update(value)
         except ValueError:  # e.g. an absolute error fed to a 0/1 detector (ddm, eddm)
@@ -869,6 +910,8 @@ class ServingMonitor:
         version.labelled += 1
         version.error_sum += value
         version.labelled_window.append((pid, ev.time, value))
+        if classification:
+            version.outcomes.append((str(_argmax(pending.output)), str(ev.label)))
         if decision is None:
             return []
         return [self._drift_event(ev, pending.version, version, decision)]
@@ -946,6 +989,7 @@ class ServingMonitor:
             "skew_type": float(skew.get("type", 0)),
             "skew_nulls": float(skew.get("nulls", 0)),
             "drift_open": float(len(version.alerts.open_keys())),
+            **live_metrics(version.outcomes, [e for _, _, e in version.labelled_window]),
             **version.drift_stats,
         }
         return MonitorStatsReported(

@@ -75,7 +75,8 @@ SELECT 'm-churn-' || i, $base + (i + 1) * INTERVAL 100 SECOND, 'churn', 1,
                    'psi.tenure', CASE WHEN i < 10 THEN 0.05 ELSE 0.35 END,
                    'psi_threshold.tenure', 0.2, 'ks.tenure', 0.02 + i / 1000,
                    'ks_threshold.tenure', 0.1, 'chi2.__output__', 1.5, 'chi2_threshold.__output__',
-                   16.3)
+                   16.3, 'rolling_accuracy', CASE WHEN i < 10 THEN 0.9 ELSE 0.5 END,
+                   'rolling_f1', 0.25)
 FROM range(20) t(i);
 -- the ledger: one row per derived row above, plus an alias change (the aliases view reads it)
 INSERT INTO events
@@ -401,3 +402,4 @@ def test_page_shows_feature_drift_distribution_and_learning_curve(
         "tenure", "psi", "drifting"]
     captions = " ".join(str(c.value) for c in at.caption)
     assert "Prequential" in captions and "No online learner" not in captions
+    assert "v1: accuracy **0.500**, F1 **0.25**" in page  # the latest live metric

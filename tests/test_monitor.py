@@ -443,3 +443,22 @@ def test_bench_monitor_reports_throughput() -> None:
     r = bench_monitor(3_000, anomaly_sample_every=2)
     assert r["predictions"] == 3_000 and r["events"] == 6_000
     assert r["events_per_s"] > 1_000 and r["derived"] == 6  # stats only: a stationary stream
+
+
+def test_stats_carry_the_rolling_live_metric_per_version() -> None:
+    m = ServingMonitor(MonitorConfig(anomaly=False, stats_every=100, error_window=100))
+    events: list[Event] = []
+    for i in range(100):  # classifier v1: predicts 1; truth is 1 for i % 4 != 0
+        events += [prediction(i, 1), label(i, 0 if i % 4 == 0 else 1)]
+    for i in range(100, 200):  # regressor v2: always 2.5 off
+        events += [prediction(i, 10.0, version=2), label(i, 12.5)]
+    # stats are emitted at the 100th prediction of a version, before its label
+    stats = [e for e in m.process_many(events) if isinstance(e, MonitorStatsReported)]
+    assert len(stats) == 2
+    v1 = next(s.stats for s in stats if s.model_version == 1)
+    assert v1["rolling_accuracy"] == pytest.approx(74 / 99)  # 99 labelled when stats ran
+    precision, recall = 74 / 99, 1.0
+    assert v1["rolling_f1"] == pytest.approx(2 * precision * recall / (precision + recall))
+    assert v1["rolling_mae"] is None
+    v2 = next(s.stats for s in stats if s.model_version == 2)
+    assert v2["rolling_mae"] == pytest.approx(2.5) and v2["rolling_accuracy"] is None
