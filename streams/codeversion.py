@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
+
 from modelog.streams.events import CodeVersion
 
 __all__ = ["KEY_PACKAGES", "BytesStore", "capture_code_version", "entry_point", "strip_credentials"]
@@ -111,6 +113,31 @@ def entry_point(root: Path | None = None) -> str | None:
     return argv0
 
 
+def notebook_checkpoint() -> tuple[bytes, str] | None:
+    """The content of the running notebook and its suffix, or ``None`` outside IPython.
+
+    The ``.ipynb`` file itself when its path is known (VS Code's
+    ``__vsc_ipynb_file__``, Jupyter's ``JPY_SESSION_NAME``); otherwise the
+    cells executed so far, in order, as Python text (``# In[n]:`` headers) --
+    what actually ran, which a saved notebook may not even contain.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    if shell is None:
+        return None
+    namespace = getattr(shell, "user_ns", {}) or {}
+    for candidate in (namespace.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME")):
+        if candidate and str(candidate).endswith(".ipynb"):
+            path = Path(str(candidate))
+            if path.is_file():
+                return path.read_bytes(), ".ipynb"
+    cells = list(namespace.get("In") or [])[1:]  # In[0] is an empty placeholder
+    if not cells:
+        return None
+    text = "".join(f"# In[{i}]:\n{cell.rstrip()}\n\n" for i, cell in enumerate(cells, 1))
+    return text.encode(), ".py"
+
+
 def _packages(names: Sequence[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for name in names:
@@ -139,6 +166,10 @@ def capture_code_version(
     packages
         Distributions whose versions to record when installed.
 
+    Inside IPython or Jupyter, a checkpoint of the notebook
+    (:func:`notebook_checkpoint`) is stored in ``artifact_store`` too and its
+    URI and SHA-256 recorded (``notebook_uri``, ``notebook_digest``).
+
     Returns
     -------
     CodeVersion
@@ -152,7 +183,19 @@ def capture_code_version(
     >>> cv.note, cv.commit, cv.python == platform.python_version()
     ('not a git repository', None, True)
     """
-    cwd = Path.cwd() if path is None else Path(path)
+    version = _describe(Path.cwd() if path is None else Path(path), artifact_store, packages)
+    checkpoint = notebook_checkpoint()
+    if checkpoint is None:
+        return version
+    data, suffix = checkpoint
+    digest = hashlib.sha256(data).hexdigest()
+    uri = artifact_store.put_bytes(data, suffix=suffix)[1] if artifact_store is not None \
+        else None
+    return msgspec.structs.replace(version, notebook_digest=digest, notebook_uri=uri)
+
+
+def _describe(cwd: Path, artifact_store: BytesStore | None,
+              packages: Sequence[str]) -> CodeVersion:
     py, pkgs = platform.python_version(), _packages(packages)
     try:
         root = Path(_git(cwd, "rev-parse", "--show-toplevel").decode().strip())

@@ -154,6 +154,10 @@ class CodeVersion(msgspec.Struct, frozen=True, kw_only=True):
     python: str | None = None
     packages: dict[str, str] = {}
     note: str | None = None
+    #: Run from a notebook: a checkpoint of its content (the ``.ipynb`` file, or
+    #: the cells executed so far) stored in the artifact store.
+    notebook_uri: str | None = None
+    notebook_digest: str | None = None
 
 
 class RunStarted(Event, frozen=True, kw_only=True):
