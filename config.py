@@ -31,6 +31,10 @@ Environment variable            Meaning
                                 ``$MODELOG_DATA_DIR/projector.json``).
 ``MODELOG_QUERY_BIND``          ``host:port`` the projector's query server
                                 binds (default ``127.0.0.1:0``, a free port).
+``MODELOG_ARTIFACT_URI``        Root of the artifact store: a directory, or a
+                                pyarrow / fsspec filesystem URI such as
+                                ``s3://bucket/modelog`` or ``gs://bucket/m``
+                                (default ``$MODELOG_DATA_DIR/artifacts``).
 ==============================  ==========================================
 """
 
@@ -86,6 +90,7 @@ class Settings:
     producer_name: str = dataclasses.field(default_factory=_default_producer_name)
     query_url: str | None = None
     query_bind: str = "127.0.0.1:0"
+    artifact_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.security_protocol.upper() not in _SECURITY_PROTOCOLS:
@@ -129,6 +134,7 @@ class Settings:
             "producer_name": ("MODELOG_PRODUCER_NAME", str),
             "query_url": ("MODELOG_QUERY_URL", str),
             "query_bind": ("MODELOG_QUERY_BIND", str),
+            "artifact_uri": ("MODELOG_ARTIFACT_URI", str),
         }
         for attr, (var, conv) in mapping.items():
             raw = e.get(var)

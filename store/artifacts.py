@@ -1,4 +1,5 @@
-"""A content-addressed local artifact store, and canonical digests of tables.
+"""A content-addressed artifact store (a local directory or any filesystem URI), and canonical
+digests of tables.
 
 Every artifact is stored once under the SHA-256 of its content::
 
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 
     from modelog.config import Settings
 
-__all__ = ["TABLE_SUFFIX", "ArtifactStore", "canonical_table", "load_table", "table_digest"]
+__all__ = ["TABLE_SUFFIX", "ArtifactStore", "RemoteArtifactStore", "canonical_table",
+           "load_table", "open_store", "table_digest"]
 
 TABLE_SUFFIX = ".table.parquet"
 """Suffix of tables stored by :meth:`ArtifactStore.put_table` (named by table digest)."""
@@ -210,7 +212,11 @@ class ArtifactStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArtifactStore:
-        """The store of a deployment: ``settings.data_dir / "artifacts"``."""
+        """The store of a deployment: ``settings.artifact_uri`` (``MODELOG_ARTIFACT_URI``)
+        when set -- a directory or a filesystem URI, see :func:`open_store` -- else
+        ``settings.data_dir / "artifacts"``."""
+        if settings.artifact_uri:
+            return open_store(settings.artifact_uri)
         return cls(Path(settings.data_dir) / "artifacts")
 
     # -- layout ----------------------------------------------------------
@@ -360,6 +366,10 @@ class ArtifactStore:
         return digest, self.uri_of(target)
 
     # -- reading ---------------------------------------------------------
+    def read_bytes(self, uri_or_digest: str) -> bytes:
+        """The raw content of an artifact (the caller verifies it against a digest it knows)."""
+        return self.resolve(uri_or_digest).read_bytes()
+
     def get_bytes(self, uri_or_digest: str) -> bytes:
         """The content of an artifact, after checking it still matches its digest."""
         path = self.resolve(uri_or_digest)
@@ -388,6 +398,225 @@ class ArtifactStore:
         table = pq.read_table(path)
         _verify(path, path.name[:64], table_digest(table))
         return table
+
+
+class RemoteArtifactStore(ArtifactStore):
+    """The same content-addressed layout on any pyarrow or fsspec filesystem.
+
+    ``uri`` is the root, e.g. ``s3://bucket/modelog`` (pyarrow's S3 options go in
+    the query string: ``?endpoint_override=host:9000&scheme=http&region=...``;
+    credentials come from the usual environment variables), ``gs://bucket/m``,
+    ``hdfs://...``, or any scheme fsspec knows (``memory://``, ``az://``...).
+    Artifacts are written with one ``put`` each (object stores make that atomic)
+    and read back verified; their URIs are ``<scheme>://<root path>/sha256/...``
+    without the query string, so credentials and endpoints never enter the log.
+
+    Examples
+    --------
+    >>> store = open_store("memory://modelog-doctest/artifacts")
+    >>> digest, uri = store.put_bytes(b"weights", suffix=".bin")
+    >>> uri.startswith("memory://modelog-doctest/artifacts/sha256/"), store.get_bytes(uri)
+    (True, b'weights')
+    """
+
+    def __init__(self, uri: str) -> None:
+        import pyarrow.fs as pafs
+
+        parsed = urllib.parse.urlparse(uri)
+        if not parsed.scheme:
+            raise ArtifactPathError(f"{uri!r} is not a filesystem URI (scheme://...)")
+        self.scheme = parsed.scheme
+        self.uri = uri
+        try:
+            self.fs, base = pafs.FileSystem.from_uri(uri)
+        except (ValueError, OSError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
+            self.fs, base = self._fsspec(parsed, exc)
+        self.base = base.rstrip("/")
+        self.root = Path(self.base)  # for messages only; never opened locally
+
+    @staticmethod
+    def _fsspec(parsed: urllib.parse.ParseResult, cause: Exception) -> tuple[Any, str]:
+        import pyarrow.fs as pafs
+
+        try:
+            import fsspec
+        except ImportError:
+            raise ArtifactPathError(
+                f"pyarrow cannot open {parsed.scheme}:// ({cause}) and fsspec is not "
+                "installed; `pip install fsspec` (plus its plugin for that scheme)"
+            ) from None
+        try:
+            fs = fsspec.filesystem(parsed.scheme)
+        except (ValueError, ImportError) as exc:
+            raise ArtifactPathError(f"no filesystem for {parsed.scheme}:// ({exc})") from None
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), f"{parsed.netloc}{parsed.path}"
+
+    # -- layout ----------------------------------------------------------
+    def _key(self, digest: str, suffix: str = "") -> str:
+        name = super().path_for(digest, suffix).name  # checks digest and suffix
+        return f"{self.base}/sha256/{digest[:2]}/{name}"
+
+    def uri_for_key(self, key: str) -> str:
+        """The URI recorded in events for a stored object."""
+        return f"{self.scheme}://{key}"
+
+    def _info(self, key: str) -> Any:
+        return self.fs.get_file_info(key)
+
+    def _find_key(self, digest: str) -> str | None:
+        import pyarrow.fs as pafs
+
+        folder = f"{self.base}/sha256/{digest[:2]}"
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        except OSError:
+            return None
+        for info in infos:
+            m = _STORED_NAME.match(info.base_name)
+            if m and m.group("digest") == digest:
+                return str(info.path)
+        return None
+
+    def _resolve_key(self, uri_or_digest: str) -> str:
+        import pyarrow.fs as pafs
+
+        if _DIGEST.match(uri_or_digest):
+            found = self._find_key(uri_or_digest)
+            if found is None:
+                raise ArtifactNotFoundError(
+                    f"no artifact with digest {uri_or_digest} under {self.uri}; was it stored "
+                    "with another artifact store (MODELOG_ARTIFACT_URI)?")
+            return found
+        prefix = f"{self.scheme}://{self.base}/sha256/"
+        rest = uri_or_digest[len(prefix):] if uri_or_digest.startswith(prefix) else ""
+        folder, _, name = rest.partition("/")
+        m = _STORED_NAME.match(name)
+        if m is None or "/" in name or folder != m.group("digest")[:2]:
+            raise ArtifactPathError(
+                f"{uri_or_digest!r} is not an artifact of the store at {self.uri}; only "
+                "URIs this store returned (or sha256 digests) can be read")
+        key = self._key(m.group("digest"), m.group("suffix"))
+        if self._info(key).type != pafs.FileType.File:
+            raise ArtifactNotFoundError(f"artifact {uri_or_digest} is missing from {self.uri}")
+        return key
+
+    def path_for(self, digest: str, suffix: str = "") -> Path:
+        """Not available: objects of a remote store have no local path."""
+        raise ArtifactPathError(
+            f"the artifact store at {self.uri} is remote: use its URIs (uri_for_key) or "
+            "read_bytes()/get_bytes(), not local paths")
+
+    def resolve(self, uri_or_digest: str) -> Path:
+        """Not available for a remote store: read with :meth:`read_bytes` or :meth:`get_bytes`."""
+        key = self._resolve_key(uri_or_digest)
+        raise ArtifactPathError(
+            f"{self.uri_for_key(key)} is in a remote artifact store and has no local path; "
+            "read it with read_bytes() or get_bytes()")
+
+    def exists(self, digest: str) -> bool:
+        """Whether content with this SHA-256 (or table digest) is stored."""
+        _check_digest(digest)
+        return self._find_key(digest) is not None
+
+    # -- writing ---------------------------------------------------------
+    def _put(self, key: str, data: bytes) -> None:
+        import pyarrow.fs as pafs
+
+        if self._info(key).type == pafs.FileType.File:
+            return  # content-addressed: already there
+        parent = key.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        with self.fs.open_output_stream(key) as out:  # one put: atomic on object stores
+            out.write(data)
+
+    def put_bytes(self, data: bytes, suffix: str = "") -> tuple[str, str]:
+        """Store ``data``; return ``(sha256 hex digest, URI)``."""
+        digest = hashlib.sha256(data).hexdigest()
+        key = self._key(digest, suffix)
+        self._put(key, data)
+        return digest, self.uri_for_key(key)
+
+    def put_file(self, path: str | os.PathLike[str]) -> tuple[str, str, int]:
+        """Store a copy of the file at ``path``; return ``(digest, uri, size)``."""
+        src = Path(path)
+        if not src.is_file():
+            raise ArtifactNotFoundError(f"no file at {src}; pass the path of an existing file")
+        suffix = "".join(src.suffixes[-3:])
+        if not _SUFFIX.match(suffix):
+            suffix = src.suffix if _SUFFIX.match(src.suffix) else ""
+        data = src.read_bytes()
+        digest, uri = self.put_bytes(data, suffix)
+        return digest, uri, len(data)
+
+    def put_table(self, table: pa.Table, *, canonical: bool = False) -> tuple[str, str]:
+        """Store a table as Parquet under its canonical digest; return ``(digest, uri)``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        canon = table if canonical else canonical_table(table)
+        digest = _ipc_digest(canon)
+        sink = pa.BufferOutputStream()
+        pq.write_table(canon, sink, compression="zstd")
+        key = self._key(digest, TABLE_SUFFIX)
+        self._put(key, sink.getvalue().to_pybytes())
+        return digest, self.uri_for_key(key)
+
+    # -- reading ---------------------------------------------------------
+    def read_bytes(self, uri_or_digest: str) -> bytes:
+        """The raw content of an artifact (the caller verifies it against a digest it knows)."""
+        key = self._resolve_key(uri_or_digest)
+        with self.fs.open_input_stream(key) as f:
+            data: bytes = f.read()
+        return data
+
+    def get_bytes(self, uri_or_digest: str) -> bytes:
+        """The content of an artifact, after checking it still matches its digest."""
+        key = self._resolve_key(uri_or_digest)
+        with self.fs.open_input_stream(key) as f:
+            data: bytes = f.read()
+        name = key.rsplit("/", 1)[1]
+        if name.endswith(TABLE_SUFFIX):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            actual = table_digest(pq.read_table(pa.BufferReader(data)))
+        else:
+            actual = hashlib.sha256(data).hexdigest()
+        _verify(Path(key), name[:64], actual)
+        return data
+
+    def read_table(self, uri_or_digest: str) -> pa.Table:
+        """A stored table (from :meth:`put_table`), verified against its digest."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        key = self._resolve_key(uri_or_digest)
+        name = key.rsplit("/", 1)[1]
+        if not name.endswith(TABLE_SUFFIX):
+            raise ArtifactPathError(
+                f"{uri_or_digest} is not a table stored by put_table(); use get_bytes()")
+        with self.fs.open_input_stream(key) as f:
+            table = pq.read_table(pa.BufferReader(f.read()))
+        _verify(Path(key), name[:64], table_digest(table))
+        return table
+
+
+def open_store(root: str | os.PathLike[str]) -> ArtifactStore:
+    """The artifact store at ``root``: a local directory (or ``file://`` URI), or a remote URI.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> type(open_store(tempfile.mkdtemp())).__name__, type(open_store("memory://x")).__name__
+    ('ArtifactStore', 'RemoteArtifactStore')
+    """
+    text = os.fspath(root)
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme == "file":
+        return ArtifactStore(Path(urllib.request.url2pathname(parsed.path)))
+    if parsed.scheme and "://" in text and len(parsed.scheme) > 1:  # not a Windows drive
+        return RemoteArtifactStore(text)
+    return ArtifactStore(Path(text))
 
 
 def _blocks(f: BinaryIO) -> Iterator[bytes]:

@@ -973,7 +973,7 @@ class Client(ClosingContext):
                 f"version {info.version} of {name} was registered without an artifact "
                 f"(flavor {info.flavor}); register the fitted model to be able to load it"
             )
-        data = self.artifacts.resolve(info.artifact_uri or info.artifact_digest).read_bytes()
+        data = self.artifacts.read_bytes(info.artifact_uri or info.artifact_digest)
         return load_verified(data, info.artifact_digest, info.flavor, **flavor_kwargs)
 
     # -- lifecycle ----------------------------------------------------------------------
