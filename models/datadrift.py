@@ -12,7 +12,7 @@ reference).
 Tests, per feature:
 
 * numeric (``int``/``float`` values): the population stability index
-  (``psi``, :func:`modelog.store.profile.psi`) over fixed reference bins
+  (``psi``, :func:`modelog.models.tabular.psi`) over fixed reference bins
   (reference deciles, or the profile's histogram bins plus an underflow and
   an overflow bin) and the two-sample
   Kolmogorov-Smirnov statistic (``ks``: the largest distance between the two
@@ -66,7 +66,7 @@ import numpy as np
 from scipy import special
 
 from modelog.models.errors import InvalidParameterError
-from modelog.store.profile import psi as psi_from_counts
+from modelog.models.tabular import psi as psi_from_counts
 
 __all__ = ["AlertBook", "CategoricalDrift", "DataDriftMonitor", "DriftThresholds",
            "FeatureCheck", "NumericDrift", "chi2_homogeneity", "ks_critical_value",

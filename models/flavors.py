@@ -448,7 +448,7 @@ def infer_signature(data: Any) -> list[tuple[str, str]]:
     ``data`` is the training dataset (features only) as a pandas DataFrame or
     a pyarrow Table or RecordBatch. Types are named as in the dataset's
     ``DatasetVersionCreated`` event: the canonical form of
-    :func:`modelog.store.artifacts.canonical_table` (``large_string`` and
+    :func:`modelog.models.tabular.canonical_table` (``large_string`` and
     dictionary-encoded strings are ``string``, and so on), so a signature
     compares equal to the columns of the dataset it was trained on.
 
@@ -460,7 +460,7 @@ def infer_signature(data: Any) -> list[tuple[str, str]]:
     """
     import pyarrow as pa
 
-    from modelog.store.artifacts import canonical_table
+    from modelog.models.tabular import canonical_table
 
     if isinstance(data, pa.RecordBatch):
         table = pa.Table.from_batches([data])

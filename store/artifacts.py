@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from modelog.models.tabular import canonical_table
 from modelog.store.errors import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactPathError
 
 if TYPE_CHECKING:
@@ -82,38 +83,6 @@ class _HashingSink:
 
     def writable(self) -> bool:
         return True
-
-
-def _canonical_type(t: pa.DataType) -> pa.DataType:
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(t):
-        return _canonical_type(t.value_type)
-    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return pa.string()
-    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return pa.binary()
-    if pa.types.is_large_list(t) or pa.types.is_list(t):
-        return pa.list_(_canonical_type(t.value_type))
-    if pa.types.is_struct(t):
-        return pa.struct(
-            [pa.field(f.name, _canonical_type(f.type), f.nullable) for f in t.fields]
-        )
-    return t
-
-
-def canonical_table(table: pa.Table) -> pa.Table:
-    """``table`` in canonical form: no metadata, 32-bit offsets, decoded dictionaries,
-    one chunk per column, freshly laid-out buffers (no slice offsets or stale bitmaps)."""
-    import numpy as np
-    import pyarrow as pa
-
-    schema = pa.schema(
-        [pa.field(f.name, _canonical_type(f.type), f.nullable) for f in table.schema]
-    )
-    table = table.replace_schema_metadata(None).cast(schema)
-    # ``take`` rebuilds every buffer at exactly the needed size from offset 0.
-    return table.take(pa.array(np.arange(table.num_rows, dtype=np.int64))).combine_chunks()
 
 
 def table_digest(table: pa.Table) -> str:

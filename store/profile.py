@@ -42,6 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from modelog.models.errors import ModelsError
+from modelog.models.tabular import PSI_EPSILON, rebin
+from modelog.models.tabular import psi as _psi
 from modelog.store.errors import ProfileError
 
 __all__ = [
@@ -60,8 +63,6 @@ QUANTILES: dict[str, float] = {
 """Quantiles every numeric column profile reports (linear interpolation, as numpy)."""
 
 Kind = Literal["numeric", "string", "boolean", "temporal", "other"]
-PSI_EPSILON = 1e-4
-"""Floor for bin shares in :func:`psi`, so empty bins do not give infinite values."""
 
 
 # -- profiling --------------------------------------------------------------------------------
@@ -220,59 +221,19 @@ def profile_table(table: pa.Table, *, bins: int = 20, top_k: int = 10) -> dict[s
 
 
 # -- PSI ----------------------------------------------------------------------------------------
-def rebin(edges: Sequence[float], counts: Sequence[float], target_edges: Sequence[float]
-          ) -> list[float]:
-    """Redistribute a histogram onto ``target_edges`` (mass assumed uniform within each bin).
-
-    Returns ``len(target_edges) + 1`` masses: one below the first target edge,
-    one per target bin, one above the last edge, so nothing is lost.
-
-    Examples
-    --------
-    >>> rebin([0, 2, 4], [10, 20], [1, 3])
-    [5.0, 15.0, 10.0]
-    """
-    out = [0.0] * (len(target_edges) + 1)
-    bounds = [-math.inf, *target_edges, math.inf]
-    for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True):
-        if c == 0:
-            continue
-        width = hi - lo
-        for j in range(len(out)):
-            a, b = max(lo, bounds[j]), min(hi, bounds[j + 1])
-            if width <= 0:  # degenerate bin: all mass at one point
-                if bounds[j] <= lo < bounds[j + 1]:
-                    out[j] += c
-            elif b > a:
-                out[j] += c * (b - a) / width
-    return out
-
-
 def psi(expected: Sequence[float], actual: Sequence[float], *, epsilon: float = PSI_EPSILON
         ) -> float:
-    """Population stability index of ``actual`` against ``expected`` bin counts.
-
-    ``sum((a - e) * ln(a / e))`` over bin shares, each floored at ``epsilon``.
-    Rules of thumb: below 0.1 stable, 0.1-0.2 a moderate shift, above 0.2 a
-    significant shift.
+    """:func:`modelog.models.tabular.psi`, raising :class:`ProfileError` on mismatched bins.
 
     Examples
     --------
-    >>> psi([10, 20, 30], [10, 20, 30])
-    0.0
     >>> round(psi([50, 50], [90, 10]), 3)
     0.879
     """
-    e = np.asarray(expected, dtype=float)
-    a = np.asarray(actual, dtype=float)
-    if e.shape != a.shape:
-        raise ProfileError(f"expected and actual need the same bins, got {e.size} and {a.size}; "
-                           "rebin the actual counts onto the reference edges first (see rebin)")
-    if e.sum() <= 0 or a.sum() <= 0:
-        return 0.0
-    ep = np.clip(e / e.sum(), epsilon, None)
-    ap = np.clip(a / a.sum(), epsilon, None)
-    return float(np.sum((ap - ep) * np.log(ap / ep)))
+    try:
+        return _psi(expected, actual, epsilon=epsilon)
+    except ModelsError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def _numeric_psi(old: Mapping[str, Any], new: Mapping[str, Any]) -> float | None:
