@@ -927,7 +927,9 @@ class Client(ClosingContext):
         # Position at the end *before* sending, so the answer cannot be missed.
         with LogTail(self.settings, self.topics.registry, from_end=True) as tail:
             self._producer.send_event(command)
-            self.flush(timeout)
+            # the broker's acknowledgement is not the registry's answer: give it its own
+            # time, so a slow broker is not reported as a missing registry worker
+            self.flush(max(timeout, 10.0))
             while True:
                 for event in decode_records(tail.poll(0.2)):
                     if getattr(event, "command_id", None) == command.command_id:
