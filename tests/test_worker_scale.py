@@ -116,30 +116,41 @@ def cluster(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
                 stop(name)
 
 
+ENDS: dict[int, int] = {}
+"""Next offset after the last serving record produced, per partition (from delivery reports:
+the embedded broker under-reports the high watermark of multi-record batches)."""
+
+
 def produce(s: Settings, events: list[Event]) -> None:
     producer = Producer({**s.kafka_config(), "enable.idempotence": True, "acks": "all",
                          "linger.ms": 10})
     topic = Topics.from_settings(s).serving
+
+    def acked(err: object, msg: object) -> None:
+        assert err is None, err
+        ENDS[msg.partition()] = max(ENDS.get(msg.partition(), 0),  # type: ignore[attr-defined]
+                                    msg.offset() + 1)  # type: ignore[attr-defined]
+
     for k, ev in enumerate(events):
-        producer.produce(topic, key=ev.aggregate.encode(), value=codec.encode(ev))
+        producer.produce(topic, key=ev.aggregate.encode(), value=codec.encode(ev),
+                         on_delivery=acked)
         if k % 5_000 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0
 
 
 def wait_caught_up(s: Settings, timeout: float = 120) -> None:
-    """Until the monitoring group's committed serving offsets reach the high watermarks."""
+    """Until the monitoring group's committed serving offsets reach what was produced."""
     topic = Topics.from_settings(s).serving
     probe = Consumer({**s.kafka_config(), "group.id": f"{s.topic_prefix}worker.monitor",
                       "enable.auto.commit": False})
     try:
         tps = [TopicPartition(topic, p) for p in range(s.partitions)]
-        ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(s.partitions)}
+        ends = dict(ENDS)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             done = {tp.partition: tp.offset for tp in probe.committed(tps, timeout=10)}
-            if all(done[p] >= end for p, end in ends.items()):
+            if all(done.get(p, -1) >= end for p, end in ends.items()):
                 return
             time.sleep(0.5)
         raise AssertionError(f"workers did not catch up: committed {done}, ends {ends}")
@@ -172,12 +183,15 @@ def published(s: Settings) -> dict[str, str]:
         seen = dict.fromkeys(ends, 0)
         out: dict[str, str] = {}
         deadline = time.monotonic() + 60
-        while any(seen[p] < e for p, e in ends.items()) and time.monotonic() < deadline:
-            for msg in consumer.consume(5_000, 0.5):
-                if msg.error() is None:
-                    seen[msg.partition()] = msg.offset() + 1
-                    ev = codec.decode(msg.value())
-                    out[ev.id] = ev.type_name()
+        while time.monotonic() < deadline:
+            msgs = [m for m in consumer.consume(5_000, 0.5) if m.error() is None]
+            for msg in msgs:
+                seen[msg.partition()] = msg.offset() + 1
+                ev = codec.decode(msg.value())
+                out[ev.id] = ev.type_name()
+            # past the (possibly under-reported) high watermarks, stop at an empty read
+            if not msgs and all(seen[p] >= e for p, e in ends.items()):
+                break
         return out
     finally:
         consumer.close()
