@@ -654,7 +654,8 @@ def bench(
                    f"p99 {sdk['call_p99_us']:.2f} us  [target median <= 10]")
         typer.echo(f"{projector_events:,} events through the projector ...")
         pj = bench_projector(s.replace(topic_prefix=run + "proj."), n=projector_events)
-        typer.echo(f"projector  {pj['events_per_s']:>12,.0f} events/s into DuckDB  "
+        typer.echo(f"projector  {pj['events_per_s']:>12,.0f} events/s into DuckDB, best of "
+                   f"{int(pj.get('runs', 1))} (median {pj.get('events_per_s_median', 0):,.0f})  "
                    f"[target >= 100,000]")
         if tracking:
             from modelog.store.bench_tracking import bench_tracking, format_report
