@@ -364,3 +364,41 @@ def test_async_client_round_trip(settings: Settings) -> None:
             ] == ["PredictionMade", "LabelObserved"]
     assert any(isinstance(e, PredictionMade) and e.prediction_id == pid for e in events)
     assert any(isinstance(e, AliasSet) and e.alias == "staging" for e in events)
+
+
+def test_prediction_fast_encoding_is_byte_identical_to_the_codec(tmp_path: Path) -> None:
+    """The SDK writes PredictionMade JSON from cached parts; it must be the codec's bytes."""
+    import random
+
+    rng = random.Random(7)
+    recorder = _Recorder()
+    client = Client(Settings(broker="127.0.0.1:1", data_dir=tmp_path,
+                             producer_name='unit "é" \\ 🚀'), recorder)
+    texts = ["", "plain", 'quote " and \\ backslash', "é ü 日本 🚀", "\n\t\x01", "a" * 300]
+    numbers = [0, -1, 2**53 + 1, -(2**62), 0.0, -0.0, 1e-300, 1.7976931348623157e308, 0.1,
+               -2.5e-7, 123456.789]
+
+    def scalar() -> object:
+        kind = rng.randrange(5)
+        return (rng.choice(texts) if kind == 0 else rng.choice(numbers) if kind == 1
+                else rng.random() * 10 ** rng.randint(-8, 8) if kind == 2
+                else rng.choice([True, False]) if kind == 3 else None)
+
+    for i in range(400):
+        inputs = {rng.choice(texts) + str(k): scalar() for k in range(rng.randrange(6))}
+        output = rng.choice([scalar(), [rng.random() for _ in range(3)],
+                             {"a": rng.random(), "b": 0.5}])
+        kwargs: dict[str, Any] = {}
+        if i % 3 == 0:
+            kwargs["prediction_id"] = f"req-{i}"
+        if i % 4 == 0:
+            kwargs["time"] = dt.datetime(2026, 3, 3, 12, 0, i % 60, (i * 7919) % 1_000_000,
+                                         tzinfo=dt.UTC)
+        if i % 5 == 0:
+            kwargs["code_version"] = rng.choice(texts)
+        model = rng.choice(["churn", "m-2", "fraud.v1"])
+        client.log_prediction(model, 1 + i % 3, inputs, output, **kwargs)
+        raw = recorder.sent[-1][2]
+        event = codec.decode(raw)
+        assert codec.encode(event) == raw, raw
+        assert event.inputs == inputs and event.model == model
