@@ -65,7 +65,8 @@ def bench_sdk(settings: Settings, n: int = 200_000) -> dict[str, float]:
         ``call_p999_us``, ``call_max_us`` (application-side cost of one call),
         ``event_bytes`` (size of one encoded event), ``acked`` and ``n``.
     """
-    from modelog.streams import sdk
+    from modelog.streams import codec, sdk
+    from modelog.streams.events import PredictionMade
 
     xs = sample_inputs()
     outputs = [round(random.Random(i).random(), 4) for i in range(len(xs))]
@@ -73,10 +74,11 @@ def bench_sdk(settings: Settings, n: int = 200_000) -> dict[str, float]:
     costs = [0] * n
     clock = time.perf_counter_ns
     with sdk.connect(settings=settings) as client:
-        sample = client._encode_prediction(
-            (None, client.new_id(), "churn-gbm", 12, "abc1234", xs[0], outputs[0], None,
-             time.time_ns())
-        )
+        sample = codec.encode(PredictionMade(
+            id=client.new_id(), time=client.new_id.time, aggregate="churn-gbm",
+            producer=settings.producer_name, prediction_id=client.new_id(), model="churn-gbm",
+            model_version=12, code_version="abc1234", inputs=xs[0], output=outputs[0],
+        ))
         log = client.log_prediction
         for i in range(n):  # pass 1: cost of each call
             t0 = clock()

@@ -119,6 +119,28 @@ E = TypeVar("E", bound=Event)
 Scalar = str | int | float | bool | None
 _json = msgspec.json.Encoder().encode
 _PREDICTION_VERSION = PredictionMade.current_version()
+
+
+class _PredictionWire(msgspec.Struct, tag_field="type", tag="PredictionMade", gc=False):
+    """``PredictionMade``'s wire layout, for encoding only (the SDK's hot path).
+
+    Same field names in the same order as the catalogue struct, so msgspec
+    writes the same bytes; positional, without defaults, and not tracked by
+    the garbage collector, which makes building one about as cheap as a tuple.
+    """
+
+    id: str
+    time: dt.datetime
+    aggregate: str
+    producer: str
+    schema_version: int
+    prediction_id: str
+    model: str
+    model_version: int
+    code_version: str | None
+    inputs: dict[str, Any]
+    output: Any
+
 _NAME = re.compile(NAME_PATTERN)
 _PLAIN = frozenset({str, int, bool, type(None)})
 _UTC = dt.UTC
@@ -165,13 +187,13 @@ class _UuidV7:
     """UUIDv7 strings, increasing within one generator, several times cheaper than
     :func:`modelog.streams.ids.new_id` (this is the SDK's hot path).
 
-    Layout (RFC 9562): 48-bit Unix milliseconds, version 7, variant ``10``, and
-    74 bits that are random per generator (and re-drawn after ``fork``) with a
-    counter added to the low 47 -- the "monotonic random" method: ids made in
-    the same millisecond stay unique and ordered without a lock
-    (``itertools.count`` is atomic), and two processes collide only if they draw
-    the same 26 high random bits *and* overlapping counter ranges in the same
-    millisecond.
+    Layout (RFC 9562): 48-bit Unix milliseconds, version 7, variant ``10``, 26
+    bits random per generator (re-drawn after ``fork``) and a 48-bit counter
+    whose top bit is set and whose start is random (46 bits) -- the "monotonic
+    random" method: ids made in the same millisecond stay unique and ordered
+    without a lock (``next`` on an ``itertools.count`` is atomic), and two
+    processes collide only if they draw the same 26 bits *and* overlapping
+    counter ranges in the same millisecond.
 
     Examples
     --------
@@ -184,6 +206,9 @@ class _UuidV7:
     def __init__(self) -> None:
         self._ms = 0
         self._prefix = ""
+        #: The millisecond of the last id, as an aware UTC ``datetime`` (shared by
+        #: every id of that millisecond; the SDK uses it as the event time).
+        self.time = dt.datetime.fromtimestamp(0, _UTC)
         self._reseed()
         ref = weakref.ref(self)
 
@@ -197,7 +222,9 @@ class _UuidV7:
     def _reseed(self) -> None:
         r = getrandbits(26)
         self._mid = f"{r >> 14:03x}-{0x8000 | (r & 0x3FFF):04x}-"
-        self._count = itertools.count(getrandbits(47))  # 2**47 ids before the 48 bits carry
+        # The counter's top bit is set, so ``hex`` always gives 12 digits: 2**46
+        # ids per generator before it would carry out of its 48 bits.
+        self._suffix = map(hex, itertools.count((1 << 47) | getrandbits(46)))
         self._ms = 0
 
     def __call__(self) -> str:
@@ -205,26 +232,8 @@ class _UuidV7:
         if ms > self._ms:  # a clock stepping back keeps the last prefix: still increasing
             self._ms = ms
             self._prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{self._mid}"
-        return f"{self._prefix}{next(self._count):012x}"
-
-
-class _MillisecondClock:
-    """``datetime`` objects at millisecond precision, reused within a millisecond.
-
-    Encoding events at 150k/s makes ``datetime`` construction a visible cost;
-    events logged in the same millisecond share one (immutable) object.
-    """
-
-    def __init__(self) -> None:
-        self._ms = -1
-        self._dt = dt.datetime.fromtimestamp(0, _UTC)
-
-    def __call__(self, ns: int) -> dt.datetime:
-        ms = ns // 1_000_000
-        if ms != self._ms:
-            self._dt = dt.datetime.fromtimestamp(ms / 1000, _UTC)
-            self._ms = ms
-        return self._dt
+            self.time = dt.datetime.fromtimestamp(ms / 1000, _UTC)
+        return self._prefix + next(self._suffix)[2:]
 
 
 # -- inline validation (pure) --------------------------------------------------
@@ -568,17 +577,11 @@ class Client(ClosingContext):
         self.topics = Topics.from_settings(settings)
         self.artifacts = artifacts or ArtifactStore.from_settings(settings)
         self.new_id = _UuidV7()
-        self._clock = _MillisecondClock()
         self._producer = producer
         self._send = producer.send
         self._serving = self.topics.serving
         self._name = settings.producer_name
         self._keys: dict[str, bytes] = {}
-        self._enc_prediction = self._encode_prediction
-        self._prediction_parts: dict[tuple[str, int, str | None], tuple[bytes, bytes]] = {}
-        self._last_time: dt.datetime | None = None
-        self._last_time_json = b""
-        self._enc_label = self._encode_label
 
     def __repr__(self) -> str:
         return f"Client(broker={self.settings.bootstrap_servers!r}, " \
@@ -630,45 +633,24 @@ class Client(ClosingContext):
                 raise EventValidationError("PredictionMade", "output", output, _FINITE_RULE)
         elif type(output) not in _PLAIN:
             output = check_output(output, "PredictionMade", "output")
+        new_id = self.new_id
         if prediction_id is None:
-            prediction_id = event_id = self.new_id()
+            prediction_id = event_id = new_id()
         else:
             _check_id(prediction_id, "PredictionMade", "prediction_id")
-            event_id = None
-        if time is not None:
+            event_id = new_id()
+        if time is None:
+            time = new_id.time
+        else:
             _check_time(time, "PredictionMade")
         if code_version is not None and type(code_version) is not str:
             raise EventValidationError("PredictionMade", "code_version", code_version,
                                        "must be a str or None")
-        self._send(self._serving, key, (event_id, prediction_id, model, version, code_version,
-                                        feats, output, time, time_ns()), self._enc_prediction)
+        # Encoded by the sender thread; same bytes as codec.encode(PredictionMade(...)).
+        self._send(self._serving, key, _PredictionWire(
+            event_id, time, model, self._name, _PREDICTION_VERSION, prediction_id, model,
+            version, code_version, feats, output), _json)
         return prediction_id
-
-    def _encode_prediction(self, item: tuple[Any, ...]) -> bytes:
-        """The JSON of a ``PredictionMade``, byte for byte what ``codec.encode`` writes.
-
-        The parts fixed per (model, version, code version) are encoded once;
-        only ids, time, inputs and output are encoded per event (about half
-        the cost of building and encoding the struct; ``tests/test_sdk.py``
-        checks the bytes against the struct's encoding).
-        """
-        event_id, pid, model, version, code_version, inputs, output, t, ns = item
-        parts = self._prediction_parts.get((model, version, code_version))
-        if parts is None:
-            parts = self._prediction_parts[(model, version, code_version)] = (
-                b',"aggregate":' + _json(model) + b',"producer":' + _json(self._name)
-                + b',"schema_version":' + str(_PREDICTION_VERSION).encode()
-                + b',"prediction_id":',
-                b',"model":' + _json(model) + b',"model_version":' + str(version).encode()
-                + b',"code_version":' + _json(code_version) + b',"inputs":')
-        when = t or self._clock(ns)
-        if when is not self._last_time:
-            self._last_time, self._last_time_json = when, _json(when)
-        pid_json = _json(pid)
-        id_json = pid_json if event_id == pid else _json(event_id or self.new_id())
-        return b"".join((b'{"type":"PredictionMade","id":', id_json, b',"time":',
-                         self._last_time_json, parts[0], pid_json, parts[1], _json(inputs),
-                         b',"output":', _json(output), b"}"))
 
     def log_label(
         self, model: str, prediction_id: str, label: Any, *, time: dt.datetime | None = None
@@ -684,17 +666,14 @@ class Client(ClosingContext):
             key = self._key(model, "LabelObserved")
         _check_id(prediction_id, "LabelObserved", "prediction_id")
         label = check_output(label, "LabelObserved", "label")
-        if time is not None:
+        event_id = self.new_id()
+        if time is None:
+            time = self.new_id.time
+        else:
             _check_time(time, "LabelObserved")
-        self._send(self._serving, key, (prediction_id, model, label, time, time_ns()),
-                   self._enc_label)
-
-    def _encode_label(self, item: tuple[Any, ...]) -> bytes:
-        pid, model, label, t, ns = item
-        return _json(LabelObserved(
-            id=self.new_id(), time=t or self._clock(ns), aggregate=model, producer=self._name,
-            prediction_id=pid, model=model, label=label,
-        ))
+        self._send(self._serving, key, LabelObserved(
+            id=event_id, time=time, aggregate=model, producer=self._name,
+            prediction_id=prediction_id, model=model, label=label), codec.encode)
 
     # -- generic path ---------------------------------------------------------------
     def emit(self, event: Event) -> None:

@@ -367,8 +367,12 @@ def test_async_client_round_trip(settings: Settings) -> None:
 
 
 def test_prediction_fast_encoding_is_byte_identical_to_the_codec(tmp_path: Path) -> None:
-    """The SDK writes PredictionMade JSON from cached parts; it must be the codec's bytes."""
+    """The SDK encodes a lean wire struct for PredictionMade; it must be the codec's bytes."""
     import random
+
+    from modelog.streams.sdk import _PredictionWire
+
+    assert _PredictionWire.__struct_fields__ == PredictionMade.__struct_fields__
 
     rng = random.Random(7)
     recorder = _Recorder()
