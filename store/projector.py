@@ -37,16 +37,18 @@ derived tables need no key. :meth:`Projector.project_once` does the same
 synchronously in this process.
 
 Where the time goes (``modelog bench``, CPU per event, 2 cores shared with the
-broker): the reader process ~6 µs -- consuming ~1.5, decoding and validating
+broker): the reader process ~6.5 µs -- consuming ~1.5, decoding and validating
 ~1.8, the canonical re-encode ~0.7, the rest building Arrow columns and
-shipping them -- and the writer ~4.5 µs, half of it DuckDB's commit (WAL).
-What made it ~1.5x faster: event times go to Arrow as integers (converting
-tz-aware datetimes cost ~3 µs each), batches travel as Arrow IPC rather than
-pickles, the payload is typed as Arrow JSON (DuckDB stored it as ``JSON`` by
-parsing it once more), and the reader warms up (pyarrow's lazy pandas import)
-before it reports ready. Not in the benchmark's 200,000 events: DuckDB's
-checkpoints (every 256 MB of WAL, ~450,000 predictions) add ~3 µs per event to
-the writer, so a sustained run of a million events averages ~90,000 events/s.
+shipping them -- and the writer ~7 µs: appending to the ledger (its primary
+key included) ~0.8, deriving ``predictions`` ~1.3, and the commit ~4.4 (the
+WAL, and DuckDB's checkpoints every 256 MB of it). What made it fast: event
+times go to Arrow as integers (converting tz-aware datetimes cost ~3 µs each),
+batches travel as Arrow IPC rather than pickles, the payload is typed as Arrow
+JSON (DuckDB stored it as ``JSON`` by parsing it once more), JSON columns are
+zstd-compressed (cheaper checkpoints), the reader warms up (pyarrow's lazy
+pandas import) before it reports ready and keeps the garbage collector away
+from its short-lived objects. Building the ``predictions`` rows in the reader
+instead was tried: it cost the reader more than it saved the writer.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -562,6 +565,11 @@ def _reader_main(conn: Any, settings: Settings, dead_letter_topic: str, batch_si
     # Warm up before reporting ready: pyarrow imports pandas on its first conversion
     # (~0.3-1 s), which would otherwise delay the first batch.
     build_batch([], dead_letter_topic)
+    # A batch is ~10^5 short-lived objects without cycles: the default thresholds
+    # would scan them (and every module object) again and again, ~10% of the
+    # reader's time. Modules go to the permanent generation; collect rarely.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     epoch, assigned = 0, False
     try:
         conn.send(("ready",))
@@ -601,6 +609,7 @@ def _reader_main(conn: Any, settings: Settings, dead_letter_topic: str, batch_si
         with contextlib.suppress(Exception):
             consumer.close()
         producer.flush(5)
+        gc.unfreeze()  # let the interpreter free the modules' objects at exit
 
 
 @dataclasses.dataclass(frozen=True)
