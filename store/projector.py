@@ -18,8 +18,9 @@ batch commits -- and projection carries on.
 
 The embedded broker forgets everything on restart while DuckDB remembers. The
 projector stores the cluster id with each position; a different cluster id,
-or a position beyond the partition's end, restarts that partition from the
-beginning (event ids make the replay harmless) with a warning.
+or a position beyond the partition's end (checked by reading the record before
+it: Tansu under-reports the end of a multi-record batch), restarts that
+partition from the beginning (event ids make the replay harmless) with a warning.
 
 The same process serves reads (:mod:`modelog.store.query_server`) and
 advertises them in ``<data_dir>/projector.json``.
@@ -90,6 +91,7 @@ from modelog.streams.codec import decode
 from modelog.streams.deadletter import DeadLetter, dead_letter_headers
 from modelog.streams.errors import EventDecodeError
 from modelog.streams.events import CATALOGUE, Event
+from modelog.streams.logtail import offset_in_log
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [
@@ -893,7 +895,9 @@ class Projector:
             )
             return None
         _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10)
-        if stored.next_offset > high:
+        if stored.next_offset > high and not offset_in_log(
+            self.settings, tp[0], tp[1], stored.next_offset - 1
+        ):  # (a broker may under-report the end: Tansu does for multi-record batches)
             log.warning(
                 "projector: %s[%d] stored position %d is beyond the partition's end %d (the "
                 "broker lost its log?); reading it again from the beginning",

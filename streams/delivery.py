@@ -113,6 +113,7 @@ from modelog.streams.events import (
     SkewDetected,
 )
 from modelog.streams.ids import derived_id, new_id
+from modelog.streams.logtail import offset_in_log
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [
@@ -842,7 +843,8 @@ class DeliveryWorker:
                         "deliveries)", tp[0], tp[1], cluster_id, self._cluster_id)
             return 0
         _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10)
-        if offset > high:
+        # (a broker may under-report the end: Tansu does for multi-record batches)
+        if offset > high and not offset_in_log(self.settings, tp[0], tp[1], offset - 1):
             log.warning("delivery: %s[%d] position %d is beyond the partition's end %d; "
                         "reading it again from the beginning", tp[0], tp[1], offset, high)
             return 0

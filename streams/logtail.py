@@ -15,7 +15,7 @@ from modelog.streams import codec
 from modelog.streams.errors import BrokerUnavailableError, EventDecodeError
 from modelog.streams.events import Event
 
-__all__ = ["LogTail", "RawRecord", "decode_records"]
+__all__ = ["LogTail", "RawRecord", "decode_records", "offset_in_log"]
 
 RawRecord = tuple[int, int, bytes | None, bytes]
 """``(partition, offset, key, value)`` of a record read by :class:`LogTail`."""
@@ -149,3 +149,44 @@ def decode_records(records: Sequence[RawRecord]) -> list[Event]:
         except EventDecodeError:
             continue  # the registry topic is written by modelog only; nothing to fold
     return out
+
+
+def offset_in_log(settings: Settings, topic: str, partition: int, offset: int,
+                  timeout: float = 5.0) -> bool:
+    """Whether ``offset`` is a record of ``topic[partition]`` now (read it to know).
+
+    A stored position beyond the reported high watermark normally means the
+    broker lost its log. But some brokers (Tansu) report a multi-record
+    batch's high watermark as its first offset + 1, so before starting over a
+    consumer checks that the record before its position is still there.
+    """
+    import time
+
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+    consumer = Consumer({
+        **settings.kafka_config(),
+        "group.id": f"{settings.topic_prefix}probe-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error",  # an offset out of range is an answer, not a reset
+        "fetch.wait.max.ms": 20,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF or not err.retriable():
+                    return False  # at the end, or out of range: not in the log
+                continue
+            return msg.offset() == offset
+        return False
+    except KafkaException:
+        return False
+    finally:
+        consumer.close()

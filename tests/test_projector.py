@@ -483,6 +483,32 @@ def test_killed_projector_resumes_to_the_same_tables(topics: Settings, tmp_path:
 
 @pytest.mark.broker
 @pytest.mark.slow
+def test_restart_after_a_multi_record_batch_resumes_without_rereading(
+    topics: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Tansu reports a multi-record batch's high watermark as its first offset + 1, so a
+    stored position looks "beyond the end"; the projector checks the log instead of
+    re-reading the partition from the beginning."""
+    from confluent_kafka import Producer
+
+    producer = Producer({**topics.kafka_config(), "linger.ms": 200,
+                         "enable.idempotence": True})
+    for i in range(40):  # one batch on one partition
+        ev = prediction(i)
+        producer.produce(Topics.from_settings(topics).serving, key=MODEL.encode(),
+                         value=encode(ev))
+    assert producer.flush(30) == 0
+    with Projector(topics, serve=False) as p:
+        project_until(p, 40)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="modelog.store.projector"), \
+            Projector(topics, serve=False) as p:
+        assert p.project_once(timeout=1.0) == 0  # nothing new, nothing read again
+        assert p.stats()["records"] == 0
+        assert scalar(p.connection, "SELECT count(*) FROM predictions") == 40
+    assert not [r for r in caplog.records if "beyond" in r.getMessage()]
+
+
 def test_new_cluster_restarts_from_the_beginning_without_duplicates(tmp_path: Path) -> None:
     prefix = "cl."
     first = [prediction(i) for i in range(10)]
