@@ -66,7 +66,7 @@ from modelog.streams.events import (
     Scalar,
     Window,
 )
-from modelog.streams.ids import derived_id
+from modelog.streams.ids import derived_id, epoch_ms
 
 __all__ = ["PRODUCER", "RetrainPolicy", "RetrainTrigger"]
 
@@ -313,7 +313,7 @@ class RetrainTrigger:
         elif fire.trigger == "metric_floor":
             state.breaches.clear()
         return RetrainRequested(
-            id=derived_id(_ms(ev.time), "retrain", model, ev.id),
+            id=derived_id(epoch_ms(ev.time), "retrain", model, ev.id),
             time=ev.time, aggregate=model, producer=PRODUCER, model=model,
             model_version=state.version, reason=fire.reason, trigger_id=ev.id,
             window=Window(start=fire.start, end=ev.time, size=fire.size),
@@ -333,9 +333,3 @@ def _human(delta: dt.timedelta) -> str:
         return f"{seconds / 3_600:.3g} hours"
     return f"{seconds / 60:.3g} minutes"
 
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _ms(time: dt.datetime) -> int:
-    return (time - _EPOCH) // dt.timedelta(milliseconds=1)
