@@ -612,7 +612,9 @@ class Client(ClosingContext):
         Returns the prediction id (a new UUIDv7 unless given), to pass to
         :meth:`log_label` when the truth is known. When the SDK makes the
         prediction id it is also the event id. Only enqueues (about a
-        microsecond or two); see :meth:`flush`.
+        microsecond or two); see :meth:`flush`. Without ``time`` the event
+        time is the millisecond the call was made in (the one the event id
+        embeds; it never goes back within a client, even if the clock does).
 
         Raises
         ------
