@@ -72,8 +72,8 @@ def test_pytorch_model_from_a_git_repo_to_lineage(settings: Settings, tmp_path: 
                 loss = torch.nn.functional.mse_loss(net(x), y)
                 loss.backward()
                 opt.step()
-                run.log_metric("mse", float(loss), step=step)
-        assert float(loss) < 0.5
+                run.log_metric("mse", loss.item(), step=step)
+        assert loss.item() < 0.5
         version = client.register_model("price", net, run=run, dataset=ds, target="price")
         assert version == 1
         loaded = client.load_model("price", version, model=_net())
