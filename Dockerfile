@@ -3,9 +3,10 @@ FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY . /app
-# CPU build of PyTorch first, so the dependency does not pull CUDA wheels.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3,<2.14" \
- && pip install /app
+# CPU build of PyTorch first, so the dependency does not pull CUDA wheels; then
+# the exact versions of constraints.txt (the torch line is already satisfied).
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu" \
+ && pip install -c constraints.txt /app
 ENV MODELOG_DATA_DIR=/data
 VOLUME ["/data"]
 ENTRYPOINT ["modelog"]

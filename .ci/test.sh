@@ -13,9 +13,10 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-# torch resolves to the CPU build (2.13.0+cpu) through the project's range.
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+# Exact versions from constraints.txt (refresh: bash .ci/lock.sh); torch is the
+# CPU build (2.13.0+cpu) that the project's range admits.
+"$VENV/bin/python" -m pip install --quiet -c constraints.txt --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev]"
 
 step "browser for the dashboard tests"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then

@@ -15,7 +15,7 @@ A row cap and a statement timeout keep the projector healthy.
 Examples
 --------
 >>> read_statements("select 1; describe events")
-['select 1; ', 'describe events']
+['select 1', 'describe events']
 >>> read_statements("delete from events")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -82,7 +82,8 @@ def read_statements(sql: str) -> list[str]:
     out: list[str] = []
     for st in statements:
         kind = st.type.name
-        text = st.query
+        # DuckDB 1.x keeps the separator with the statement, 2.x does not.
+        text = st.query.strip().rstrip(";").strip()
         if kind == "PRAGMA":
             m = _PRAGMA.match(text)
             if m is None or m.group(1).lower() not in _READ_PRAGMAS:
