@@ -167,7 +167,7 @@ def project(
 ) -> None:
     """Run the projector: consumes every topic into the DuckDB file (ledger + views) and
     serves read-only queries to `modelog query` and the dashboard."""
-    from modelog.store.projector import Projector
+    from modelog.streams.projector import Projector
 
     s = _settings(ctx)
     try:
@@ -291,7 +291,7 @@ def up(
 
 def _restore(s: Settings) -> None:
     """Refill a fresh (memory-only) broker from the DuckDB archive, if there is one."""
-    from modelog.store.archive import restore_to_broker
+    from modelog.streams.archive import restore_to_broker
 
     report = restore_to_broker(s)
     if report.total:
@@ -399,7 +399,7 @@ def schemas_export(
     directory: Annotated[Path, typer.Argument(help="Folder to write <Type>.json files into.")],
 ) -> None:
     """Write one JSON Schema per event type (with its topic in `x-modelog-topic`)."""
-    from modelog.streams.codec import json_schemas
+    from modelog.models.codec import json_schemas
 
     directory.mkdir(parents=True, exist_ok=True)
     schemas = json_schemas()
@@ -411,7 +411,7 @@ def schemas_export(
 @schemas_app.command("list")
 def schemas_list() -> None:
     """List event types with their schema version and topic."""
-    from modelog.streams.events import CATALOGUE
+    from modelog.models.events import CATALOGUE
 
     for name, cls in CATALOGUE.items():
         typer.echo(f"{name:28} v{cls.current_version()}  {cls.stream}")
@@ -580,7 +580,7 @@ def archive_restore(
     `modelog up` does this by itself when it starts the embedded (memory-only) broker.
     Topics that already hold records are skipped, so running it twice is harmless.
     """
-    from modelog.store.archive import DEFAULT_STREAMS, restore_to_broker
+    from modelog.streams.archive import DEFAULT_STREAMS, restore_to_broker
     from modelog.streams.topics import ensure_topics
 
     s = _settings(ctx)
@@ -637,8 +637,8 @@ def bench(
     the monitoring worker (--worker). Uses a fresh embedded broker unless --broker is given."""
     import tempfile
 
-    from modelog.store.bench_projector import bench_projector
-    from modelog.streams.bench_sdk import bench_sdk
+    from modelog.streams.bench.projector import bench_projector
+    from modelog.streams.bench.sdk import bench_sdk
     from modelog.streams.broker import EmbeddedBroker
 
     s = _settings(ctx)
@@ -666,7 +666,7 @@ def bench(
                        f"{pj['sustained_events']:,.0f} events, until DuckDB's final checkpoint  "
                        f"[target >= 100,000]")
         if tracking:
-            from modelog.store.bench_tracking import bench_tracking, format_report
+            from modelog.streams.bench.tracking import bench_tracking, format_report
 
             typer.echo("tracking benchmark (modelog vs MLflow; MLflow's venv is installed once)")
             result = bench_tracking(
@@ -675,8 +675,8 @@ def bench(
             )
             typer.echo(format_report(result))
         if worker:
-            from modelog.streams.bench_worker import bench_worker
-            from modelog.streams.bench_worker import format_report as worker_report
+            from modelog.streams.bench.worker import bench_worker
+            from modelog.streams.bench.worker import format_report as worker_report
 
             typer.echo(f"monitoring worker: {worker_predictions:,} labelled predictions, then "
                        "live drifting traffic ...")

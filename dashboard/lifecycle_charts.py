@@ -1,7 +1,7 @@
 """Charts of the lifecycle pages: metric curves, profiles, alias timeline, lineage graph.
 
 Pure functions: DataFrames (from :mod:`modelog.dashboard.lifecycle_data`) or
-profile dicts (from :func:`modelog.store.profile.profile_table`) in, an Altair
+profile dicts (from :func:`modelog.models.profile.profile_table`) in, an Altair
 chart or DOT text out -- no Streamlit, no I/O.
 
 Examples

@@ -22,8 +22,8 @@ from modelog.dashboard import lifecycle_charts as charts
 from modelog.dashboard import lifecycle_data as ld
 from modelog.dashboard.data import QuerySource
 from modelog.errors import ModelogError
+from modelog.models.profile import diff_profiles
 from modelog.store.errors import FilterSyntaxError, NoDataError, StoreError
-from modelog.store.profile import diff_profiles
 from modelog.store.reader import Reader
 
 __all__ = [

@@ -4,7 +4,7 @@
 inputs, or its outputs under one name) and compares, per feature, the last
 ``window`` values with a *reference*: either the first ``reference_size``
 observations (a warm-up window of live traffic) or a profile supplied up
-front, shaped like :func:`modelog.store.profile.profile_table` output
+front, shaped like :func:`modelog.models.profile.profile_table` output
 (histograms for numeric columns, top categories for strings, true/false
 counts for booleans -- this is how a training dataset's profile becomes the
 reference).

@@ -176,6 +176,91 @@ class SearchError(ModelsError):
 
 
 __all__ += [
-    "ArtifactDigestMismatch", "EvaluationError", "ModelLoadError", "ModelSerializationError",
-    "SearchError", "SearchSpaceError", "UnknownFlavorError", "UntrustedTypesError",
+    "ArtifactDigestMismatch",
+    "EvaluationError",
+    "EventDecodeError",
+    "EventValidationError",
+    "ModelLoadError",
+    "ModelSerializationError",
+    "ProfileError",
+    "SearchError",
+    "SearchSpaceError",
+    "UnknownEventTypeError",
+    "UnknownFlavorError",
+    "UntrustedTypesError",
 ]
+
+
+class EventValidationError(ModelsError, ValueError):
+    """An event failed validation before leaving the application.
+
+    Attributes
+    ----------
+    event_type, field, value, rule
+        Which event, which field (a path such as ``inputs.age``), the offending
+        value and the rule it broke.
+    """
+
+    def __init__(self, event_type: str, field: str, value: Any, rule: str) -> None:
+        self.event_type = event_type
+        self.field = field
+        self.value = value
+        self.rule = rule
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        super().__init__(
+            f"invalid {event_type}: field {field!r} = {shown} breaks the rule: {rule}. "
+            "Fix the value before logging; nothing was sent."
+        )
+
+
+class EventDecodeError(ModelsError):
+    """A record on a topic is not a valid modelog event (it goes to the dead-letter topic)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UnknownEventTypeError(EventDecodeError):
+    """A record names an event type this version of modelog does not know."""
+
+
+class ProfileError(ModelsError, ValueError):
+    """A profile or PSI computation got unusable arguments (:mod:`modelog.models.profile`)."""
+
+
+class UnsupportedEventError(ModelsError, TypeError):
+    """The serving monitor was given an event that is not a prediction or a label."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+        super().__init__(
+            f"ServingMonitor takes PredictionMade, LabelObserved, MonitorConfigured and "
+            f"ModelVersionRegistered events, not {type_name}; route other events elsewhere "
+            "(the worker dead-letters them)."
+        )
+
+
+class MonitorConfigError(ModelsError, ValueError):
+    """A monitor configuration (e.g. a ``MonitorConfigured.config``) is invalid.
+
+    Attributes
+    ----------
+    field, value, rule
+        The setting, its value and the rule it breaks.
+    """
+
+    def __init__(self, field: str, value: Any, rule: str, model: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        self.model = model
+        where = f" of model {model!r}" if model else ""
+        shown = repr(value)
+        shown = shown if len(shown) <= 200 else shown[:197] + "..."
+        super().__init__(
+            f"monitor setting {field!r}{where} = {shown} is invalid: {rule}; the configuration "
+            "was not applied -- send a corrected MonitorConfigured event."
+        )

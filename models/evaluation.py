@@ -26,11 +26,9 @@ True
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -60,14 +58,14 @@ class RunLike(Protocol):
         """Record several metric values at ``step``."""
         ...
 
-    def log_artifact(self, path: str | os.PathLike[str]) -> object:
-        """Store the file at ``path`` with the run."""
+    def log_bytes(self, data: bytes, name: str) -> object:
+        """Store ``data`` with the run as the file ``name``."""
         ...
 
 
 @runtime_checkable
 class FigureRunLike(Protocol):
-    """A run that stores matplotlib figures itself (used instead of a temp PNG)."""
+    """A run that stores matplotlib figures itself (preferred to PNG bytes)."""
 
     def log_figure(self, figure: Figure, name: str) -> object:
         """Store ``figure`` as ``name``."""
@@ -181,10 +179,9 @@ def _log_figure(run: RunLike, fig: Figure, name: str) -> None:
     if isinstance(run, FigureRunLike):
         run.log_figure(fig, name)
         return
-    with tempfile.TemporaryDirectory(prefix="modelog-fig-") as tmp:
-        path = Path(tmp) / name
-        fig.savefig(path, format="png", dpi=100)
-        run.log_artifact(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    run.log_bytes(buffer.getvalue(), name)
 
 
 def evaluate_classifier(

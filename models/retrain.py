@@ -1,7 +1,7 @@
 """When to retrain a model: a policy over monitoring events (pure, replayable).
 
 :class:`RetrainTrigger` reads a model's monitoring events in log order and
-answers, for each, with a :class:`~modelog.streams.events.RetrainRequested`
+answers, for each, with a :class:`~modelog.models.events.RetrainRequested`
 or ``None``. A :class:`RetrainPolicy` says what fires a request:
 
 * ``on_concept_drift``: a ``DriftDetected(kind="concept")``;
@@ -16,7 +16,7 @@ or ``None``. A :class:`RetrainPolicy` says what fires a request:
   the model's first event).
 
 Time is event time only, so replaying the log gives the same requests, with
-the same deterministic ids (:func:`~modelog.streams.ids.derived_id` of the
+the same deterministic ids (:func:`~modelog.models.ids.derived_id` of the
 trigger's time, the model and the trigger's id). After a request, nothing
 fires for ``cooldown``: one drift reported ten times gives one request; a
 sustained condition (data drift, metric) that still holds fires on its next
@@ -32,7 +32,7 @@ the data -- for a model's first request).
 Examples
 --------
 >>> import datetime as dt
->>> from modelog.streams.events import DriftDetected
+>>> from modelog.models.events import DriftDetected
 >>> t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 >>> def drift(i, minutes):
 ...     return DriftDetected(id=f"d{i}", time=t0 + dt.timedelta(minutes=minutes),
@@ -57,7 +57,7 @@ import datetime as dt
 from typing import Literal
 
 from modelog.models.errors import InvalidParameterError
-from modelog.streams.events import (
+from modelog.models.events import (
     DriftDetected,
     DriftResolved,
     Event,
@@ -66,7 +66,7 @@ from modelog.streams.events import (
     Scalar,
     Window,
 )
-from modelog.streams.ids import derived_id, epoch_ms
+from modelog.models.ids import derived_id, epoch_ms
 
 __all__ = ["PRODUCER", "RetrainPolicy", "RetrainTrigger"]
 

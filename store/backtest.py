@@ -3,14 +3,14 @@
 :func:`backtest` reads a model's ``PredictionMade`` and ``LabelObserved``
 events from the projection's ``events`` ledger in log order (in chunks, so
 long histories never sit in memory at once), replays them through a *fresh*
-:class:`~modelog.streams.monitor.ServingMonitor` -- no live state is touched,
+:class:`~modelog.models.monitor.ServingMonitor` -- no live state is touched,
 nothing is produced -- and collects the alerts that configuration would have
 raised, with when: the event time and the number of predictions replayed.
 It also reads the alerts raised live (the ``alerts`` table) so the
 :class:`BacktestReport` compares both. :func:`compare` replays two
 configurations in one pass ("what would a stricter configuration have caught").
 
-:func:`load_monitor_config` reads a :class:`~modelog.streams.monitor.MonitorConfig`
+:func:`load_monitor_config` reads a :class:`~modelog.models.monitor.MonitorConfig`
 from a YAML or TOML file: any field of ``MonitorConfig`` is a key (durations
 such as ``pending_ttl`` take seconds or ``"12h"``-style strings), so fields
 added to ``MonitorConfig`` work without changes here.
@@ -47,11 +47,11 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from modelog.models import codec
+from modelog.models.errors import EventDecodeError
+from modelog.models.events import Event
+from modelog.models.monitor import MonitorConfig, ServingMonitor
 from modelog.store.errors import StoreError
-from modelog.streams import codec
-from modelog.streams.errors import EventDecodeError
-from modelog.streams.events import Event
-from modelog.streams.monitor import MonitorConfig, ServingMonitor
 
 __all__ = [
     "MONITOR_ALERT_TYPES",

@@ -12,7 +12,6 @@ __all__ = [
     "FilterSyntaxError",
     "NoDataError",
     "NotFoundError",
-    "ProfileError",
     "ProjectorError",
     "QueryError",
     "ReadOnlyQueryError",
@@ -36,7 +35,7 @@ class ArtifactPathError(StoreError, ValueError):
     """A name, suffix or URI would escape the artifact store's root."""
 
 
-# -- projection and queries (modelog.store.projector / reader / query_server) --
+# -- projection and queries (modelog.streams.projector / reader / query_server) --
 class ProjectorError(StoreError):
     """The projector could not consume, dead-letter or write a batch."""
 
@@ -105,10 +104,6 @@ class FilterSyntaxError(StoreError, ValueError):
             f"unexpected {found} at column {self.column}: expected {expected}\n"
             f"  {shown}\n  {' ' * position}^"
         )
-
-
-class ProfileError(StoreError, ValueError):
-    """A profile or PSI computation got unusable arguments (:mod:`modelog.store.profile`)."""
 
 
 class NotFoundError(StoreError, LookupError):

@@ -54,11 +54,12 @@ from typing import Any, Literal, Protocol
 import pandas as pd
 import pyarrow as pa
 
-from modelog.store.errors import NotFoundError, ProfileError, QueryError
+from modelog.models.errors import ProfileError
+from modelog.models.profile import ProfileDiff, diff_profiles
+from modelog.models.registry import ModelState, fold
+from modelog.models.registry import as_of as registry_as_of
+from modelog.store.errors import NotFoundError, QueryError
 from modelog.store.filters import select_runs
-from modelog.store.profile import ProfileDiff, diff_profiles
-from modelog.streams.registry import ModelState, fold
-from modelog.streams.registry import as_of as registry_as_of
 
 __all__ = [
     "Direction",
@@ -386,7 +387,7 @@ def dataset_diff(reader: QuerySource, name: str, v1: str | int, v2: str | int) -
             raise ProfileError(
                 f"dataset {name} version {row['version']} (digest {str(row['digest'])[:12]}) "
                 "has no profile, so there is nothing to compare; log that version again "
-                "with a profile (modelog.store.profile.profile_table) to diff it")
+                "with a profile (modelog.models.profile.profile_table) to diff it")
         profiles.append(profile)
     return diff_profiles(profiles[0], profiles[1], old_rows=old["num_rows"],
                          new_rows=new["num_rows"])
@@ -431,7 +432,7 @@ def registry_state(reader: QuerySource, model: str,
         Versions, aliases (with since/who/why) and history; empty when
         ``as_of`` predates the model.
     """
-    from modelog.streams.codec import decode
+    from modelog.models.codec import decode
 
     placeholders = ", ".join("?" for _ in _REGISTRY_TYPES)
     rows = _rows(reader, f"SELECT payload FROM events WHERE aggregate = ? AND type IN "

@@ -42,10 +42,14 @@ __all__ = [
     "ARROW_STREAM",
     "DEFAULT_MAX_ROWS",
     "DEFAULT_TIMEOUT",
+    "PROJECTOR_RUNTIME_FILE",
     "QueryServer",
     "read_statements",
     "run_read_query",
 ]
+
+#: The file (in the data dir) where the projector advertises its query server.
+PROJECTOR_RUNTIME_FILE = "projector.json"
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,12 @@ import pyarrow as pa
 
 from modelog.config import Settings
 from modelog.store.errors import DatabaseBusyError, NoDataError, QueryError, ReadOnlyQueryError
-from modelog.store.projector import PROJECTOR_RUNTIME_FILE
-from modelog.store.query_server import ARROW_STREAM, read_statements, run_read_query
+from modelog.store.query_server import (
+    ARROW_STREAM,
+    PROJECTOR_RUNTIME_FILE,
+    read_statements,
+    run_read_query,
+)
 
 __all__ = ["Reader"]
 

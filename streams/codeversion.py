@@ -28,7 +28,7 @@ from typing import Protocol
 
 import msgspec
 
-from modelog.streams.events import CodeVersion
+from modelog.models.events import CodeVersion
 
 __all__ = ["KEY_PACKAGES", "BytesStore", "capture_code_version", "entry_point", "strip_credentials"]
 

@@ -1,10 +1,10 @@
 """Alert subscriptions and webhook delivery, exactly once in effect.
 
 A service subscribes to alerts with :func:`subscribe` (an
-:class:`~modelog.streams.events.AlertSubscriptionCreated` on the subscriptions
+:class:`~modelog.models.events.AlertSubscriptionCreated` on the subscriptions
 topic); :class:`DeliveryWorker` follows the subscriptions and monitoring topics
 and POSTs every matching alert to every subscriber's webhook, then reports the
-outcome as an :class:`~modelog.streams.events.AlertDelivered` event.
+outcome as an :class:`~modelog.models.events.AlertDelivered` event.
 
 The pure core -- no broker, no HTTP, no database:
 
@@ -92,15 +92,9 @@ from typing import Any, TypeGuard
 
 from modelog.config import Settings
 from modelog.errors import ConfigurationError
-from modelog.streams import codec
-from modelog.streams.deadletter import dead_letter_headers
-from modelog.streams.errors import (
-    DeliveryError,
-    EventDecodeError,
-    EventValidationError,
-    StreamsError,
-)
-from modelog.streams.events import (
+from modelog.models import codec
+from modelog.models.errors import EventDecodeError, EventValidationError
+from modelog.models.events import (
     NAME_PATTERN,
     AlertDelivered,
     AlertSubscriptionCreated,
@@ -112,7 +106,9 @@ from modelog.streams.events import (
     RetrainRequested,
     SkewDetected,
 )
-from modelog.streams.ids import derived_id, new_id
+from modelog.models.ids import derived_id, new_id
+from modelog.streams.deadletter import dead_letter_headers
+from modelog.streams.errors import DeliveryError, StreamsError
 from modelog.streams.logtail import offset_in_log
 from modelog.streams.topics import Topics, ensure_topics
 
@@ -395,7 +391,7 @@ def subscription_event(
     >>> subscription_event("ftp://x", kinds=["concept"])
     Traceback (most recent call last):
     ...
-    modelog.streams.errors.EventValidationError: invalid AlertSubscriptionCreated: field 'url' ...
+    modelog.models.errors.EventValidationError: invalid AlertSubscriptionCreated: field 'url' ...
     """
     name = AlertSubscriptionCreated.type_name()
     for model in models:

@@ -116,11 +116,11 @@ def run_demo(
         TimeRemainingColumn,
     )
 
-    import modelog
+    from modelog.streams.sdk import connect
 
     world = DemoWorld(cfg)
     sent = {"predictions": 0, "labels": 0}
-    with modelog.connect(settings=settings) as client:
+    with connect(settings=settings) as client:
         ds = client.log_dataset(f"{cfg.model}-train", _training_table(world),
                                 description="demo training data")
         echo(f"dataset    {ds.name}@{ds.digest[:12]} ({ds.num_rows} rows)")

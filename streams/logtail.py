@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from modelog.config import Settings
-from modelog.streams import codec
-from modelog.streams.errors import BrokerUnavailableError, EventDecodeError
-from modelog.streams.events import Event
+from modelog.models import codec
+from modelog.models.errors import EventDecodeError
+from modelog.models.events import Event
+from modelog.streams.errors import BrokerUnavailableError
 
 __all__ = ["LogTail", "RawRecord", "decode_records", "offset_in_log"]
 

@@ -16,7 +16,7 @@ events to publish:
   labels learned it emits ``MetricsLogged`` (prequential metrics, ``step`` =
   labels learned) under the registration's ``run_id`` or ``online-<model>-v<version>``,
   and every ``checkpoint_every`` labels it stores a checkpoint artifact and
-  emits :class:`~modelog.streams.events.OnlineModelCheckpointed`.
+  emits :class:`~modelog.models.events.OnlineModelCheckpointed`.
 
 Each online version learns from every labelled prediction of its model, so two
 online versions of one model learn side by side. The join is bounded: at most
@@ -28,7 +28,7 @@ artifact cannot be loaded (:class:`OnlineModelError`: the worker dead-letters
 that record with the reason).
 
 Derived events take the triggering label's time and a deterministic id
-(:func:`~modelog.streams.ids.derived_id` of that time, the kind, the model,
+(:func:`~modelog.models.ids.derived_id` of that time, the kind, the model,
 the version and the number of labels learned), so a replay publishes
 duplicates that consumers drop by id.
 
@@ -54,7 +54,7 @@ Examples
 --------
 >>> import datetime as dt
 >>> from river import linear_model
->>> from modelog.streams.events import LabelObserved, PredictionMade
+>>> from modelog.models.events import LabelObserved, PredictionMade
 >>> t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 >>> proc = OnlineModelProcessor(None, metrics_every=2)
 >>> proc.start("churn", 1, linear_model.LogisticRegression(), since=t0)
@@ -82,10 +82,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from modelog.models.flavors import dump, load_verified
-from modelog.models.online import OnlineLearner, default_metric
-from modelog.streams.errors import StreamsError
-from modelog.streams.events import (
+from modelog.models.events import (
     Event,
     LabelObserved,
     MetricPoint,
@@ -94,7 +91,10 @@ from modelog.streams.events import (
     OnlineModelCheckpointed,
     PredictionMade,
 )
-from modelog.streams.ids import derived_id, epoch_ms
+from modelog.models.flavors import dump, load_verified
+from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.online import OnlineLearner, default_metric
+from modelog.streams.errors import StreamsError
 
 if TYPE_CHECKING:
     from river.metrics.base import Metric

@@ -4,7 +4,7 @@ The application thread does the least possible work: :meth:`EventProducer.send`
 appends ``(topic, key, payload, encoder)`` to a bounded in-memory buffer and
 returns. A background sender thread drains the buffer in chunks, encodes each
 payload (``encoder(payload) -> bytes``, by default
-:func:`modelog.streams.codec.encode`) and hands whole chunks to librdkafka
+:func:`modelog.models.codec.encode`) and hands whole chunks to librdkafka
 with ``produce_batch``; librdkafka batches, compresses (lz4) and delivers them
 with ``enable.idempotence`` and ``acks=all`` (no duplicates, per-partition
 order kept across retries).
@@ -41,14 +41,14 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from modelog.config import Settings
-from modelog.streams import codec
+from modelog.models import codec
+from modelog.models.events import Event
 from modelog.streams.errors import (
     BrokerUnavailableError,
     BufferFullError,
     ClientClosedError,
     DeliveryError,
 )
-from modelog.streams.events import Event
 from modelog.streams.topics import Topics
 
 __all__ = ["ClosingContext", "EventProducer", "OnFull", "ProducerStats", "producer_config"]

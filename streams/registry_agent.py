@@ -1,11 +1,11 @@
 """The registry worker: the single writer that answers registry commands.
 
 Registering a version and moving an alias are *commands*
-(:class:`~modelog.streams.events.ModelVersionRequested`,
-:class:`~modelog.streams.events.AliasChangeRequested`) on the
+(:class:`~modelog.models.events.ModelVersionRequested`,
+:class:`~modelog.models.events.AliasChangeRequested`) on the
 ``registry-commands`` topic. Their answers (``ModelVersionRegistered``,
 ``AliasSet``, ``AliasRemoved``, ``AliasChangeRejected``) are decided by the
-pure functions of :mod:`modelog.streams.registry` against the registry state
+pure functions of :mod:`modelog.models.registry` against the registry state
 and written to the ``registry`` topic. Both topics are keyed by the model name
 and have the same partition count, so whoever consumes command partition *p*
 is the only writer of the models of registry partition *p*: version numbers
@@ -15,7 +15,7 @@ The pieces:
 
 * :class:`RegistryProcessor` -- pure: raw command record in, records to write
   out (the answer, or a dead-letter copy of a malformed record); it keeps the
-  :class:`~modelog.streams.registry.RegistryState` in memory.
+  :class:`~modelog.models.registry.RegistryState` in memory.
 * :class:`~modelog.streams.logtail.LogTail` (re-exported here) -- reads a
   topic with ``assign()`` (no consumer group), from the beginning or from its
   current end; used to fold the registry topic and, by the SDK, to wait for
@@ -36,8 +36,8 @@ again.
 Examples
 --------
 >>> import datetime as dt
->>> from modelog.streams import codec
->>> from modelog.streams.events import ModelVersionRequested
+>>> from modelog.models import codec
+>>> from modelog.models.events import ModelVersionRequested
 >>> from modelog.streams.topics import Topics
 >>> proc = RegistryProcessor(Topics("acme."))
 >>> cmd = ModelVersionRequested(
@@ -63,18 +63,19 @@ from types import TracebackType
 from typing import Any
 
 from modelog.config import Settings
-from modelog.streams import codec
-from modelog.streams.deadletter import dead_letter_copy
-from modelog.streams.errors import EventDecodeError, StreamsError
-from modelog.streams.events import AliasChangeRequested, Event, ModelVersionRequested
-from modelog.streams.logtail import LogTail, RawRecord, decode_records
-from modelog.streams.records import Outgoing
-from modelog.streams.registry import (
+from modelog.models import codec
+from modelog.models.errors import EventDecodeError
+from modelog.models.events import AliasChangeRequested, Event, ModelVersionRequested
+from modelog.models.registry import (
     RegistryState,
     apply,
     decide,
     decide_registration,
 )
+from modelog.streams.deadletter import dead_letter_copy
+from modelog.streams.errors import StreamsError
+from modelog.streams.logtail import LogTail, RawRecord, decode_records
+from modelog.streams.records import Outgoing
 from modelog.streams.topics import Topics
 
 __all__ = [
@@ -99,7 +100,7 @@ class RegistryProcessor:
     topics
         Topic names (registry and dead-letter topics are written).
     require_reason_for
-        Aliases that change only with a reason (see :func:`~modelog.streams.registry.decide`).
+        Aliases that change only with a reason (see :func:`~modelog.models.registry.decide`).
     clock
         Returns the decision time (timezone-aware); default :func:`codec.utcnow`.
 

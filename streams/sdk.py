@@ -1,7 +1,7 @@
 """The producer SDK: ``modelog.connect()`` and the :class:`Client` it returns.
 
 Every method turns a call into an immutable event of
-:mod:`modelog.streams.events` -- envelope filled in (``id``, ``time``,
+:mod:`modelog.models.events` -- envelope filled in (``id``, ``time``,
 ``aggregate``, ``producer``), validated -- and queues it on its topic, keyed by
 its aggregate. The shapes follow MLflow::
 
@@ -20,7 +20,7 @@ its aggregate. The shapes follow MLflow::
         client.log_label("churn", pid, 1)
 
 ``log_prediction`` and ``log_label`` are the hot path: instead of the full
-:func:`~modelog.streams.codec.validate` they run cheap inline checks (which
+:func:`~modelog.models.codec.validate` they run cheap inline checks (which
 still name field, value and rule in an :class:`EventValidationError`) and only
 enqueue; encoding happens on the producer's sender thread. ``log_dataset``
 returns only after the broker acknowledged its event.
@@ -64,12 +64,10 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from modelog.config import Settings
-from modelog.store.artifacts import ArtifactStore
-from modelog.streams import codec
-from modelog.streams import registry as _registry
-from modelog.streams.codeversion import capture_code_version
-from modelog.streams.errors import ClientClosedError, EventValidationError, StreamsError
-from modelog.streams.events import (
+from modelog.models import codec
+from modelog.models import registry as _registry
+from modelog.models.errors import EventValidationError
+from modelog.models.events import (
     NAME_PATTERN,
     AliasChangeRejected,
     AliasChangeRequested,
@@ -92,8 +90,11 @@ from modelog.streams.events import (
     RunFinished,
     RunStarted,
 )
+from modelog.models.registry import ModelState, RegistryState, VersionInfo
+from modelog.store.artifacts import ArtifactStore
+from modelog.streams.codeversion import capture_code_version
+from modelog.streams.errors import ClientClosedError, StreamsError
 from modelog.streams.producer import ClosingContext, EventProducer, OnFull, ProducerStats
-from modelog.streams.registry import ModelState, RegistryState, VersionInfo
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [
@@ -185,7 +186,7 @@ class ModelNotFoundError(StreamsError, LookupError):
 # -- ids ---------------------------------------------------------------------------
 class _UuidV7:
     """UUIDv7 strings, increasing within one generator, several times cheaper than
-    :func:`modelog.streams.ids.new_id` (this is the SDK's hot path).
+    :func:`modelog.models.ids.new_id` (this is the SDK's hot path).
 
     Layout (RFC 9562): 48-bit Unix milliseconds, version 7, variant ``10``, 26
     bits random per generator (re-drawn after ``fork``) and a 48-bit counter
@@ -538,6 +539,21 @@ class Run:
         )
         return uri
 
+    def log_bytes(self, data: bytes, name: str) -> str:
+        """Store ``data`` content-addressed as the file ``name``, emit ``ArtifactLogged``.
+
+        Returns the artifact's URI. What evaluation helpers use for figures.
+        """
+        self._require_running()
+        ext = Path(name).suffix[1:]
+        suffix = f".{ext}" if _SUFFIX_OK.match(ext) else ""
+        digest, uri = self.client.artifacts.put_bytes(data, suffix)
+        self.client._emit(
+            ArtifactLogged, self.run_id, run_id=self.run_id, path=name,
+            uri=uri, digest=digest, size=len(data),
+        )
+        return uri
+
     def use_dataset(
         self, dataset: DatasetVersion | tuple[str, str], context: str = "training"
     ) -> None:
@@ -725,8 +741,8 @@ class Client(ClosingContext):
         again re-emits the event, which consumers dedupe by ``(name, digest)``.
         Returns after the broker acknowledged the event.
         """
+        from modelog.models.profile import profile_table
         from modelog.store.artifacts import canonical_table, load_table
-        from modelog.store.profile import profile_table
 
         _check_name(name, "DatasetVersionCreated", "name")
         table = canonical_table(load_table(data))

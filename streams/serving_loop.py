@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from modelog.config import Settings
-from modelog.streams.events import Event
+from modelog.models.events import Event
 from modelog.streams.topics import Topics
 
 __all__ = ["PartitionRouters", "Position", "ServingLoop"]
@@ -64,7 +64,7 @@ class PartitionRouters:
 
     Examples
     --------
-    >>> from modelog.streams.monitor import ServingMonitor
+    >>> from modelog.models.monitor import ServingMonitor
     >>> from modelog.streams.worker import RecordRouter
     >>> topics = Topics("acme.")
     >>> routers = PartitionRouters(lambda: RecordRouter(topics, ServingMonitor()))

@@ -1,7 +1,7 @@
 """Topic names and their declared configuration.
 
 Each event type lives on the topic of its ``stream`` (see
-:mod:`modelog.streams.events`); the Kafka key is the event's ``aggregate``.
+:mod:`modelog.models.events`); the Kafka key is the event's ``aggregate``.
 Records that cannot be processed go to the dead-letter topic with the reason
 in the ``modelog-error`` header and their original bytes as the value.
 """
@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from modelog.config import Settings
+from modelog.models.events import CATALOGUE, Event
 from modelog.streams.errors import BrokerUnavailableError
-from modelog.streams.events import CATALOGUE, Event
 
 __all__ = ["DLQ_HEADERS", "STREAMS", "TopicSpec", "Topics", "ensure_topics"]
 
@@ -57,7 +57,7 @@ class Topics:
     >>> t = Topics("modelog.")
     >>> t.serving, t.dead_letter
     ('modelog.serving', 'modelog.dead-letter')
-    >>> from modelog.streams.events import PredictionMade
+    >>> from modelog.models.events import PredictionMade
     >>> t.for_event(PredictionMade)
     'modelog.serving'
     """

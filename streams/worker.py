@@ -1,11 +1,11 @@
 """The monitoring worker: a Faust app hosting the monitoring data plane and the registry agents.
 
 * :class:`RecordRouter` is the pure decision per raw record of one partition:
-  it decodes each record with :func:`modelog.streams.codec.decode`; records
+  it decodes each record with :func:`modelog.models.codec.decode`; records
   that do not decode, or are not ``PredictionMade`` / ``LabelObserved``, are
   copied unchanged (same key and value bytes) to the dead-letter topic with
   the reason and their source in the headers; the others feed the
-  :class:`~modelog.streams.monitor.ServingMonitor` (plus the retrain trigger
+  :class:`~modelog.models.monitor.ServingMonitor` (plus the retrain trigger
   and the online learners), whose derived events are encoded for the
   monitoring topic, keyed by their aggregate. ``MonitorConfigured`` events of
   the monitoring topic (keyed by model like the serving topic: same partition,
@@ -40,10 +40,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from modelog.config import Settings
-from modelog.streams import codec
-from modelog.streams.deadletter import dead_letter_copy
-from modelog.streams.errors import EventDecodeError
-from modelog.streams.events import (
+from modelog.models import codec
+from modelog.models.errors import EventDecodeError, MonitorConfigError
+from modelog.models.events import (
     Event,
     LabelObserved,
     ModelVersionRegistered,
@@ -51,7 +50,8 @@ from modelog.streams.events import (
     OnlineModelCheckpointed,
     PredictionMade,
 )
-from modelog.streams.monitor import MonitorConfig, MonitorConfigError, ServingMonitor
+from modelog.models.monitor import MonitorConfig, ServingMonitor
+from modelog.streams.deadletter import dead_letter_copy
 from modelog.streams.records import Outgoing
 from modelog.streams.topics import Topics, ensure_topics
 

@@ -10,10 +10,10 @@ from sklearn.linear_model import LogisticRegression
 
 import modelog
 from modelog.config import Settings
-from modelog.store.archive import restore_to_broker
-from modelog.store.projector import Projector
 from modelog.store.reader import Reader
+from modelog.streams.archive import restore_to_broker
 from modelog.streams.broker import EmbeddedBroker
+from modelog.streams.projector import Projector
 from modelog.streams.registry_agent import RegistryService
 from modelog.streams.topics import ensure_topics
 

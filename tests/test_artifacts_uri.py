@@ -17,7 +17,7 @@ import modelog
 from modelog.config import Settings
 from modelog.store.artifacts import ArtifactStore, RemoteArtifactStore, open_store
 from modelog.store.errors import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactPathError
-from modelog.store.projector import Projector
+from modelog.streams.projector import Projector
 from modelog.streams.registry_agent import RegistryService
 from modelog.streams.topics import ensure_topics
 

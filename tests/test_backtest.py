@@ -13,6 +13,9 @@ import pyarrow as pa
 import pytest
 
 from modelog.config import Settings
+from modelog.models.codec import encode
+from modelog.models.events import Event
+from modelog.models.monitor import MonitorConfig
 from modelog.store.backtest import (
     BacktestError,
     MonitorConfigError,
@@ -24,10 +27,7 @@ from modelog.store.backtest import (
 )
 from modelog.store.reader import Reader
 from modelog.store.schema import create_schema, derive
-from modelog.streams.codec import encode
-from modelog.streams.events import Event
-from modelog.streams.monitor import MonitorConfig
-from modelog.streams.quality import SCENARIOS, Detection, detect, scenario_events
+from modelog.streams.bench.quality import SCENARIOS, Detection, detect, scenario_events
 
 LIVE = MonitorConfig(anomaly=False)
 SCENARIO = dataclasses.replace(SCENARIOS["friedman-abrupt"], n=5_600, label_delay=2)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from modelog.config import Settings
-from modelog.store.bench_projector import bench_projector
-from modelog.streams.bench_sdk import bench_sdk
+from modelog.streams.bench.projector import bench_projector
+from modelog.streams.bench.sdk import bench_sdk
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from modelog.config import Settings
-from modelog.store import bench_tracking as bt
+from modelog.streams.bench import tracking as bt
 from modelog.streams.topics import ensure_topics
 
 METRICS = 2_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelog.config import Settings
-from modelog.streams.bench_worker import bench_worker, format_report
+from modelog.streams.bench.worker import bench_worker, format_report
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelog.cli import app
-from modelog.streams.events import CATALOGUE
+from modelog.models.events import CATALOGUE
 
 runner = CliRunner()
 

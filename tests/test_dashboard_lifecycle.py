@@ -24,13 +24,13 @@ from modelog.config import Settings
 from modelog.dashboard import lifecycle_charts as charts
 from modelog.dashboard import lifecycle_data as ld
 from modelog.dashboard.data import ConnectionSource, DashboardQueryError
+from modelog.models import events as ev
+from modelog.models.codec import encode
+from modelog.models.profile import profile_table
 from modelog.store import schema
 from modelog.store.errors import FilterSyntaxError
-from modelog.store.profile import profile_table
 from modelog.store.reader import Reader
 from modelog.store.schema import create_schema, rebuild_projections
-from modelog.streams import events as ev
-from modelog.streams.codec import encode
 
 BASE = dt.datetime(2026, 1, 1, 9, 0, tzinfo=dt.UTC)
 RUN = {name: f"019a0000-0000-7000-8000-0000000000{i:02d}" for i, name in

@@ -20,7 +20,7 @@ from modelog.models.datadrift import (
     ks_p_value,
 )
 from modelog.models.errors import InvalidParameterError
-from modelog.store.profile import profile_table, psi
+from modelog.models.profile import profile_table, psi
 
 
 def feed(tracker: NumericDrift | CategoricalDrift, values: object) -> None:

@@ -11,9 +11,9 @@ import modelog
 from modelog.cli import app
 from modelog.config import Settings
 from modelog.store.errors import NotFoundError
-from modelog.store.projector import Projector
 from modelog.store.queries import dataset_diff
 from modelog.store.reader import Reader
+from modelog.streams.projector import Projector
 from modelog.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.broker

@@ -21,7 +21,21 @@ import jsonschema
 import pytest
 
 from modelog.config import Settings
-from modelog.streams import codec
+from modelog.models import codec
+from modelog.models.errors import EventValidationError
+from modelog.models.events import (
+    AlertDelivered,
+    AlertSubscriptionCreated,
+    AlertSubscriptionRemoved,
+    AnomalyDetected,
+    DriftDetected,
+    DriftResolved,
+    Event,
+    MonitorStatsReported,
+    RetrainRequested,
+    SkewDetected,
+)
+from modelog.models.ids import new_id
 from modelog.streams.deadletter import DeadLetter
 from modelog.streams.delivery import (
     KNOWN_KINDS,
@@ -42,20 +56,6 @@ from modelog.streams.delivery import (
     subscription_event,
     unsubscribe,
 )
-from modelog.streams.errors import EventValidationError
-from modelog.streams.events import (
-    AlertDelivered,
-    AlertSubscriptionCreated,
-    AlertSubscriptionRemoved,
-    AnomalyDetected,
-    DriftDetected,
-    DriftResolved,
-    Event,
-    MonitorStatsReported,
-    RetrainRequested,
-    SkewDetected,
-)
-from modelog.streams.ids import new_id
 from modelog.streams.registry_agent import LogTail
 from modelog.streams.topics import Topics
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +29,9 @@ class MemoryRun:
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         self.metrics.update(metrics)
 
-    def log_artifact(self, path: str | os.PathLike[str]) -> object:
-        p = Path(path)
-        self.artifacts[p.name] = p.read_bytes()  # the file must exist while being logged
-        return p.name
+    def log_bytes(self, data: bytes, name: str) -> object:
+        self.artifacts[name] = data
+        return name
 
 
 class FigureRun(MemoryRun):

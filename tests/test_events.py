@@ -10,8 +10,8 @@ import jsonschema
 import msgspec
 import pytest
 
-from modelog.streams import codec, events, ids
-from modelog.streams.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
+from modelog.models import codec, events, ids
+from modelog.models.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
 
 T0 = dt.datetime(2026, 3, 3, 14, 0, tzinfo=dt.UTC)
 

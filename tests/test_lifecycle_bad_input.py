@@ -19,17 +19,17 @@ from typer.testing import CliRunner
 import modelog
 from modelog.cli import app
 from modelog.config import Settings
-from modelog.store.errors import NoDataError, NotFoundError
-from modelog.store.projector import Projector
-from modelog.streams.errors import EventValidationError
-from modelog.streams.events import (
+from modelog.models.errors import EventValidationError
+from modelog.models.events import (
     AliasChangeRejected,
     AliasSet,
     DatasetVersionCreated,
     MetricsLogged,
     ParamsLogged,
 )
+from modelog.store.errors import NoDataError, NotFoundError
 from modelog.streams.logtail import LogTail, decode_records
+from modelog.streams.projector import Projector
 from modelog.streams.registry_agent import RegistryService
 from modelog.streams.sdk import AliasChangeRejectedError, Client
 from modelog.streams.topics import Topics, ensure_topics

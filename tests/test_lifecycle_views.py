@@ -21,11 +21,14 @@ import pyarrow as pa
 import pytest
 
 from modelog.config import Settings
+from modelog.models import events as ev
+from modelog.models.codec import encode
+from modelog.models.errors import ProfileError
+from modelog.models.ids import new_id
+from modelog.models.profile import profile_table
 from modelog.store import queries as q
-from modelog.store.errors import NotFoundError, ProfileError
+from modelog.store.errors import NotFoundError
 from modelog.store.filters import select_runs
-from modelog.store.profile import profile_table
-from modelog.store.projector import LEDGER_SCHEMA
 from modelog.store.reader import Reader
 from modelog.store.schema import (
     DERIVED_TABLES,
@@ -36,9 +39,7 @@ from modelog.store.schema import (
     rebuild_projections,
     stored_schema_version,
 )
-from modelog.streams import events as ev
-from modelog.streams.codec import encode
-from modelog.streams.ids import new_id
+from modelog.streams.projector import LEDGER_SCHEMA
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 RAW = "a0" * 32

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from modelog.streams.events import (
+from modelog.models.errors import UnsupportedEventError
+from modelog.models.events import (
     AnomalyDetected,
     DriftDetected,
     Event,
@@ -16,14 +17,8 @@ from modelog.streams.events import (
     PredictionMade,
     RunStarted,
 )
-from modelog.streams.ids import id_time_ms
-from modelog.streams.monitor import (
-    PRODUCER,
-    MonitorConfig,
-    ServingMonitor,
-    UnsupportedEventError,
-    prediction_error,
-)
+from modelog.models.ids import id_time_ms
+from modelog.models.monitor import PRODUCER, MonitorConfig, ServingMonitor, prediction_error
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 CHANGE = 3_000
@@ -296,7 +291,7 @@ def test_shift_in_one_feature_is_data_drift_of_that_feature_only(shift_run) -> N
 
 def test_drift_resolves_once_the_shift_reverts(shift_run) -> None:
     _, derived = shift_run
-    from modelog.streams.events import DriftResolved
+    from modelog.models.events import DriftResolved
 
     detected = {e.detector: e for e in derived if isinstance(e, DriftDetected)}
     resolved = [e for e in derived if isinstance(e, DriftResolved)]
@@ -341,7 +336,7 @@ def test_prediction_drift_on_class_outputs() -> None:
 
 
 def registration(model: str = "m", version: int = 1, **columns: str) -> Event:
-    from modelog.streams.events import ColumnSchema, ModelVersionRegistered
+    from modelog.models.events import ColumnSchema, ModelVersionRegistered
 
     return ModelVersionRegistered(
         id=f"reg-{model}-{version}", time=T0, aggregate=model, model=model,
@@ -351,7 +346,7 @@ def registration(model: str = "m", version: int = 1, **columns: str) -> Event:
 
 
 def test_skew_against_the_registered_signature() -> None:
-    from modelog.streams.events import SkewDetected
+    from modelog.models.events import SkewDetected
 
     m = ServingMonitor(NO_ANOMALY)
     m.process(registration(a="double", b="double", plan="string", tenure="int64"))
@@ -378,7 +373,7 @@ def test_unregistered_models_are_still_monitored() -> None:
 
 
 def configured(config: dict[str, object], model: str = "m", i: int = 0) -> Event:
-    from modelog.streams.events import MonitorConfigured
+    from modelog.models.events import MonitorConfigured
 
     return MonitorConfigured(id=f"cfg{i}", time=T0, aggregate=model, model=model, config=config)
 
@@ -397,7 +392,7 @@ def test_monitor_configured_overrides_a_threshold_at_run_time(shift_run) -> None
 
 
 def test_a_bad_configuration_is_rejected_and_changes_nothing() -> None:
-    from modelog.streams.monitor import MonitorConfigError
+    from modelog.models.errors import MonitorConfigError
 
     m = ServingMonitor(NO_ANOMALY)
     for config, field in (({"psi_threshold": "high"}, "psi_threshold"),
@@ -416,7 +411,7 @@ def test_a_bad_configuration_is_rejected_and_changes_nothing() -> None:
 def test_configured_reference_profile_replaces_the_warm_up() -> None:
     import pyarrow as pa
 
-    from modelog.store.profile import profile_table
+    from modelog.models.profile import profile_table
 
     rng = random.Random(8)
     training = pa.table({"a": [rng.gauss(0, 1) for _ in range(5_000)],
@@ -438,7 +433,7 @@ def test_configured_reference_profile_replaces_the_warm_up() -> None:
 
 
 def test_bench_monitor_reports_throughput() -> None:
-    from modelog.streams.bench_monitor import bench_monitor
+    from modelog.streams.bench.monitor import bench_monitor
 
     r = bench_monitor(3_000, anomaly_sample_every=2)
     assert r["predictions"] == 3_000 and r["events"] == 6_000

@@ -12,12 +12,9 @@ from typing import Any
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, stream
 
+from modelog.models import codec
 from modelog.models.errors import ArtifactDigestMismatch, InvalidParameterError
-from modelog.models.flavors import dump
-from modelog.models.online import OnlineLearner
-from modelog.store.artifacts import ArtifactStore
-from modelog.streams import codec
-from modelog.streams.events import (
+from modelog.models.events import (
     Event,
     LabelObserved,
     MetricsLogged,
@@ -25,6 +22,9 @@ from modelog.streams.events import (
     OnlineModelCheckpointed,
     PredictionMade,
 )
+from modelog.models.flavors import dump
+from modelog.models.online import OnlineLearner
+from modelog.store.artifacts import ArtifactStore
 from modelog.streams.online import OnlineModelError, OnlineModelProcessor
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from modelog.models.anomaly import AnomalyMonitor
-from modelog.streams.bench_monitor import bench_events
-from modelog.streams.events import PredictionMade
-from modelog.streams.monitor import MonitorConfig, ServingMonitor
+from modelog.models.events import PredictionMade
+from modelog.models.monitor import MonitorConfig, ServingMonitor
+from modelog.streams.bench.monitor import bench_events
 
 
 def _inputs(n: int, seed: int) -> list[dict[str, object]]:

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from modelog.store.errors import ProfileError
-from modelog.store.profile import (
+from modelog.models.errors import ProfileError
+from modelog.models.profile import (
     QUANTILES,
     diff_profiles,
     profile_table,

@@ -19,12 +19,8 @@ import duckdb
 import pytest
 
 from modelog.config import Settings
-from modelog.store.projector import Projector, ProjectorProgress, build_batch
-from modelog.store.reader import Reader
-from modelog.store.schema import DERIVED_TABLES, VIEWS
-from modelog.streams.broker import EmbeddedBroker
-from modelog.streams.codec import encode
-from modelog.streams.events import (
+from modelog.models.codec import encode
+from modelog.models.events import (
     AliasRemoved,
     AliasSet,
     DatasetVersionCreated,
@@ -41,7 +37,11 @@ from modelog.streams.events import (
     SkewDetected,
     Window,
 )
-from modelog.streams.ids import new_id
+from modelog.models.ids import new_id
+from modelog.store.reader import Reader
+from modelog.store.schema import DERIVED_TABLES, VIEWS
+from modelog.streams.broker import EmbeddedBroker
+from modelog.streams.projector import Projector, ProjectorProgress, build_batch
 from modelog.streams.topics import Topics, ensure_topics
 
 T0 = dt.datetime(2026, 3, 3, 12, 0, tzinfo=dt.UTC)
@@ -220,7 +220,7 @@ def test_build_batch_dedupes_upcasts_and_sorts_out_bad_records() -> None:
 
 def test_build_batch_decodes_every_record_as_the_codec_does() -> None:
     """The fast path (canonical records) and the codec's path give the same rows."""
-    from modelog.streams.codec import decode
+    from modelog.models.codec import decode
 
     p = prediction(3)
     canonical = encode(p)
@@ -242,8 +242,8 @@ def test_build_batch_decodes_every_record_as_the_codec_does() -> None:
 def test_positions_only_move_forward_unless_the_cluster_changed() -> None:
     import pyarrow as pa
 
-    from modelog.store.projector import _UPSERT_POSITIONS
     from modelog.store.schema import create_schema
+    from modelog.streams.projector import _UPSERT_POSITIONS
 
     con = duckdb.connect()
     create_schema(con)
@@ -443,7 +443,7 @@ def test_killed_projector_resumes_to_the_same_tables(topics: Settings, tmp_path:
     produce(topics, [prediction(i, model=f"m{i % 3}") for i in range(n)])
     script = (
         "import sys; from pathlib import Path; from modelog.config import Settings\n"
-        "from modelog.store.projector import Projector\n"
+        "from modelog.streams.projector import Projector\n"
         "s = Settings(broker=sys.argv[1], data_dir=Path(sys.argv[2]), topic_prefix=sys.argv[3])\n"
         "Projector(s, batch_size=50, batch_timeout=0.05).run()\n"
     )
@@ -501,7 +501,7 @@ def test_restart_after_a_multi_record_batch_resumes_without_rereading(
     with Projector(topics, serve=False) as p:
         project_until(p, 40)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="modelog.store.projector"), \
+    with caplog.at_level("WARNING", logger="modelog.streams.projector"), \
             Projector(topics, serve=False) as p:
         assert p.project_once(timeout=1.0) == 0  # nothing new, nothing read again
         assert p.stats()["records"] == 0

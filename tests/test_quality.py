@@ -1,7 +1,7 @@
 """Detection quality of the serving monitor on synthetic drift, and the replay through Kafka.
 
 The bounds are the measured values (deterministic for these seeds) plus a margin:
-see ``python -m modelog.streams.quality`` for the full table.
+see ``python -m modelog.streams.bench.quality`` for the full table.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import time
 import pytest
 
 from modelog.config import Settings
+from modelog.models.codec import encode
+from modelog.models.events import LabelObserved, PredictionMade
+from modelog.models.monitor import MonitorConfig
 from modelog.store.backtest import backtest
-from modelog.store.projector import Projector
 from modelog.store.reader import Reader
-from modelog.streams.codec import encode
-from modelog.streams.events import LabelObserved, PredictionMade
-from modelog.streams.monitor import MonitorConfig
-from modelog.streams.quality import (
+from modelog.streams.bench.quality import (
     SCENARIOS,
     ScenarioResult,
     detect,
@@ -26,6 +25,7 @@ from modelog.streams.quality import (
     run_scenario,
     scenario_events,
 )
+from modelog.streams.projector import Projector
 from modelog.streams.topics import Topics
 
 # Concept drift quality: anomaly scoring is off (it is slow and the inputs do not drift).

@@ -14,13 +14,14 @@ import duckdb
 import pytest
 
 from modelog.config import Settings
+from modelog.models.codec import encode
+from modelog.models.events import PredictionMade
+from modelog.models.ids import new_id
 from modelog.store.errors import DatabaseBusyError, NoDataError, QueryError, ReadOnlyQueryError
-from modelog.store.projector import PROJECTOR_RUNTIME_FILE, Projector
+from modelog.store.query_server import PROJECTOR_RUNTIME_FILE
 from modelog.store.reader import Reader
 from modelog.streams.broker import free_port
-from modelog.streams.codec import encode
-from modelog.streams.events import PredictionMade
-from modelog.streams.ids import new_id
+from modelog.streams.projector import Projector
 from modelog.streams.topics import Topics
 
 

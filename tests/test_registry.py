@@ -24,18 +24,17 @@ from confluent_kafka import Producer
 
 import modelog
 from modelog.config import Settings
-from modelog.models import flavors
+from modelog.models import codec, flavors
 from modelog.models.errors import ArtifactDigestMismatch
-from modelog.streams import codec
-from modelog.streams.deadletter import DeadLetter
-from modelog.streams.events import (
+from modelog.models.events import (
     AliasChangeRequested,
     AliasSet,
     Event,
     ModelVersionRegistered,
     ModelVersionRequested,
 )
-from modelog.streams.registry import RegistryState, apply, decide_registration
+from modelog.models.registry import RegistryState, apply, decide_registration
+from modelog.streams.deadletter import DeadLetter
 from modelog.streams.registry_agent import LogTail, RegistryProcessor, decode_records
 from modelog.streams.sdk import (
     AliasChangeRejectedError,

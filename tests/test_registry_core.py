@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from modelog.streams.errors import EventValidationError
-from modelog.streams.events import (
+from modelog.models.errors import EventValidationError
+from modelog.models.events import (
     AliasChangeRejected,
     AliasChangeRequested,
     AliasRemoved,
@@ -16,8 +16,8 @@ from modelog.streams.events import (
     LabelObserved,
     ModelVersionRegistered,
 )
-from modelog.streams.ids import derived_id
-from modelog.streams.registry import (
+from modelog.models.ids import derived_id
+from modelog.models.registry import (
     PRODUCER,
     RegistryState,
     apply,

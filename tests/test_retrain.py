@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
+from modelog.models import codec
 from modelog.models.errors import InvalidParameterError
-from modelog.models.retrain import RetrainPolicy, RetrainTrigger
-from modelog.streams import codec
-from modelog.streams.events import (
+from modelog.models.events import (
     AnomalyDetected,
     DriftDetected,
     DriftResolved,
@@ -18,6 +17,7 @@ from modelog.streams.events import (
     RetrainRequested,
     Window,
 )
+from modelog.models.retrain import RetrainPolicy, RetrainTrigger
 
 T0 = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)

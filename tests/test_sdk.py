@@ -21,12 +21,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 import modelog
 from modelog.config import Settings
-from modelog.store.artifacts import ArtifactStore, table_digest
-from modelog.store.errors import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactPathError
-from modelog.streams import codec
-from modelog.streams.broker import free_port
-from modelog.streams.errors import BrokerUnavailableError, EventValidationError
-from modelog.streams.events import (
+from modelog.models import codec
+from modelog.models.errors import EventValidationError
+from modelog.models.events import (
     AliasSet,
     Event,
     LabelObserved,
@@ -38,6 +35,10 @@ from modelog.streams.events import (
     RunFinished,
     RunStarted,
 )
+from modelog.store.artifacts import ArtifactStore, table_digest
+from modelog.store.errors import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactPathError
+from modelog.streams.broker import free_port
+from modelog.streams.errors import BrokerUnavailableError
 from modelog.streams.producer import EventProducer
 from modelog.streams.registry_agent import RegistryService
 from modelog.streams.sdk import Client, RunNotActiveError, _UuidV7, check_output, check_scalars

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 import modelog
 from modelog.cli import app
 from modelog.config import Settings
-from modelog.store.projector import Projector
 from modelog.store.reader import Reader
+from modelog.streams.projector import Projector
 from modelog.streams.registry_agent import RegistryService
 from modelog.streams.topics import ensure_topics
 

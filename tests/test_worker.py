@@ -16,9 +16,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from modelog.config import Settings
-from modelog.streams import codec
-from modelog.streams.deadletter import DeadLetter
-from modelog.streams.events import (
+from modelog.models import codec
+from modelog.models.events import (
     AnomalyDetected,
     ColumnSchema,
     DriftDetected,
@@ -31,7 +30,8 @@ from modelog.streams.events import (
     RunStarted,
     SkewDetected,
 )
-from modelog.streams.ids import new_id
+from modelog.models.ids import new_id
+from modelog.streams.deadletter import DeadLetter
 from modelog.streams.topics import Topics, ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

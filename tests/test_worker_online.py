@@ -22,7 +22,7 @@ from river import datasets, evaluate, linear_model, metrics, preprocessing
 
 import modelog
 from modelog.config import Settings
-from modelog.streams.events import MetricsLogged, OnlineModelCheckpointed
+from modelog.models.events import MetricsLogged, OnlineModelCheckpointed
 from modelog.streams.online import online_run_id
 from modelog.streams.registry_agent import LogTail, decode_records
 from modelog.streams.topics import ensure_topics

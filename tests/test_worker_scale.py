@@ -24,10 +24,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from modelog.config import Settings
+from modelog.models import codec
+from modelog.models.events import Event, LabelObserved, PredictionMade
+from modelog.models.monitor import ServingMonitor
 from modelog.models.retrain import RetrainTrigger
-from modelog.streams import codec
-from modelog.streams.events import Event, LabelObserved, PredictionMade
-from modelog.streams.monitor import ServingMonitor
 from modelog.streams.topics import Topics, ensure_topics
 from modelog.streams.worker import RecordRouter
 

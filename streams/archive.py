@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from modelog.config import Settings
+from modelog.models import codec
+from modelog.models.events import CATALOGUE
 from modelog.store.errors import NoDataError, StoreError
 from modelog.store.reader import Reader
-from modelog.streams import codec
-from modelog.streams.events import CATALOGUE
 from modelog.streams.topics import Topics
 
 __all__ = ["DEFAULT_STREAMS", "RestoreReport", "restore_to_broker"]

@@ -8,7 +8,7 @@ next to the payload fields. JSON Schemas for every type come from
 Examples
 --------
 >>> import datetime as dt
->>> from modelog.streams.events import LabelObserved
+>>> from modelog.models.events import LabelObserved
 >>> ev = LabelObserved(id="0190d7a6-0000-7000-8000-000000000000",
 ...                    time=dt.datetime(2026, 3, 3, 14, 0, tzinfo=dt.timezone.utc),
 ...                    aggregate="churn", prediction_id="p-1", model="churn", label=1)
@@ -28,8 +28,8 @@ from typing import Any
 
 import msgspec
 
-from modelog.streams.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
-from modelog.streams.events import CATALOGUE, UPCASTERS, Event
+from modelog.models.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
+from modelog.models.events import CATALOGUE, UPCASTERS, Event
 
 __all__ = ["decode", "encode", "json_schemas", "to_record", "upcast", "validate"]
 
@@ -173,13 +173,13 @@ def validate(event: Event) -> Event:
     Examples
     --------
     >>> import datetime as dt
-    >>> from modelog.streams.events import LabelObserved
+    >>> from modelog.models.events import LabelObserved
     >>> bad = LabelObserved(id="x", time=dt.datetime.now(dt.timezone.utc),
     ...                     aggregate="churn", prediction_id="p-1", model="no spaces!", label=1)
     >>> validate(bad)
     Traceback (most recent call last):
     ...
-    modelog.streams.errors.EventValidationError: invalid LabelObserved: field 'model' ...
+    modelog.models.errors.EventValidationError: invalid LabelObserved: field 'model' ...
     """
     name = event.type_name()
     if event.time.tzinfo is None:

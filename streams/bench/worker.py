@@ -31,8 +31,8 @@ from typing import Any
 import msgspec
 
 from modelog.config import Settings
-from modelog.streams import codec
-from modelog.streams.events import (
+from modelog.models import codec
+from modelog.models.events import (
     ColumnSchema,
     Event,
     LabelObserved,
@@ -315,7 +315,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m modelog.streams.bench_worker [PREDICTIONS]`` on a fresh embedded broker."""
+    """``python -m modelog.streams.bench.worker [PREDICTIONS]`` on a fresh embedded broker."""
     import tempfile
     from pathlib import Path
 

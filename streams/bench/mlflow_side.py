@@ -1,4 +1,4 @@
-"""The MLflow half of the tracking benchmark (see :mod:`modelog.store.bench_tracking`).
+"""The MLflow half of the tracking benchmark (see :mod:`modelog.streams.bench.tracking`).
 
 A standalone script run by the *MLflow* virtualenv's Python, never imported by
 modelog (it imports only the standard library and MLflow)::
@@ -18,7 +18,7 @@ measures, in this order:
 4. ``search_s``: the median of ``--repeats`` calls of ``mlflow.search_runs``
    with the filter ``--filter`` over those runs (after one warm-up call).
 
-The runs are the ones :func:`modelog.store.bench_tracking.run_spec` describes;
+The runs are the ones :func:`modelog.streams.bench.tracking.run_spec` describes;
 the names of the runs the search returned are reported so the orchestrator
 can check MLflow found exactly the expected runs.
 

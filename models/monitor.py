@@ -54,7 +54,7 @@ Bad input rule. Never a crash, never a silently skewed statistic:
   arriving twice are ignored (``duplicate_labels``), as are predictions
   arriving twice (``duplicate_predictions``).
 
-Derived events have deterministic ids (:func:`~modelog.streams.ids.derived_id`
+Derived events have deterministic ids (:func:`~modelog.models.ids.derived_id`
 of the triggering event's time, the kind, the model, the version and the
 triggering prediction id) and take the triggering event's time, so replaying
 the same log into a fresh monitor yields identical events, and consumers drop
@@ -69,7 +69,7 @@ label logged before its prediction), duplicate labels and duplicate predictions.
 Examples
 --------
 >>> import datetime as dt
->>> from modelog.streams.events import LabelObserved, PredictionMade
+>>> from modelog.models.events import LabelObserved, PredictionMade
 >>> t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 >>> monitor = ServingMonitor(MonitorConfig(stats_every=2))
 >>> def predict(i, output):
@@ -108,10 +108,8 @@ from modelog.models.datadrift import (
     profile_columns,
 )
 from modelog.models.drift import ConceptDriftMonitor, DriftDecision, Param
-from modelog.models.errors import ModelsError
-from modelog.models.skew import SkewFinding, SkewMonitor
-from modelog.streams.errors import StreamsError
-from modelog.streams.events import (
+from modelog.models.errors import ModelsError, MonitorConfigError, UnsupportedEventError
+from modelog.models.events import (
     AnomalyDetected,
     DriftDetected,
     DriftResolved,
@@ -124,7 +122,8 @@ from modelog.streams.events import (
     SkewDetected,
     Window,
 )
-from modelog.streams.ids import derived_id, epoch_ms
+from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.skew import SkewFinding, SkewMonitor
 
 __all__ = ["OUTPUT", "PRODUCER", "MonitorConfig", "MonitorConfigError", "ServingMonitor",
            "UnsupportedEventError", "prediction_error"]
@@ -136,41 +135,6 @@ PRODUCER = "modelog-worker"
 
 OUTPUT = "__output__"
 """The feature name of a model's output in prediction drift events and statistics."""
-
-
-class UnsupportedEventError(StreamsError, TypeError):
-    """The serving monitor was given an event that is not a prediction or a label."""
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
-        super().__init__(
-            f"ServingMonitor takes PredictionMade, LabelObserved, MonitorConfigured and "
-            f"ModelVersionRegistered events, not {type_name}; route other events elsewhere "
-            "(the worker dead-letters them)."
-        )
-
-
-class MonitorConfigError(StreamsError, ValueError):
-    """A monitor configuration (e.g. a ``MonitorConfigured.config``) is invalid.
-
-    Attributes
-    ----------
-    field, value, rule
-        The setting, its value and the rule it breaks.
-    """
-
-    def __init__(self, field: str, value: Any, rule: str, model: str | None = None) -> None:
-        self.field = field
-        self.value = value
-        self.rule = rule
-        self.model = model
-        where = f" of model {model!r}" if model else ""
-        shown = repr(value)
-        shown = shown if len(shown) <= 200 else shown[:197] + "..."
-        super().__init__(
-            f"monitor setting {field!r}{where} = {shown} is invalid: {rule}; the configuration "
-            "was not applied -- send a corrected MonitorConfigured event."
-        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

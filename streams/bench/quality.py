@@ -5,7 +5,7 @@ a known sample (abruptly or over ``width`` samples), scores it with a frozen
 "deployed model" -- a decision tree fitted on the *pre-drift* concept -- and
 turns every sample into a ``PredictionMade`` followed by its
 ``LabelObserved``. Replaying those events through a fresh
-:class:`~modelog.streams.monitor.ServingMonitor` tells
+:class:`~modelog.models.monitor.ServingMonitor` tells
 
 * the **detection delay**: labelled events from the start of the drift to the
   first alert at or after it;
@@ -14,7 +14,7 @@ turns every sample into a ``PredictionMade`` followed by its
 
 :func:`run_scenario` aggregates those over seeds into a :class:`ScenarioResult`
 and :func:`quality_table` renders results as markdown (``python -m
-modelog.streams.quality`` prints the table of the built-in :data:`SCENARIOS`).
+modelog.streams.bench.quality`` prints the table of the built-in :data:`SCENARIOS`).
 
 Everything is deterministic for a given seed: the events have derived ids and
 times, so the same scenario replayed twice -- directly or from the DuckDB
@@ -22,7 +22,7 @@ ledger after a trip through Kafka -- raises identical alerts.
 
 Examples
 --------
->>> from modelog.streams.monitor import MonitorConfig
+>>> from modelog.models.monitor import MonitorConfig
 >>> result = run_scenario(SCENARIOS["agrawal-abrupt"], MonitorConfig(anomaly=False), seeds=[0])
 >>> result.detected_share, result.false_alarms, result.delay_max < 200
 (1.0, 0, True)
@@ -40,9 +40,9 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from modelog.streams.events import Event, LabelObserved, PredictionMade, Scalar
-from modelog.streams.ids import derived_id, epoch_ms
-from modelog.streams.monitor import MonitorConfig, ServingMonitor
+from modelog.models.events import Event, LabelObserved, PredictionMade, Scalar
+from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.monitor import MonitorConfig, ServingMonitor
 
 __all__ = [
     "ALERT_TYPES",
@@ -431,7 +431,7 @@ SCENARIOS: dict[str, Scenario] = _builtin_scenarios()
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the markdown quality table of the built-in scenarios."""
     parser = argparse.ArgumentParser(
-        prog="python -m modelog.streams.quality",
+        prog="python -m modelog.streams.bench.quality",
         description="Detection delay and false alarms of the serving monitor on synthetic "
                     "streams with drift at known positions.")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per scenario (default 5)")

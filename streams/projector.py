@@ -78,8 +78,11 @@ import msgspec
 import pyarrow as pa
 
 from modelog.config import Settings
+from modelog.models.codec import decode
+from modelog.models.errors import EventDecodeError
+from modelog.models.events import CATALOGUE, Event
 from modelog.store.errors import ProjectorError
-from modelog.store.query_server import QueryServer
+from modelog.store.query_server import PROJECTOR_RUNTIME_FILE, QueryServer
 from modelog.store.schema import (
     SCHEMA_VERSION,
     create_schema,
@@ -87,15 +90,11 @@ from modelog.store.schema import (
     rebuild_projections,
     stored_schema_version,
 )
-from modelog.streams.codec import decode
 from modelog.streams.deadletter import DeadLetter, dead_letter_headers
-from modelog.streams.errors import EventDecodeError
-from modelog.streams.events import CATALOGUE, Event
 from modelog.streams.logtail import offset_in_log
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [
-    "PROJECTOR_RUNTIME_FILE",
     "Batch",
     "InvalidRecord",
     "Projector",
@@ -107,7 +106,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PROJECTOR_RUNTIME_FILE = "projector.json"
 CONSUMER_NAME = "projector"
 
 LEDGER_SCHEMA = pa.schema([
@@ -231,15 +229,15 @@ def build_batch(records: Iterable[Record], dead_letter_topic: str) -> Batch:
     """Decode ``records`` into the tables, dead-letter copies and positions of one batch.
 
     Pure: no broker, no database. Duplicated event ids keep their first record.
-    Every event is validated exactly as :func:`modelog.streams.codec.decode`
+    Every event is validated exactly as :func:`modelog.models.codec.decode`
     does, and its ledger ``payload`` is its canonical encoding
     (``encode(decode(value))``).
 
     Examples
     --------
     >>> import datetime as dt
-    >>> from modelog.streams.codec import encode
-    >>> from modelog.streams.events import LabelObserved
+    >>> from modelog.models.codec import encode
+    >>> from modelog.models.events import LabelObserved
     >>> class Rec:
     ...     def __init__(self, offset, value):
     ...         self._o, self._v = offset, value
@@ -540,7 +538,7 @@ def _read_table(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(data).read_all()
 
 
-_READER_ENTRY = "from modelog.store.projector import _reader_entry; _reader_entry()"
+_READER_ENTRY = "from modelog.streams.projector import _reader_entry; _reader_entry()"
 
 
 def _reader_entry() -> None:

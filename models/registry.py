@@ -1,14 +1,14 @@
 """The model registry as a fold over events, and the alias command decision.
 
 The registry has no table of its own: its state is whatever the registry
-events say. :func:`apply` folds one :class:`~modelog.streams.events.ModelVersionRegistered`,
-:class:`~modelog.streams.events.AliasSet`, :class:`~modelog.streams.events.AliasRemoved`
-(or :class:`~modelog.streams.events.AliasChangeRejected`) into an immutable
+events say. :func:`apply` folds one :class:`~modelog.models.events.ModelVersionRegistered`,
+:class:`~modelog.models.events.AliasSet`, :class:`~modelog.models.events.AliasRemoved`
+(or :class:`~modelog.models.events.AliasChangeRejected`) into an immutable
 :class:`RegistryState`; :func:`fold` and :func:`as_of` replay a whole log, so
 "what was in production on March 3rd at 14:00, and why" is
 ``describe_alias(as_of(events, t), model, "production")``.
 
-:func:`decide` turns an :class:`~modelog.streams.events.AliasChangeRequested`
+:func:`decide` turns an :class:`~modelog.models.events.AliasChangeRequested`
 command into the event that answers it -- an ``AliasSet``, an ``AliasRemoved``
 or an ``AliasChangeRejected`` carrying a reason that says what to do. It is a
 pure function: the output id is derived from the command, and a command that
@@ -20,7 +20,7 @@ Everything here is pure: no Kafka, no clock, no I/O.
 Examples
 --------
 >>> import datetime as dt
->>> from modelog.streams.events import AliasChangeRequested, ModelVersionRegistered
+>>> from modelog.models.events import AliasChangeRequested, ModelVersionRegistered
 >>> t0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 >>> def register(v, day):
 ...     return ModelVersionRegistered(
@@ -57,8 +57,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from modelog.streams.errors import EventValidationError
-from modelog.streams.events import (
+from modelog.models.errors import EventValidationError
+from modelog.models.events import (
     AliasChangeRejected,
     AliasChangeRequested,
     AliasRemoved,
@@ -68,7 +68,7 @@ from modelog.streams.events import (
     ModelVersionRegistered,
     ModelVersionRequested,
 )
-from modelog.streams.ids import derived_id, epoch_ms
+from modelog.models.ids import derived_id, epoch_ms
 
 __all__ = [
     "PRODUCER",
@@ -278,7 +278,7 @@ def apply(state: RegistryState, event: Event) -> RegistryState:
     Examples
     --------
     >>> import datetime as dt
-    >>> from modelog.streams.events import AliasSet
+    >>> from modelog.models.events import AliasSet
     >>> ev = AliasSet(id="e-1", time=dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc),
     ...               aggregate="churn", model="churn", alias="shadow", model_version=4)
     >>> s1 = apply(RegistryState(), ev)
@@ -378,7 +378,7 @@ def decide(
 ) -> Decision:
     """Decide an alias command against the registry state; return the event that answers it.
 
-    The command is rejected (:class:`~modelog.streams.events.AliasChangeRejected`
+    The command is rejected (:class:`~modelog.models.events.AliasChangeRejected`
     with a reason saying what to do) when the model has no registered version,
     the requested version does not exist, ``expected_version`` is given and the
     alias does not point there (optimistic concurrency; ``None`` skips the
@@ -409,7 +409,7 @@ def decide(
     Examples
     --------
     >>> import datetime as dt
-    >>> from modelog.streams.events import AliasChangeRequested
+    >>> from modelog.models.events import AliasChangeRequested
     >>> t = dt.datetime(2026, 3, 3, 14, tzinfo=dt.timezone.utc)
     >>> cmd = AliasChangeRequested(id="c", time=t, aggregate="churn", command_id="c",
     ...                            model="churn", alias="staging", model_version=1)
@@ -466,7 +466,7 @@ def decide_registration(
     Examples
     --------
     >>> import datetime as dt
-    >>> from modelog.streams.events import ModelVersionRequested
+    >>> from modelog.models.events import ModelVersionRequested
     >>> t = dt.datetime(2026, 3, 3, 14, tzinfo=dt.timezone.utc)
     >>> cmd = ModelVersionRequested(
     ...     id="r-1", time=t, aggregate="churn", command_id="r-1", model="churn",

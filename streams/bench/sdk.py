@@ -65,8 +65,9 @@ def bench_sdk(settings: Settings, n: int = 200_000) -> dict[str, float]:
         ``call_p999_us``, ``call_max_us`` (application-side cost of one call),
         ``event_bytes`` (size of one encoded event), ``acked`` and ``n``.
     """
-    from modelog.streams import codec, sdk
-    from modelog.streams.events import PredictionMade
+    from modelog.models import codec
+    from modelog.models.events import PredictionMade
+    from modelog.streams import sdk
 
     xs = sample_inputs()
     outputs = [round(random.Random(i).random(), 4) for i in range(len(xs))]

@@ -42,10 +42,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from modelog.models.errors import ModelsError
+from modelog.models.errors import ModelsError, ProfileError
 from modelog.models.tabular import PSI_EPSILON, rebin
 from modelog.models.tabular import psi as _psi
-from modelog.store.errors import ProfileError
 
 __all__ = [
     "QUANTILES",

@@ -1,6 +1,6 @@
 """Benchmark: how many events per second the projector moves from Kafka into DuckDB.
 
-Run it with ``python -m modelog.store.bench_projector`` (an embedded broker is
+Run it with ``python -m modelog.streams.bench.projector`` (an embedded broker is
 started unless ``MODELOG_BROKER`` is set) or through ``modelog bench``.
 """
 
@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from modelog.config import Settings
-from modelog.store.projector import Projector, ProjectorProgress
-from modelog.streams.codec import encode
-from modelog.streams.events import PredictionMade
-from modelog.streams.ids import new_id
+from modelog.models.codec import encode
+from modelog.models.events import PredictionMade
+from modelog.models.ids import new_id
+from modelog.streams.projector import Projector, ProjectorProgress
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["bench_projector", "main"]

@@ -1,4 +1,4 @@
-"""Throughput of the pure :class:`~modelog.streams.monitor.ServingMonitor` with every monitor on.
+"""Throughput of the pure :class:`~modelog.models.monitor.ServingMonitor` with every monitor on.
 
 :func:`bench_monitor` builds a synthetic serving log (predictions of one model
 version with five inputs -- three numeric, two categorical -- and a class
@@ -6,9 +6,9 @@ output; every prediction labelled a few events later), then times
 ``ServingMonitor.process`` over it with concept drift, per-feature data drift,
 prediction drift, skew (against a signature) and anomaly scoring on. Event
 construction is not timed. ``anomaly_sample_every`` trades anomaly coverage
-for speed (see :class:`~modelog.streams.monitor.MonitorConfig`).
+for speed (see :class:`~modelog.models.monitor.MonitorConfig`).
 
-Run ``python -m modelog.streams.bench_monitor`` for the figures.
+Run ``python -m modelog.streams.bench.monitor`` for the figures.
 
 Examples
 --------
@@ -26,14 +26,14 @@ import sys
 import time
 from typing import Any
 
-from modelog.streams.events import (
+from modelog.models.events import (
     ColumnSchema,
     Event,
     LabelObserved,
     ModelVersionRegistered,
     PredictionMade,
 )
-from modelog.streams.monitor import MonitorConfig, ServingMonitor
+from modelog.models.monitor import MonitorConfig, ServingMonitor
 
 __all__ = ["bench_events", "bench_monitor", "main"]
 

@@ -1,6 +1,6 @@
 """Benchmark: experiment tracking, modelog against MLflow on the same machine.
 
-Run it with ``python -m modelog.store.bench_tracking`` (an embedded broker is
+Run it with ``python -m modelog.streams.bench.tracking`` (an embedded broker is
 started unless ``MODELOG_BROKER`` is set) or through ``modelog bench --tracking``.
 
 What is measured, on both sides:
@@ -25,7 +25,7 @@ What is measured, on both sides:
 
 MLflow runs in its own virtualenv (``<data_dir>/bench/mlflow-venv``, created
 on first use with ``pip install mlflow``), so modelog's environment never
-depends on it; :mod:`modelog.store.bench_mlflow_side` is the script it runs.
+depends on it; :mod:`modelog.streams.bench.mlflow_side` is the script it runs.
 Its SQLite file goes on a tmpfs (``/dev/shm``) when there is one, as the
 embedded broker's log lives in memory too (on this machine's virtual disk every
 MLflow commit waits for an fsync, about 3x slower).
@@ -191,9 +191,9 @@ def _log_runs(client: Any, n: int) -> float:
 def _bench_modelog(settings: Settings, db_dir: Path, metrics: int, runs: int,
                    repeats: int) -> dict[str, Any]:
     from modelog.store.filters import select_runs
-    from modelog.store.projector import Projector
     from modelog.store.reader import Reader
     from modelog.streams import sdk
+    from modelog.streams.projector import Projector
     from modelog.streams.topics import ensure_topics
 
     ensure_topics(settings)
@@ -515,7 +515,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m modelog.store.bench_tracking [--metrics N] [--runs N] [--no-mlflow]``.
+    """``python -m modelog.streams.bench.tracking [--metrics N] [--runs N] [--no-mlflow]``.
 
     Uses ``MODELOG_BROKER`` or a fresh embedded broker, a fresh topic prefix,
     and ``MODELOG_DATA_DIR`` for the (reused) MLflow virtualenv.

@@ -6,7 +6,7 @@ codec as a tag) and ``schema_version``, the event ``time`` (UTC), the
 ``aggregate`` it belongs to (also its Kafka key, so one aggregate's events
 stay in order) and the ``producer`` that wrote it -- plus its own payload.
 
-Events are serialized explicitly as JSON (see :mod:`modelog.streams.codec`);
+Events are serialized explicitly as JSON (see :mod:`modelog.models.codec`);
 no Python class path ever reaches the log. When a schema changes, the class
 bumps ``schema_version`` and registers an ``upcast_vN_vM`` function in
 :data:`UPCASTERS`, so old records are upgraded as they are read.
