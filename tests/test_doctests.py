@@ -25,7 +25,7 @@ def _modules() -> list[str]:
     for sub in ("streams", "models", "store", "dashboard"):
         pkg = importlib.import_module(f"modelog.{sub}")
         names.append(pkg.__name__)
-        names += [m.name for m in pkgutil.iter_modules(pkg.__path__, prefix=f"{pkg.__name__}.")]
+        names += [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}.")]
     return [n for n in names if n not in SKIP]
 
 
