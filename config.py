@@ -45,12 +45,14 @@ import json
 import os
 import socket
 import sys
+import typing
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from modelog.errors import ConfigurationError
 
-__all__ = ["Settings"]
+__all__ = ["ENV_VARS", "Settings", "env_for"]
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 DEFAULT_BROKER = "127.0.0.1:9092"
@@ -118,30 +120,12 @@ class Settings:
         """Build settings from ``MODELOG_*`` variables, then apply non-``None`` overrides."""
         e = os.environ if env is None else env
         values: dict[str, Any] = {}
-        mapping: dict[str, tuple[str, Any]] = {
-            "broker": ("MODELOG_BROKER", str),
-            "data_dir": ("MODELOG_DATA_DIR", Path),
-            "topic_prefix": ("MODELOG_TOPIC_PREFIX", str),
-            "partitions": ("MODELOG_PARTITIONS", int),
-            "replication": ("MODELOG_REPLICATION", int),
-            "security_protocol": ("MODELOG_SECURITY_PROTOCOL", str),
-            "sasl_mechanism": ("MODELOG_SASL_MECHANISM", str),
-            "sasl_username": ("MODELOG_SASL_USERNAME", str),
-            "sasl_password": ("MODELOG_SASL_PASSWORD", str),
-            "ssl_cafile": ("MODELOG_SSL_CAFILE", str),
-            "ssl_certfile": ("MODELOG_SSL_CERTFILE", str),
-            "ssl_keyfile": ("MODELOG_SSL_KEYFILE", str),
-            "producer_name": ("MODELOG_PRODUCER_NAME", str),
-            "query_url": ("MODELOG_QUERY_URL", str),
-            "query_bind": ("MODELOG_QUERY_BIND", str),
-            "artifact_uri": ("MODELOG_ARTIFACT_URI", str),
-        }
-        for attr, (var, conv) in mapping.items():
+        for attr, var in ENV_VARS.items():
             raw = e.get(var)
             if raw is None or raw == "":
                 continue
             try:
-                values[attr] = conv(raw)
+                values[attr] = _PARSERS[attr](raw)
             except ValueError as exc:
                 raise ConfigurationError(f"{var}={raw!r} is invalid: {exc}") from exc
         for key, value in overrides.items():
@@ -201,3 +185,59 @@ class Settings:
         if self.sasl_password is not None:
             conf["sasl_plain_password"] = self.sasl_password
         return conf
+
+
+ENV_VARS: dict[str, str] = {
+    field.name: f"MODELOG_{field.name.upper()}" for field in dataclasses.fields(Settings)
+}
+"""The environment variable of every :class:`Settings` field: ``MODELOG_<FIELD>``.
+
+Examples
+--------
+>>> ENV_VARS["broker"], ENV_VARS["artifact_uri"]
+('MODELOG_BROKER', 'MODELOG_ARTIFACT_URI')
+"""
+
+
+def _parser(hint: Any) -> Callable[[str], Any]:
+    """How to read a field of type ``hint`` (``X | None`` reads as ``X``) from a variable."""
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    if len(kinds) == 1 and kinds[0] in (str, int, float, Path):
+        parse: Callable[[str], Any] = kinds[0]
+        return parse
+    raise TypeError(f"Settings field of type {hint!r}: teach modelog.config._parser to read it")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    name: _parser(hint) for name, hint in typing.get_type_hints(Settings).items()
+}
+
+
+def env_for(settings: Settings, *, exclude: Collection[str] = ()) -> dict[str, str]:
+    """The ``MODELOG_*`` variables that make ``Settings.from_env()`` rebuild ``settings``.
+
+    A child process given them (on top of the parent's environment) sees the
+    same settings, flags included. The data directory is made absolute (the
+    child may run elsewhere); unset optional values are left out, and so are the
+    fields named in ``exclude`` (the child then takes them from the inherited
+    environment or its own default).
+
+    Examples
+    --------
+    >>> s = Settings(data_dir=Path("/d"), broker="k:9092", partitions=2,
+    ...              artifact_uri="memory://x")
+    >>> Settings.from_env(env_for(s)) == s
+    True
+    >>> env = env_for(s, exclude={"producer_name"})
+    >>> env["MODELOG_DATA_DIR"], env["MODELOG_ARTIFACT_URI"], "MODELOG_PRODUCER_NAME" in env
+    ('/d', 'memory://x', False)
+    """
+    env: dict[str, str] = {}
+    for attr, var in ENV_VARS.items():
+        value = getattr(settings, attr)
+        if value is None or attr in exclude:
+            continue
+        if attr == "data_dir":
+            value = Path(value).resolve()
+        env[var] = str(value)
+    return env

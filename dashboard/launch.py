@@ -3,7 +3,8 @@
 No ``.streamlit/config.toml`` is needed or read for our settings: every Streamlit
 option is a command-line flag (flags win over any config file in the working
 directory), and modelog's own settings travel as ``MODELOG_*`` variables, which
-the page reads with :meth:`modelog.config.Settings.from_env`.
+the page reads with :meth:`modelog.config.Settings.from_env` (they are written by
+:func:`modelog.config.env_for`, from the one table :data:`modelog.config.ENV_VARS`).
 
 Examples
 --------
@@ -15,13 +16,10 @@ Examples
 (['-m', 'streamlit', 'run'], True)
 >>> cmd[cmd.index("--server.port") + 1]
 '8600'
->>> env_for(s)["MODELOG_DATA_DIR"], env_for(s)["MODELOG_TOPIC_PREFIX"]
-('/srv/modelog', 'acme.')
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -29,10 +27,10 @@ import sys
 import threading
 from pathlib import Path
 
-from modelog.config import Settings
+from modelog.config import Settings, env_for
 from modelog.errors import ConfigurationError
 
-__all__ = ["APP_PATH", "STREAMLIT_FLAGS", "dashboard_command", "env_for", "run_dashboard"]
+__all__ = ["APP_PATH", "STREAMLIT_FLAGS", "dashboard_command", "run_dashboard"]
 
 APP_PATH: Path = Path(__file__).resolve().with_name("app.py")
 """The Streamlit script of the dashboard."""
@@ -49,57 +47,15 @@ STREAMLIT_FLAGS: dict[str, str] = {
 }
 """Streamlit options passed as flags (besides port and address)."""
 
-_ENV_NAMES: dict[str, str] = {
-    "broker": "MODELOG_BROKER",
-    "data_dir": "MODELOG_DATA_DIR",
-    "topic_prefix": "MODELOG_TOPIC_PREFIX",
-    "partitions": "MODELOG_PARTITIONS",
-    "replication": "MODELOG_REPLICATION",
-    "security_protocol": "MODELOG_SECURITY_PROTOCOL",
-    "sasl_mechanism": "MODELOG_SASL_MECHANISM",
-    "sasl_username": "MODELOG_SASL_USERNAME",
-    "sasl_password": "MODELOG_SASL_PASSWORD",
-    "ssl_cafile": "MODELOG_SSL_CAFILE",
-    "ssl_certfile": "MODELOG_SSL_CERTFILE",
-    "ssl_keyfile": "MODELOG_SSL_KEYFILE",
-    "producer_name": "MODELOG_PRODUCER_NAME",
-    "query_url": "MODELOG_QUERY_URL",
-    "query_bind": "MODELOG_QUERY_BIND",
-}
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    """The ``MODELOG_*`` variables that make ``Settings.from_env()`` rebuild ``settings``.
-
-    The data directory is made absolute (the dashboard may run elsewhere);
-    unset optional values are left out.
-
-    Examples
-    --------
-    >>> from pathlib import Path
-    >>> s = Settings(data_dir=Path("/d"), broker="k:9092", partitions=2)
-    >>> Settings.from_env(env_for(s)) == s
-    True
-    """
-    env: dict[str, str] = {}
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if value is None:
-            continue
-        if field.name == "data_dir":
-            value = Path(value).resolve()
-        env[_ENV_NAMES[field.name]] = str(value)
-    return env
-
 
 def dashboard_command(
     settings: Settings, port: int = 8501, address: str = "127.0.0.1"
 ) -> list[str]:
     """The ``python -m streamlit run app.py ...`` command serving the dashboard.
 
-    ``settings`` do not appear in the command (they go through :func:`env_for`);
-    the parameter keeps the launcher's signature uniform and lets a future
-    setting choose flags.
+    ``settings`` do not appear in the command (they go through
+    :func:`modelog.config.env_for`); the parameter keeps the launcher's signature
+    uniform and lets a future setting choose flags.
     """
     if not 0 <= port <= 65535:
         raise ConfigurationError(f"port={port} is not a TCP port (0-65535); pick a free one.")

@@ -24,6 +24,7 @@ from modelog.models import codec
 from modelog.models.events import CATALOGUE
 from modelog.store.errors import NoDataError, StoreError
 from modelog.store.reader import Reader
+from modelog.streams.kafka import new_consumer, new_producer
 from modelog.streams.topics import Topics
 
 __all__ = ["DEFAULT_STREAMS", "RestoreReport", "restore_to_broker"]
@@ -47,10 +48,9 @@ class RestoreReport:
 
 
 def _high_watermarks(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer({**settings.kafka_config(), "group.id": "modelog-restore-probe",
-                         "enable.auto.commit": False})
+    consumer = new_consumer(settings, client_id="modelog-restore-probe")
     try:
         md = consumer.list_topics(timeout=10).topics
         out: dict[str, int] = {}
@@ -90,8 +90,6 @@ def restore_to_broker(
     StoreError
         When the broker does not acknowledge every restored event.
     """
-    from confluent_kafka import Producer
-
     topics = Topics.from_settings(settings)
     wanted = {topics.name(s): s for s in streams}
     types_by_stream: dict[str, list[str]] = {}
@@ -105,8 +103,8 @@ def restore_to_broker(
     marks = _high_watermarks(settings, list(wanted))
     restored: dict[str, int] = {}
     skipped: dict[str, str] = {}
-    producer = Producer({**settings.kafka_config(), "enable.idempotence": True, "acks": "all",
-                         "linger.ms": 20, "compression.type": "lz4"})
+    producer = new_producer(settings, client_id="modelog-restore", linger_ms=20,
+                            extra={"compression.type": "lz4"})
     failures: list[str] = []
 
     def on_delivery(err: Any, msg: Any) -> None:

@@ -107,9 +107,8 @@ from modelog.models.events import (
     SkewDetected,
 )
 from modelog.models.ids import derived_id, new_id
-from modelog.streams.deadletter import dead_letter_headers
 from modelog.streams.errors import DeliveryError, StreamsError
-from modelog.streams.logtail import offset_in_log
+from modelog.streams.kafka import dead_letter_headers, offset_in_log
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [
@@ -768,7 +767,7 @@ class DeliveryWorker:
         """Open the ledger, re-send unacknowledged reports and assign the partitions."""
         from confluent_kafka import Consumer, KafkaException, Producer
 
-        from modelog.streams.producer import producer_config
+        from modelog.streams.kafka import producer_config
 
         self._ledger = DeliveryLedger(self.ledger_path)
         self.book = self._ledger.book()
@@ -781,7 +780,7 @@ class DeliveryWorker:
         }
         self._alerts = Consumer({**conf, "client.id": "modelog-delivery"})
         self._subs = Consumer({**conf, "client.id": "modelog-delivery-subscriptions"})
-        self._producer = Producer({**producer_config(self.settings, linger_ms=5),
+        self._producer = Producer({**producer_config(self.settings, linger_ms=5, bulk=True),
                                    "delivery.report.only.error": False,
                                    "client.id": "modelog-delivery-producer"})
         try:
@@ -1178,11 +1177,11 @@ def _emit(settings: Settings, event: Event) -> None:
     """Produce one event and wait for the broker's acknowledgement."""
     from confluent_kafka import Producer
 
-    from modelog.streams.producer import producer_config
+    from modelog.streams.kafka import producer_config
 
     ensure_topics(settings)
     errors: list[str] = []
-    producer = Producer({**producer_config(settings, linger_ms=0),
+    producer = Producer({**producer_config(settings, linger_ms=0, bulk=True),
                          "delivery.report.only.error": False})
     producer.produce(Topics.from_settings(settings).for_event(event),
                      key=event.aggregate.encode(), value=codec.encode(event),

@@ -6,7 +6,6 @@ the SDK to wait for the answer to a command, and by alert delivery.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -15,8 +14,9 @@ from modelog.models import codec
 from modelog.models.errors import EventDecodeError
 from modelog.models.events import Event
 from modelog.streams.errors import BrokerUnavailableError
+from modelog.streams.kafka import new_consumer
 
-__all__ = ["LogTail", "RawRecord", "decode_records", "offset_in_log"]
+__all__ = ["LogTail", "RawRecord", "decode_records"]
 
 RawRecord = tuple[int, int, bytes | None, bytes]
 """``(partition, offset, key, value)`` of a record read by :class:`LogTail`."""
@@ -45,18 +45,12 @@ class LogTail:
 
     def __init__(self, settings: Settings, topic: str, *, from_end: bool = False,
                  timeout: float = 10.0) -> None:
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         self.topic = topic
         self.timeout = timeout
-        self._consumer = Consumer({
-            **settings.kafka_config(),
-            "group.id": f"{settings.topic_prefix}tail-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 20,  # small topics, waiting readers: answer fast
-        })
+        # small topics, waiting readers: answer fast
+        self._consumer = new_consumer(settings, client_id="modelog-tail", fetch="tail")
         try:
             meta = self._consumer.list_topics(topic, timeout=timeout).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
@@ -150,44 +144,3 @@ def decode_records(records: Sequence[RawRecord]) -> list[Event]:
         except EventDecodeError:
             continue  # the registry topic is written by modelog only; nothing to fold
     return out
-
-
-def offset_in_log(settings: Settings, topic: str, partition: int, offset: int,
-                  timeout: float = 5.0) -> bool:
-    """Whether ``offset`` is a record of ``topic[partition]`` now (read it to know).
-
-    A stored position beyond the reported high watermark normally means the
-    broker lost its log. But some brokers (Tansu) report a multi-record
-    batch's high watermark as its first offset + 1, so before starting over a
-    consumer checks that the record before its position is still there.
-    """
-    import time
-
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
-    consumer = Consumer({
-        **settings.kafka_config(),
-        "group.id": f"{settings.topic_prefix}probe-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "error",  # an offset out of range is an answer, not a reset
-        "fetch.wait.max.ms": 20,
-    })
-    try:
-        consumer.assign([TopicPartition(topic, partition, offset)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.1)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF or not err.retriable():
-                    return False  # at the end, or out of range: not in the log
-                continue
-            return msg.offset() == offset
-        return False
-    except KafkaException:
-        return False
-    finally:
-        consumer.close()

@@ -49,9 +49,10 @@ from modelog.streams.errors import (
     ClientClosedError,
     DeliveryError,
 )
+from modelog.streams.kafka import new_producer
 from modelog.streams.topics import Topics
 
-__all__ = ["ClosingContext", "EventProducer", "OnFull", "ProducerStats", "producer_config"]
+__all__ = ["ClosingContext", "EventProducer", "OnFull", "ProducerStats"]
 
 log = logging.getLogger(__name__)
 
@@ -86,32 +87,6 @@ class ProducerStats:
     failed: int
     dropped: int
     buffered: int
-
-
-def producer_config(settings: Settings, *, linger_ms: float = 10.0) -> dict[str, Any]:
-    """librdkafka settings of the SDK's producer (security settings pass through).
-
-    Examples
-    --------
-    >>> conf = producer_config(Settings(broker="k:9092"))
-    >>> conf["enable.idempotence"], conf["acks"], conf["compression.type"]
-    (True, 'all', 'lz4')
-    """
-    conf = settings.kafka_config()
-    conf.update({
-        "enable.idempotence": True,
-        "acks": "all",
-        "compression.type": "lz4",
-        "linger.ms": linger_ms,
-        "batch.num.messages": 10_000,
-        "queue.buffering.max.messages": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        # murmur2 is what the Java client, aiokafka and Faust use: a key lands
-        # on the same partition whoever produces it.
-        "partitioner": "murmur2_random",
-        "delivery.report.only.error": True,
-    })
-    return conf
 
 
 class ClosingContext:
@@ -184,7 +159,7 @@ class EventProducer(ClosingContext):
             raise ValueError(f"buffer_size={buffer_size} must be at least 1")
         if on_full not in _ON_FULL:
             raise ValueError(f"on_full={on_full!r} must be one of {', '.join(_ON_FULL)}")
-        from confluent_kafka import KafkaError, KafkaException, Producer
+        from confluent_kafka import KafkaError, KafkaException
 
         self.settings = settings
         self.topics = Topics.from_settings(settings)
@@ -210,12 +185,13 @@ class EventProducer(ClosingContext):
         self._last_broker_error: str | None = None
         self._closed = False
 
-        conf = producer_config(settings, linger_ms=linger_ms)
-        conf["on_delivery"] = self._on_delivery
-        conf["error_cb"] = self._on_error
-        conf["logger"] = logging.getLogger("modelog.rdkafka")
-        conf.update(config or {})
-        self._producer = Producer(conf)
+        self._producer = new_producer(settings, client_id="modelog-sdk", linger_ms=linger_ms,
+                                      bulk=True, extra={
+                                          "on_delivery": self._on_delivery,
+                                          "error_cb": self._on_error,
+                                          "logger": logging.getLogger("modelog.rdkafka"),
+                                          **(config or {}),
+                                      })
         try:
             self._producer.list_topics(timeout=connect_timeout)
         except KafkaException as exc:

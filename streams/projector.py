@@ -90,8 +90,7 @@ from modelog.store.schema import (
     rebuild_projections,
     stored_schema_version,
 )
-from modelog.streams.deadletter import DeadLetter, dead_letter_headers
-from modelog.streams.logtail import offset_in_log
+from modelog.streams.kafka import DeadLetter, dead_letter_headers, offset_in_log
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = [

@@ -72,10 +72,9 @@ from modelog.models.registry import (
     decide,
     decide_registration,
 )
-from modelog.streams.deadletter import dead_letter_copy
 from modelog.streams.errors import StreamsError
+from modelog.streams.kafka import Outgoing, dead_letter_copy, new_producer
 from modelog.streams.logtail import LogTail, RawRecord, decode_records
-from modelog.streams.records import Outgoing
 from modelog.streams.topics import Topics
 
 __all__ = [
@@ -285,8 +284,6 @@ class RegistryService:
 
     def start(self) -> RegistryService:
         """Connect and start the thread; raises ``BrokerUnavailableError`` if no broker answers."""
-        from confluent_kafka import Producer
-
         from modelog.streams.topics import ensure_topics
 
         if self._thread is not None:
@@ -295,8 +292,7 @@ class RegistryService:
         follower = _Follower(self.settings, self.processor)
         follower.catch_up()
         commands = LogTail(self.settings, self.processor.topics.registry_commands)
-        producer = Producer({**self.settings.kafka_config(), "enable.idempotence": True,
-                             "acks": "all", "linger.ms": 0})
+        producer = new_producer(self.settings, client_id="modelog-registry", linger_ms=0)
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, args=(follower, commands, producer),

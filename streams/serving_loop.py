@@ -45,6 +45,7 @@ from typing import Any
 
 from modelog.config import Settings
 from modelog.models.events import Event
+from modelog.streams.kafka import new_consumer, new_producer
 from modelog.streams.topics import Topics
 
 __all__ = ["PartitionRouters", "Position", "ServingLoop"]
@@ -167,23 +168,18 @@ class ServingLoop:
 
     def run(self) -> None:
         """Consume, route, publish and commit until :meth:`stop` (blocking; run it in a thread)."""
-        from confluent_kafka import Consumer, Producer
-
         from modelog.streams.logtail import LogTail
 
-        base = self.settings.kafka_config()
-        consumer = Consumer({
-            **base,
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "range",
-            "session.timeout.ms": int(self.session_timeout * 1000),
-            "heartbeat.interval.ms": max(500, int(self.session_timeout * 200)),
-            "fetch.wait.max.ms": 50,
-        })
-        producer = Producer({**base, "enable.idempotence": True, "acks": "all",
-                             "linger.ms": 5, "compression.type": "lz4"})
+        consumer = new_consumer(self.settings, client_id="modelog-worker", group=self.group,
+                                extra={
+                                    "partition.assignment.strategy": "range",
+                                    "session.timeout.ms": int(self.session_timeout * 1000),
+                                    "heartbeat.interval.ms": max(
+                                        500, int(self.session_timeout * 200)),
+                                    "fetch.wait.max.ms": 50,
+                                })
+        producer = new_producer(self.settings, client_id="modelog-worker", linger_ms=5,
+                                extra={"compression.type": "lz4"})
         registry = LogTail(self.settings, self.topics.registry)
         try:
             self.routers.observe_registry(_decode(registry.read_to_end()))
@@ -344,13 +340,9 @@ def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> None:
 def _read_range(settings: Settings, topic: str, partition: int,
                 end: int) -> Iterator[tuple[int, str, int, int, bytes | None, bytes]]:
     """``(timestamp, topic, partition, offset, key, value)`` of records before ``end``."""
-    import uuid
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer({**settings.kafka_config(),
-                         "group.id": f"{settings.topic_prefix}replay-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "enable.auto.offset.store": False})
+    consumer = new_consumer(settings, client_id="modelog-replay")
     try:
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         idle = 0

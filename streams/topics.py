@@ -137,9 +137,11 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
     Raises :class:`BrokerUnavailableError` when the broker does not answer.
     """
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient(settings.kafka_config())
+    from modelog.streams.kafka import new_admin
+
+    admin = new_admin(settings)
     deadline = time.monotonic() + timeout
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)

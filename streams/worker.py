@@ -51,8 +51,7 @@ from modelog.models.events import (
     PredictionMade,
 )
 from modelog.models.monitor import MonitorConfig, ServingMonitor
-from modelog.streams.deadletter import dead_letter_copy
-from modelog.streams.records import Outgoing
+from modelog.streams.kafka import Outgoing, dead_letter_copy
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["CONSUMER_NAME", "Outgoing", "RecordRouter", "broker_credentials", "build_app",

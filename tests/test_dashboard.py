@@ -17,9 +17,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from modelog.config import Settings
+from modelog.config import Settings, env_for
 from modelog.dashboard import charts, data
-from modelog.dashboard.launch import APP_PATH, dashboard_command, env_for
+from modelog.dashboard.launch import APP_PATH, dashboard_command
 from modelog.errors import ConfigurationError
 from modelog.store.reader import Reader
 from modelog.store.schema import create_schema, derive

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from modelog.config import Settings
-from modelog.dashboard.launch import dashboard_command, env_for
+from modelog.config import Settings, env_for
+from modelog.dashboard.launch import dashboard_command
 from modelog.streams.broker import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

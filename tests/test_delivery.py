@@ -36,7 +36,6 @@ from modelog.models.events import (
     SkewDetected,
 )
 from modelog.models.ids import new_id
-from modelog.streams.deadletter import DeadLetter
 from modelog.streams.delivery import (
     KNOWN_KINDS,
     DeliveryLedger,
@@ -56,6 +55,7 @@ from modelog.streams.delivery import (
     subscription_event,
     unsubscribe,
 )
+from modelog.streams.kafka import DeadLetter
 from modelog.streams.registry_agent import LogTail
 from modelog.streams.topics import Topics
 
@@ -233,10 +233,10 @@ def _produce(settings: Settings, events: Sequence[Event], raw: tuple[bytes, ...]
              *, linger_ms: int = 0) -> None:
     from confluent_kafka import Producer
 
-    from modelog.streams.producer import producer_config
+    from modelog.streams.kafka import producer_config
 
     topics = Topics.from_settings(settings)
-    producer = Producer(producer_config(settings, linger_ms=linger_ms))
+    producer = Producer(producer_config(settings, linger_ms=linger_ms, bulk=True))
     for ev in events:
         producer.produce(topics.for_event(ev), key=ev.aggregate.encode(), value=codec.encode(ev))
     for value in raw:
@@ -451,10 +451,10 @@ def test_killed_worker_never_reposts_recorded_deliveries(
 def test_dead_letters_bad_subscription_records(topics: Settings) -> None:
     from confluent_kafka import Producer
 
-    from modelog.streams.producer import producer_config
+    from modelog.streams.kafka import producer_config
 
     t = Topics.from_settings(topics)
-    producer = Producer(producer_config(topics, linger_ms=0))
+    producer = Producer(producer_config(topics, linger_ms=0, bulk=True))
     producer.produce(t.subscriptions, key=b"x", value=b'{"type":"AlertSubscriptionCreated"}')
     assert producer.flush(15) == 0
 

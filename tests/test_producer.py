@@ -18,7 +18,8 @@ from modelog.streams.errors import (
     ClientClosedError,
     DeliveryError,
 )
-from modelog.streams.producer import EventProducer, ProducerStats, producer_config
+from modelog.streams.kafka import producer_config
+from modelog.streams.producer import EventProducer, ProducerStats
 
 
 def raw_records(settings: Settings, topic: str, expected: int, timeout: float = 15.0
@@ -47,7 +48,7 @@ def raw_records(settings: Settings, topic: str, expected: int, timeout: float = 
 def test_producer_config_is_idempotent_and_keeps_security_settings() -> None:
     s = Settings(broker="k:1", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
                  sasl_username="u", sasl_password="p")
-    conf = producer_config(s)
+    conf = producer_config(s, client_id="modelog-sdk", bulk=True)
     assert conf["enable.idempotence"] is True and conf["acks"] == "all"
     assert conf["compression.type"] == "lz4" and conf["sasl.username"] == "u"
     assert conf["security.protocol"] == "SASL_SSL"

@@ -194,7 +194,7 @@ class _Rec:
 
 
 def test_build_batch_dedupes_upcasts_and_sorts_out_bad_records() -> None:
-    from modelog.streams.deadletter import dead_letter_headers
+    from modelog.streams.kafka import dead_letter_headers
 
     p = prediction(1)
     recs = [

@@ -34,7 +34,7 @@ from modelog.models.events import (
     ModelVersionRequested,
 )
 from modelog.models.registry import RegistryState, apply, decide_registration
-from modelog.streams.deadletter import DeadLetter
+from modelog.streams.kafka import DeadLetter
 from modelog.streams.registry_agent import LogTail, RegistryProcessor, decode_records
 from modelog.streams.sdk import (
     AliasChangeRejectedError,

@@ -31,7 +31,7 @@ from modelog.models.events import (
     SkewDetected,
 )
 from modelog.models.ids import new_id
-from modelog.streams.deadletter import DeadLetter
+from modelog.streams.kafka import DeadLetter
 from modelog.streams.topics import Topics, ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -17,6 +17,7 @@ from modelog.config import Settings
 from modelog.models.codec import encode
 from modelog.models.events import PredictionMade
 from modelog.models.ids import new_id
+from modelog.streams.kafka import new_producer
 from modelog.streams.projector import Projector, ProjectorProgress
 from modelog.streams.topics import Topics, ensure_topics
 
@@ -26,12 +27,9 @@ __all__ = ["bench_projector", "main"]
 def _produce(settings: Settings, n: int, first: int = 0) -> float:
     """Produce ``n`` encoded PredictionMade events (numbered from ``first``); return the
     seconds it took."""
-    from confluent_kafka import Producer
-
     topic = Topics.from_settings(settings).serving
-    producer = Producer({
-        **settings.kafka_config(), "enable.idempotence": True, "acks": "all",
-        "compression.type": "lz4", "linger.ms": 20, "batch.size": 1_000_000,
+    producer = new_producer(settings, client_id="modelog-bench", linger_ms=20, extra={
+        "compression.type": "lz4", "batch.size": 1_000_000,
         "queue.buffering.max.messages": 1_000_000,
     })
     base = dt.datetime.now(dt.UTC)

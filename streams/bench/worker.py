@@ -39,6 +39,7 @@ from modelog.models.events import (
     ModelVersionRegistered,
     PredictionMade,
 )
+from modelog.streams.kafka import new_consumer, new_producer
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["bench_worker", "format_report", "serving_events"]
@@ -99,10 +100,8 @@ def _registration(model: str, t: dt.datetime) -> ModelVersionRegistered:
 
 
 def _producer(settings: Settings) -> Any:
-    from confluent_kafka import Producer
-
-    return Producer({**settings.kafka_config(), "enable.idempotence": True, "acks": "all",
-                     "linger.ms": 5, "compression.type": "lz4", "batch.num.messages": 10_000})
+    return new_producer(settings, client_id="modelog-bench", linger_ms=5,
+                        extra={"compression.type": "lz4", "batch.num.messages": 10_000})
 
 
 def _produce(producer: Any, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -120,10 +119,9 @@ def _produce(producer: Any, topic: str, records: list[tuple[bytes, bytes]]) -> N
 
 
 def _committed(settings: Settings, group: str, topic: str) -> Any:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    probe = Consumer({**settings.kafka_config(), "group.id": group,
-                      "enable.auto.commit": False})
+    probe = new_consumer(settings, client_id="modelog-bench-probe", group=group)
     tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
 
     def total() -> int:
@@ -235,15 +233,15 @@ def bench_worker(settings: Settings, *, predictions: int = 100_000, latency_mode
 def _live_latency(settings: Settings, topics: Topics, producer: Any, n_models: int,
                   rate: float) -> dict[str, Any]:
     """Produce drifting live traffic at ``rate`` records/s; latencies of the alerts seen."""
-    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_END, TopicPartition
 
     models = [f"live-{uuid.uuid4().hex[:4]}-{i}" for i in range(n_models)]
     now = dt.datetime.now(dt.UTC)
     _produce(producer, topics.registry,
              [(m.encode(), codec.encode(_registration(m, now))) for m in models])
     per_model, drift_base = 3_000, 1_500
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"lat-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    consumer = new_consumer(settings, client_id="modelog-bench-latency",
+                            extra={"fetch.wait.max.ms": 10})
     consumer.assign([TopicPartition(topics.monitoring, p, OFFSET_END)
                      for p in range(settings.partitions)])
     consumer.consume(1, 1.0)  # settle the assignment before producing

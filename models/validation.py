@@ -1,0 +1,205 @@
+"""Inline input validation of the SDK's calls: cheap checks that name field, value and rule.
+
+The SDK's hot path (``log_prediction``, ``log_label``, metrics, params) does
+not run the full :func:`~modelog.models.codec.validate` on every event: it
+runs these checks instead. Each failure raises an
+:class:`~modelog.models.errors.EventValidationError` naming the event type,
+the field, the offending value and the rule it broke.
+
+Pure: imports only :mod:`modelog.models` (and the standard library).
+
+Examples
+--------
+>>> check_scalars({"age": 42, "plan": "pro"}, "PredictionMade", "inputs")
+{'age': 42, 'plan': 'pro'}
+>>> check_name("churn", "PredictionMade", "model"), artifact_suffix("pkl")
+('churn', '.pkl')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from modelog.models.errors import EventValidationError
+from modelog.models.events import NAME_PATTERN
+
+__all__ = [
+    "FINITE_RULE",
+    "PLAIN_TYPES",
+    "SCALAR_RULE",
+    "Scalar",
+    "artifact_suffix",
+    "check_id",
+    "check_name",
+    "check_output",
+    "check_scalars",
+    "check_time",
+    "finite_float",
+]
+
+Scalar = str | int | float | bool | None
+"""A parameter, input feature or scalar output value."""
+
+PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+"""Scalar types that need no check at all (``float`` must be finite)."""
+SCALAR_RULE = "must be a str, int, float, bool or None"
+FINITE_RULE = "numbers must be finite (no NaN or infinity)"
+_NAME_RULE = (
+    "1-128 characters: letters, digits, '.', '_', '-', starting with a letter or digit"
+)
+_NAME = re.compile(NAME_PATTERN)
+_SUFFIX_OK = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _coerce(value: Any, event_type: str, field: str) -> Scalar:
+    """A scalar of an unusual type (numpy scalar, float/int subclass) as a plain one."""
+    if isinstance(value, bool | str):
+        return bool(value) if isinstance(value, bool) else str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        if not math.isfinite(f):
+            raise EventValidationError(event_type, field, value, FINITE_RULE)
+        return f
+    if value is None or type(value) in PLAIN_TYPES:
+        return value  # type: ignore[no-any-return]
+    raise EventValidationError(event_type, field, value, SCALAR_RULE)
+
+
+def check_scalars(values: Any, event_type: str, field: str) -> dict[str, Scalar]:
+    """A copy of ``values`` checked as a mapping of ``str`` -> finite scalar.
+
+    numpy scalars become plain Python values.
+
+    Raises
+    ------
+    EventValidationError
+        Naming ``field`` (or ``field.<key>``), the value and the rule broken.
+
+    Examples
+    --------
+    >>> check_scalars({"age": 42, "plan": "pro"}, "PredictionMade", "inputs")
+    {'age': 42, 'plan': 'pro'}
+    >>> try:
+    ...     check_scalars({"age": float("nan")}, "PredictionMade", "inputs")
+    ... except EventValidationError as e:
+    ...     print(e.field, e.value, e.rule, sep=" | ")
+    inputs.age | nan | numbers must be finite (no NaN or infinity)
+    """
+    if type(values) is dict:
+        out: dict[str, Any] = values.copy()
+    elif isinstance(values, Mapping):
+        out = dict(values)
+    else:
+        raise EventValidationError(
+            event_type, field, values, f"must be a mapping of str -> scalar ({SCALAR_RULE})"
+        )
+    for k, v in out.items():
+        t = type(v)
+        if t is float:
+            if v - v:  # NaN or +-inf (x - x is 0.0 for every finite float)
+                raise EventValidationError(event_type, f"{field}.{k}", v, FINITE_RULE)
+        elif t is not str and t is not int and t is not bool and v is not None:
+            out[k] = _coerce(v, event_type, f"{field}.{k}")
+        if type(k) is not str:
+            raise EventValidationError(event_type, field, k, "keys must be str")
+    return out
+
+
+def check_output(value: Any, event_type: str, field: str) -> Any:
+    """``value`` checked as a prediction output or label.
+
+    Allowed: a scalar (str, int, float, bool, None), a list of floats (class
+    probabilities, embeddings; numpy arrays are converted) or a dict of str ->
+    float; every number finite.
+
+    Examples
+    --------
+    >>> check_output([0.2, 0.8], "PredictionMade", "output")
+    [0.2, 0.8]
+    >>> try:
+    ...     check_output({"a": float("inf")}, "PredictionMade", "output")
+    ... except EventValidationError as e:
+    ...     print(e.field, e.value, e.rule, sep=" | ")
+    output.a | inf | numbers must be finite (no NaN or infinity)
+    """
+    t = type(value)
+    if t is float:
+        if value - value != 0.0:
+            raise EventValidationError(event_type, field, value, FINITE_RULE)
+        return value
+    if t in PLAIN_TYPES:
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise EventValidationError(event_type, field, k, "keys must be str")
+            out[k] = finite_float(v, event_type, f"{field}.{k}")
+        return out
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) >= 1:
+        value = value.tolist()  # numpy arrays, tensors
+    if isinstance(value, list | tuple):
+        return [finite_float(v, event_type, f"{field}[{i}]") for i, v in enumerate(value)]
+    return _coerce(value, event_type, field)
+
+
+def finite_float(v: Any, event_type: str, field: str) -> float:
+    """``v`` as a finite ``float`` (a bool is not a number here).
+
+    Examples
+    --------
+    >>> finite_float(1, "MetricsLogged", "metrics.auc")
+    1.0
+    """
+    if type(v) is float and math.isfinite(v):  # the common case, without the ABC check
+        return v
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise EventValidationError(event_type, field, v, "must be a number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise EventValidationError(event_type, field, v, FINITE_RULE)
+    return f
+
+
+def check_name(value: Any, event_type: str, field: str) -> str:
+    """``value`` checked as a model, dataset or experiment name (:data:`NAME_PATTERN`)."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise EventValidationError(event_type, field, value, _NAME_RULE)
+    return value
+
+
+def check_id(value: Any, event_type: str, field: str) -> str:
+    """``value`` checked as an id given by the caller (a prediction id): 1-128 characters."""
+    if type(value) is not str or not 0 < len(value) <= 128:
+        raise EventValidationError(event_type, field, value, "must be a str of 1-128 characters")
+    return value
+
+
+def check_time(value: Any, event_type: str) -> None:
+    """Refuse an event ``time`` that is not a timezone-aware ``datetime``."""
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise EventValidationError(
+            event_type, "time", value, "must be a timezone-aware datetime (UTC)"
+        )
+
+
+def artifact_suffix(ext: str) -> str:
+    """``.<ext>`` for a safe file extension of a stored artifact, else ``""``.
+
+    Examples
+    --------
+    >>> artifact_suffix("png"), artifact_suffix("../x")
+    ('.png', '')
+    """
+    return f".{ext}" if _SUFFIX_OK.match(ext) else ""
