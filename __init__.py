@@ -18,15 +18,10 @@ from typing import TYPE_CHECKING, Any
 from modelog.errors import ModelogError
 
 if TYPE_CHECKING:
-    from modelog.streams.sdk import (
-        AsyncClient,
-        Client,
-        DatasetVersion,
-        Run,
-        connect,
-        connect_async,
-        registry_as_of,
-    )
+    from modelog.streams.async_client import AsyncClient, connect_async
+    from modelog.streams.registry_client import registry_as_of
+    from modelog.streams.run import DatasetVersion, Run
+    from modelog.streams.sdk import Client, connect
 
 __version__ = "0.1.0"
 
@@ -43,13 +38,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AsyncClient": "modelog.streams.sdk",
+    "AsyncClient": "modelog.streams.async_client",
     "Client": "modelog.streams.sdk",
-    "DatasetVersion": "modelog.streams.sdk",
-    "Run": "modelog.streams.sdk",
+    "DatasetVersion": "modelog.streams.run",
+    "Run": "modelog.streams.run",
     "connect": "modelog.streams.sdk",
-    "connect_async": "modelog.streams.sdk",
-    "registry_as_of": "modelog.streams.sdk",
+    "connect_async": "modelog.streams.async_client",
+    "registry_as_of": "modelog.streams.registry_client",
 }
 
 

@@ -3,44 +3,66 @@
 Values come from, in order of precedence: explicit keyword arguments (CLI
 flags end up here), ``MODELOG_*`` environment variables, then defaults.
 
-==============================  ==========================================
-Environment variable            Meaning
-==============================  ==========================================
-``MODELOG_BROKER``              Kafka bootstrap servers, ``host:port[,...]``.
-                                Unset: the embedded broker started by
-                                ``modelog up``/``modelog broker`` (found via
-                                ``$MODELOG_DATA_DIR/broker.json``), else
-                                ``127.0.0.1:9092``.
-``MODELOG_DATA_DIR``            Where DuckDB, artifacts and runtime files
-                                live (default ``./.modelog``).
-``MODELOG_TOPIC_PREFIX``        Prefix of every topic (default ``modelog.``).
-``MODELOG_PARTITIONS``          Partitions for new topics (default 4).
-``MODELOG_REPLICATION``         Replication factor for new topics (default 1).
-``MODELOG_SECURITY_PROTOCOL``   ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``,
-                                ``SASL_SSL``.
-``MODELOG_SASL_MECHANISM``      ``PLAIN``, ``SCRAM-SHA-256``, ...
-``MODELOG_SASL_USERNAME``       SASL user.
-``MODELOG_SASL_PASSWORD``       SASL password.
-``MODELOG_SSL_CAFILE``          CA bundle for TLS.
-``MODELOG_SSL_CERTFILE``        Client certificate for mutual TLS.
-``MODELOG_SSL_KEYFILE``         Client key for mutual TLS.
-``MODELOG_PRODUCER_NAME``       Identity recorded on every event produced
-                                (default ``<program>@<host>``).
-``MODELOG_QUERY_URL``           URL of the projector's read-only query server
-                                (default: found in
-                                ``$MODELOG_DATA_DIR/projector.json``).
-``MODELOG_QUERY_BIND``          ``host:port`` the projector's query server
-                                binds (default ``127.0.0.1:0``, a free port).
-``MODELOG_ARTIFACT_URI``        Root of the artifact store: a directory, or a
-                                pyarrow / fsspec filesystem URI such as
-                                ``s3://bucket/modelog`` or ``gs://bucket/m``
-                                (default ``$MODELOG_DATA_DIR/artifacts``).
-==============================  ==========================================
+==================================  ==========================================
+Environment variable                Meaning
+==================================  ==========================================
+``MODELOG_BROKER``                  Kafka bootstrap servers, ``host:port[,...]``.
+                                    Unset: the embedded broker started by
+                                    ``modelog up``/``modelog broker`` (found via
+                                    ``$MODELOG_DATA_DIR/broker.json``), else
+                                    ``127.0.0.1:9092``.
+``MODELOG_DATA_DIR``                Where DuckDB, artifacts and runtime files
+                                    live (default ``./.modelog``).
+``MODELOG_TOPIC_PREFIX``            Prefix of every topic (default ``modelog.``).
+``MODELOG_PARTITIONS``              Partitions for new topics (default 4).
+``MODELOG_REPLICATION``             Replication factor for new topics (default 1).
+``MODELOG_SECURITY_PROTOCOL``       ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``,
+                                    ``SASL_SSL``.
+``MODELOG_SASL_MECHANISM``          ``PLAIN``, ``SCRAM-SHA-256``, ...
+``MODELOG_SASL_USERNAME``           SASL user.
+``MODELOG_SASL_PASSWORD``           SASL password.
+``MODELOG_SSL_CAFILE``              CA bundle for TLS.
+``MODELOG_SSL_CERTFILE``            Client certificate for mutual TLS.
+``MODELOG_SSL_KEYFILE``             Client key for mutual TLS.
+``MODELOG_PRODUCER_NAME``           Identity recorded on every event produced
+                                    (default ``<program>@<host>``).
+``MODELOG_QUERY_URL``               URL of the projector's read-only query server
+                                    (default: found in
+                                    ``$MODELOG_DATA_DIR/projector.json``).
+``MODELOG_QUERY_BIND``              ``host:port`` the projector's query server
+                                    binds (default ``127.0.0.1:0``, a free port).
+``MODELOG_ARTIFACT_URI``            Root of the artifact store: a directory, or a
+                                    pyarrow / fsspec filesystem URI such as
+                                    ``s3://bucket/modelog`` or ``gs://bucket/m``
+                                    (default ``$MODELOG_DATA_DIR/artifacts``).
+``MODELOG_WEBHOOK_ALLOW_PRIVATE``   ``1``: alert webhooks may reach loopback,
+                                    private, link-local and other non-public
+                                    addresses (default ``0``: public addresses
+                                    only; cloud metadata endpoints never).
+``MODELOG_SECRET_KEY``              Deployment key that encrypts webhook
+                                    signing secrets in the log (any long random
+                                    string); the same value for ``modelog alerts
+                                    subscribe`` and ``modelog deliver``.
+``MODELOG_ONLINE_ALLOW_PICKLE``     ``1``: workers also start online models
+                                    registered as River pickles (flavor
+                                    ``river``), running whatever code the
+                                    artifact holds (default ``0``: only
+                                    specifications, ``river-spec``, are built).
+``MODELOG_QUERY_TOKEN``             Bearer token of the projector's query
+                                    server: required when it binds beyond
+                                    loopback, checked on every request when set;
+                                    ``modelog query`` and the dashboard send it.
+``MODELOG_DASHBOARD_TOKEN``         Token the dashboard asks for before showing
+                                    any page: required when it serves beyond
+                                    loopback, asked for when set.
+==================================  ==========================================
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
+import ipaddress
 import json
 import os
 import socket
@@ -52,7 +74,7 @@ from typing import Any
 
 from modelog.errors import ConfigurationError
 
-__all__ = ["ENV_VARS", "Settings", "env_for"]
+__all__ = ["ENV_VARS", "Settings", "env_for", "is_loopback", "token_matches"]
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 DEFAULT_BROKER = "127.0.0.1:9092"
@@ -93,6 +115,11 @@ class Settings:
     query_url: str | None = None
     query_bind: str = "127.0.0.1:0"
     artifact_uri: str | None = None
+    webhook_allow_private: bool = False
+    secret_key: str | None = dataclasses.field(default=None, repr=False)
+    online_allow_pickle: bool = False
+    query_token: str | None = dataclasses.field(default=None, repr=False)
+    dashboard_token: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.security_protocol.upper() not in _SECURITY_PROTOCOLS:
@@ -199,9 +226,21 @@ Examples
 """
 
 
+def _boolean(raw: str) -> bool:
+    """A flag's value: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use 1 or 0 (true/false, yes/no, on/off)")
+
+
 def _parser(hint: Any) -> Callable[[str], Any]:
     """How to read a field of type ``hint`` (``X | None`` reads as ``X``) from a variable."""
     kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    if kinds == [bool]:
+        return _boolean
     if len(kinds) == 1 and kinds[0] in (str, int, float, Path):
         parse: Callable[[str], Any] = kinds[0]
         return parse
@@ -241,3 +280,36 @@ def env_for(settings: Settings, *, exclude: Collection[str] = ()) -> dict[str, s
             value = Path(value).resolve()
         env[var] = str(value)
     return env
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, ``[v6]`` or ``localhost``) only reaches this machine.
+
+    A service bound beyond loopback needs its token (``MODELOG_QUERY_TOKEN``,
+    ``MODELOG_DASHBOARD_TOKEN``).
+
+    Examples
+    --------
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "[::1]", "0.0.0.0", "projector")]
+    [True, True, True, False, False]
+    """
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Whether ``given`` is the token ``expected``, compared in constant time.
+
+    Examples
+    --------
+    >>> token_matches("s3cret", "s3cret"), token_matches("guess", "s3cret")
+    (True, False)
+    >>> token_matches(None, "s3cret")
+    False
+    """
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())

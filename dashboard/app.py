@@ -8,6 +8,10 @@ Run it with ``modelog dashboard`` (or ``python -m streamlit run app.py`` with
 :class:`modelog.store.reader.Reader`, and refreshes itself with
 ``st.fragment(run_every=...)``; all SQL lives in :mod:`modelog.dashboard.data`
 and the charts in :mod:`modelog.dashboard.charts`.
+
+With ``MODELOG_DASHBOARD_TOKEN`` set, :func:`token_gate` asks for the token
+before any page renders; the pages' readers send ``MODELOG_QUERY_TOKEN`` to the
+projector's query server.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from modelog.config import Settings
+from modelog.config import Settings, is_loopback, token_matches
 from modelog.dashboard import charts, data, pages
 from modelog.errors import ModelogError
 from modelog.store.errors import NoDataError, StoreError
@@ -329,6 +333,57 @@ def main() -> None:
     st.fragment(run_every=None if paused else float(every))(live)(settings, window, limit)
 
 
+TOKEN_KEY = "modelog_dashboard_token"  # session state: the token the visitor gave
+
+
+def token_gate() -> None:
+    """Ask for ``MODELOG_DASHBOARD_TOKEN`` before any page renders; stop until it is given.
+
+    The token comes from a password field or ``?token=`` in the URL (then removed
+    from the address bar), is compared in constant time and kept in the session.
+    Without a token configured every page renders, except when Streamlit serves an
+    explicit address beyond loopback (the launcher refuses that already).
+    """
+    try:
+        expected = Settings.from_env().dashboard_token
+    except ModelogError as exc:
+        st.error(f"Invalid configuration: {exc}")
+        st.stop()
+        return
+    if not expected:
+        address = str(st.get_option("server.address") or "")
+        if address and not is_loopback(address):
+            st.error(f"This dashboard serves {address}, beyond loopback, without a token: "
+                     "set MODELOG_DASHBOARD_TOKEN and restart it.")
+            st.stop()
+        return
+    if token_matches(st.session_state.get(TOKEN_KEY), expected):
+        return
+    wrong = False
+    if "token" in st.query_params:
+        given = st.query_params["token"]
+        del st.query_params["token"]
+        if token_matches(given, expected):
+            st.session_state[TOKEN_KEY] = given
+            return
+        wrong = True
+    gate = st.empty()
+    with gate.container():
+        st.title("modelog")
+        with st.form("token_form", clear_on_submit=True):
+            given = st.text_input("Dashboard token", type="password", key="token_input",
+                                  help="The MODELOG_DASHBOARD_TOKEN of this deployment.")
+            submitted = st.form_submit_button("Open the dashboard")
+        if submitted and token_matches(given, expected):
+            st.session_state[TOKEN_KEY] = given
+            gate.empty()
+            return
+        if submitted or wrong:
+            st.error("Wrong token: ask the operator for MODELOG_DASHBOARD_TOKEN.",
+                     icon=":material/lock:")
+    st.stop()
+
+token_gate()
 st.navigation([
     st.Page(main, title="Live monitoring", icon=":material/monitoring:", url_path="live",
             default=True),

@@ -29,10 +29,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from modelog.errors import ModelogError
+from modelog.dashboard.errors import DashboardQueryError
+from modelog.models.alerts import ALERT_TYPE_NAMES
 
 __all__ = [
-    "ALERT_TYPES",
     "ConnectionSource",
     "DashboardQueryError",
     "QuerySource",
@@ -52,17 +52,8 @@ __all__ = [
 
 Params = Sequence[Any] | dict[str, Any] | None
 
-ALERT_TYPES: tuple[str, ...] = (
-    "DriftDetected", "DriftResolved", "AnomalyDetected", "SkewDetected", "RetrainRequested",
-)
-"""The event types found in the ``alerts`` table."""
-
 MAX_LIMIT = 10_000
 """Upper bound of every ``limit``/``windows`` argument (keeps refreshes bounded)."""
-
-
-class DashboardQueryError(ModelogError, ValueError):
-    """A dashboard query got an argument it cannot use (names the argument and the rule)."""
 
 
 class QuerySource(Protocol):
@@ -111,9 +102,9 @@ def _types(types: Iterable[str] | None) -> str:
         return ""
     chosen = list(types)
     for t in chosen:
-        if t not in ALERT_TYPES:
+        if t not in ALERT_TYPE_NAMES:
             raise DashboardQueryError(
-                f"alert type {t!r} is unknown; use one of {', '.join(ALERT_TYPES)}."
+                f"alert type {t!r} is unknown; use one of {', '.join(ALERT_TYPE_NAMES)}."
             )
     if not chosen:
         raise DashboardQueryError("types must name at least one alert type (or be None).")
@@ -235,7 +226,8 @@ def alert_feed(
     model, model_version
         Only this model (and version); ``None`` means all.
     types
-        Only these alert types (see :data:`ALERT_TYPES`); ``None`` means all.
+        Only these alert types (see :data:`~modelog.models.alerts.ALERT_TYPE_NAMES`);
+        ``None`` means all.
     since
         Only alerts at or after this time (a datetime or timestamp).
     limit

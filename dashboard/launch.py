@@ -5,6 +5,7 @@ option is a command-line flag (flags win over any config file in the working
 directory), and modelog's own settings travel as ``MODELOG_*`` variables, which
 the page reads with :meth:`modelog.config.Settings.from_env` (they are written by
 :func:`modelog.config.env_for`, from the one table :data:`modelog.config.ENV_VARS`).
+An address beyond loopback needs ``MODELOG_DASHBOARD_TOKEN`` (:func:`check_address`).
 
 Examples
 --------
@@ -27,10 +28,10 @@ import sys
 import threading
 from pathlib import Path
 
-from modelog.config import Settings, env_for
+from modelog.config import Settings, env_for, is_loopback
 from modelog.errors import ConfigurationError
 
-__all__ = ["APP_PATH", "STREAMLIT_FLAGS", "dashboard_command", "run_dashboard"]
+__all__ = ["APP_PATH", "STREAMLIT_FLAGS", "check_address", "dashboard_command", "run_dashboard"]
 
 APP_PATH: Path = Path(__file__).resolve().with_name("app.py")
 """The Streamlit script of the dashboard."""
@@ -66,8 +67,36 @@ def dashboard_command(
     return cmd
 
 
+def check_address(settings: Settings, address: str) -> None:
+    """Refuse to serve ``address`` beyond loopback without ``MODELOG_DASHBOARD_TOKEN``.
+
+    Examples
+    --------
+    >>> check_address(Settings(), "127.0.0.1")
+    >>> check_address(Settings(dashboard_token="s3cret"), "0.0.0.0")
+    >>> check_address(Settings(), "0.0.0.0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    modelog.errors.ConfigurationError: the dashboard would serve 0.0.0.0, beyond loopback, ...
+    """
+    if not settings.dashboard_token and not is_loopback(address):
+        raise ConfigurationError(
+            f"the dashboard would serve {address}, beyond loopback, without a token: set "
+            "MODELOG_DASHBOARD_TOKEN to a long random string (e.g. `openssl rand -hex 32`); "
+            "visitors then enter it (or open the URL with ?token=...). Or serve loopback "
+            "(--address 127.0.0.1)."
+        )
+
+
 def run_dashboard(settings: Settings, port: int = 8501, address: str = "127.0.0.1") -> int:
-    """Serve the dashboard until it exits or Ctrl-C/SIGTERM; return its exit code."""
+    """Serve the dashboard until it exits or Ctrl-C/SIGTERM; return its exit code.
+
+    Raises
+    ------
+    ConfigurationError
+        ``address`` is beyond loopback and ``MODELOG_DASHBOARD_TOKEN`` is not set.
+    """
+    check_address(settings, address)
     env = {**os.environ, **env_for(settings)}
     proc = subprocess.Popen(dashboard_command(settings, port, address), env=env)
 

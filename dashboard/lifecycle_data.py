@@ -4,8 +4,9 @@ Like :mod:`modelog.dashboard.data`: each function takes a
 :class:`~modelog.dashboard.data.QuerySource` (a :class:`~modelog.store.reader.Reader`
 in the app), runs one bounded query against the lifecycle tables of the
 projection and returns a DataFrame; a few pure helpers reshape those frames
-(parameter comparison, alias periods, the aliases in force at a time). Nothing
-here imports Streamlit.
+(parameter comparison, alias periods); the aliases in force at a time come
+from the registry's fold (:mod:`modelog.store.registry`). Nothing here
+imports Streamlit.
 
 Examples
 --------
@@ -24,9 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from modelog.dashboard.data import DashboardQueryError, QuerySource, _bounded
+from modelog.dashboard.data import QuerySource, _bounded
+from modelog.dashboard.errors import DashboardQueryError
 from modelog.store.filters import select_runs
+from modelog.store.queries import as_utc
+from modelog.store.registry import fold_model, read_registry_events
 
 __all__ = [
     "NODE_KINDS",
@@ -251,26 +256,36 @@ FROM model_versions v LEFT JOIN runs r USING (run_id)
 WHERE v.model = ? ORDER BY v.model_version DESC LIMIT 1000""", [model])
 
 
-def alias_history(source: QuerySource, model: str, *, at: Any = None,
-                  limit: int = 5000) -> pd.DataFrame:
-    """Alias changes of a model, oldest first (only those at or before ``at`` when given).
+def alias_history(source: QuerySource, model: str, *, limit: int = 5000) -> pd.DataFrame:
+    """Alias changes of a model, oldest first (the timeline's rows; the aliases in force at
+    a time are :func:`aliases_as_of`'s).
 
     Columns: ``time``, ``alias``, ``action`` (``set``/``removed``),
     ``model_version``, ``previous_version``, ``actor``, ``reason``, ``event_id``.
     """
     return _df(source, """
 SELECT time, alias, action, model_version, previous_version, actor, reason, event_id
-FROM alias_history
-WHERE model = ? AND (CAST(? AS TIMESTAMPTZ) IS NULL OR time <= ?)
-ORDER BY time, event_id LIMIT ?""", [model, at, at, _bounded("limit", limit)])
+FROM alias_history WHERE model = ?
+ORDER BY time, event_id LIMIT ?""", [model, _bounded("limit", limit)])
 
 
-def aliases_as_of(history: pd.DataFrame) -> pd.DataFrame:
-    """The aliases in force after ``history`` (alias changes, oldest first).
+class _ArrowSource:
+    """A dashboard :class:`QuerySource` as the store's (``query`` -> ``pyarrow.Table``)."""
 
-    Pass the rows with ``time <= T`` (:func:`alias_history` with ``at=T``) to
-    answer "what held each alias at T, and why": the last change of each alias
-    decides; an alias whose last change removed it is left out.
+    def __init__(self, source: QuerySource) -> None:
+        self._source = source
+
+    def query(self, sql: str, params: Any = None) -> pa.Table:
+        return pa.Table.from_pandas(self._source.query_df(sql, params), preserve_index=False)
+
+
+def aliases_as_of(source: QuerySource, model: str, at: dt.datetime | None = None) -> pd.DataFrame:
+    """The aliases of ``model`` in force at ``at`` (default: now; naive = UTC), and why.
+
+    The registry folded from the ledger by :mod:`modelog.store.registry`, as
+    ``modelog.registry_as_of`` and ``modelog registry show --as-of`` answer it:
+    the last change of each alias at or before ``at`` decides; an alias whose
+    last change removed it is left out.
 
     Returns
     -------
@@ -280,23 +295,39 @@ def aliases_as_of(history: pd.DataFrame) -> pd.DataFrame:
 
     Examples
     --------
-    >>> t = pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"], utc=True)
-    >>> h = pd.DataFrame({"time": t, "alias": ["prod"] * 3, "action": ["set"] * 3,
-    ...                   "model_version": [1, 2, 1], "previous_version": [None, 1, 2],
-    ...                   "actor": ["ci", "ci", "ana"], "reason": ["a", "b", "rollback"],
-    ...                   "event_id": ["e1", "e2", "e3"]})
-    >>> aliases_as_of(h[h.time <= "2026-01-02T12:00Z"])[["alias", "model_version"]].values.tolist()
-    [['prod', 2]]
-    >>> aliases_as_of(h).reason.tolist()
-    ['rollback']
+    >>> import duckdb
+    >>> from modelog.dashboard.data import ConnectionSource
+    >>> from modelog.models.codec import encode
+    >>> from modelog.models.events import AliasChangeRequested, ModelVersionRequested
+    >>> from modelog.models.registry_fold import answered
+    >>> t = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    >>> def register(c):
+    ...     return ModelVersionRequested(id=c, time=t, aggregate="churn", command_id=c,
+    ...                                  model="churn", flavor="sklearn")
+    >>> s = dt.timedelta(seconds=1)
+    >>> move = AliasChangeRequested(id="c3", time=t, aggregate="churn", command_id="c3",
+    ...                             model="churn", alias="prod", model_version=2, actor="ci",
+    ...                             reason="better f1")
+    >>> log = answered([(register("c1"), t - 2 * s), (register("c2"), t - s), (move, t)])
+    >>> con = duckdb.connect()
+    >>> _ = con.execute("create table events (id varchar, type varchar, time timestamptz, "
+    ...                 "aggregate varchar, payload varchar)")
+    >>> _ = con.executemany("insert into events values (?, ?, ?, ?, ?)",
+    ...                     [[e.id, e.type_name(), e.time, e.aggregate, encode(e).decode()]
+    ...                      for e in log])
+    >>> aliases_as_of(ConnectionSource(con), "churn")[["alias", "model_version", "reason"]
+    ...                                               ].values.tolist()
+    [['prod', 2, 'better f1']]
+    >>> aliases_as_of(ConnectionSource(con), "churn", t - dt.timedelta(days=1)).empty
+    True
     """
     columns = ["alias", "model_version", "since", "actor", "reason", "previous_version"]
-    if history.empty:
-        return pd.DataFrame(columns=columns)
-    last = history.sort_values(["time", "event_id"], kind="stable").groupby("alias").tail(1)
-    held = last[last["action"] == "set"].rename(columns={"time": "since"})
-    held = held.astype({"model_version": "int64"})
-    return held[columns].sort_values("alias", ignore_index=True)
+    when = None if at is None else as_utc(at)
+    state = fold_model(read_registry_events(_ArrowSource(source), model), model, when)
+    rows = [{"alias": a.alias, "model_version": a.version, "since": a.since, "actor": a.actor,
+             "reason": a.reason, "previous_version": a.previous_version}
+            for a in sorted(state.aliases.values(), key=lambda a: a.alias)]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def alias_periods(history: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:

@@ -334,7 +334,7 @@ def _registry_body(source: QuerySource) -> None:
     st.dataframe(versions, hide_index=True, key="model_versions",
                  column_config={"signature": st.column_config.TextColumn(width="medium")})
     history = ld.alias_history(source, model)
-    current = ld.aliases_as_of(history)
+    current = ld.aliases_as_of(source, model)
     st.subheader("Aliases")
     if current.empty:
         st.caption(f"No alias points at a version of {model}: `client.set_alias(...)`.")
@@ -350,7 +350,7 @@ def _registry_body(source: QuerySource) -> None:
     periods = ld.alias_periods(history, max(dt.datetime.now(dt.UTC), at))
     st.altair_chart(charts.alias_timeline(periods, at), width="stretch")
     st.subheader(f"In force at {_when(at)}")
-    then = ld.aliases_as_of(ld.alias_history(source, model, at=at))
+    then = ld.aliases_as_of(source, model, at)
     if then.empty:
         st.caption("No alias was set at that time.")
     for row in then.to_dict("records"):

@@ -13,7 +13,11 @@ worker all derive from them. Pure: imports only the standard library,
   subscription unless ``replay``);
 * :func:`payload`, :func:`request_headers`, :func:`signature`,
   :func:`backoff_delay`, :func:`is_retryable` and :func:`delivered_event` say
-  what is sent, when to retry and what is reported;
+  what is sent, when to retry and what is reported (:func:`verify_signature`
+  is the receivers' check);
+* :func:`check_webhook_target` says which addresses a webhook may reach
+  (resolving names is the caller's I/O); :func:`seal_secret` encrypts its
+  signing secret with the deployment key (the log holds only ciphertext);
 * :func:`subscription_event` builds and validates a subscription.
 
 Alerts are the monitoring events :data:`ALERT_TYPES`; ``MonitorStatsReported``
@@ -44,17 +48,28 @@ False
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
+import ipaddress
+import os
 import re
+import time
 import typing
 from collections.abc import Sequence
 from typing import TypeAlias, TypeGuard
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from modelog.errors import ConfigurationError
 from modelog.models import codec
-from modelog.models.errors import EventValidationError
+from modelog.models.errors import EventValidationError, WebhookSecretError, WebhookTargetError
 from modelog.models.events import (
     NAME_PATTERN,
     AlertDelivered,
@@ -68,28 +83,37 @@ from modelog.models.events import (
     SkewDetected,
 )
 from modelog.models.ids import derived_id, new_id
+from modelog.models.upcasters import WITHHELD_V1_SECRET
 
 __all__ = [
     "ALERT_TYPES",
     "ALERT_TYPE_NAMES",
+    "CLOUD_METADATA_ADDRESSES",
     "IMPLIED_SEVERITY",
     "KNOWN_KINDS",
     "MONITOR_ALERT_TYPE_NAMES",
     "SEVERITIES",
+    "SIGNATURE_TOLERANCE",
+    "WEBHOOK_SCHEMES",
     "Alert",
     "Outcome",
     "SubscriptionBook",
+    "address_rule",
     "alert_kinds",
     "alert_severity",
     "backoff_delay",
+    "check_webhook_target",
     "delivered_event",
     "is_alert",
     "is_retryable",
     "matches",
+    "open_secret",
     "payload",
     "request_headers",
+    "seal_secret",
     "signature",
     "subscription_event",
+    "verify_signature",
 ]
 
 Alert: TypeAlias = (
@@ -227,27 +251,91 @@ def payload(alert: Alert) -> bytes:
     return codec.encode(alert)
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The ``Modelog-Signature`` header value: ``sha256=`` + hex HMAC-SHA256 of ``body``.
+SIGNATURE_TOLERANCE = 300
+"""Seconds a signed request stays valid (:func:`verify_signature`'s default)."""
+
+
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``Modelog-Signature`` header value: ``t=<timestamp>,v1=<hex HMAC-SHA256>``.
+
+    The HMAC-SHA256, keyed with the subscription's secret, covers ``f"{timestamp}."``
+    and the raw body: a captured request cannot be replayed later (see :func:`verify_signature`).
 
     Examples
     --------
-    A receiver recomputes it over the raw body and compares in constant time:
-
-    >>> import hmac
-    >>> header = signature("s3cret", b'{"type":"DriftDetected"}')
-    >>> hmac.compare_digest(header, signature("s3cret", b'{"type":"DriftDetected"}'))
+    >>> mac = hmac.new(b"s3cret", b'1767225600.{"a":1}', hashlib.sha256).hexdigest()
+    >>> signature("s3cret", b'{"a":1}', 1767225600) == f"t=1767225600,v1={mac}"
     True
-    >>> header[:7], len(header)
-    ('sha256=', 71)
     """
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
+
+
+def verify_signature(secret: str, header: str, body: bytes, *,
+                     tolerance: float = SIGNATURE_TOLERANCE, now: float | None = None) -> bool:
+    """Whether a request's ``Modelog-Signature`` header is valid and recent: the receiver's check.
+
+    The recipe, for receivers written in any language:
+
+    1. take the raw request body (the bytes, before any JSON parsing) and the
+       ``Modelog-Signature`` header, ``t=<unix seconds>,v1=<hex>`` (split on
+       ``,`` then on the first ``=``; there may be several ``v1`` entries);
+    2. refuse the request if ``t`` is more than ``tolerance`` seconds (5
+       minutes) away from your clock: this is what stops replays;
+    3. compute the hex HMAC-SHA256 of ``t`` + ``"."`` + body with the
+       subscription's secret as the key, and accept if it equals one of the
+       ``v1`` values, comparing in constant time (``hmac.compare_digest``);
+    4. deduplicate on ``Modelog-Event-Id``: an alert can arrive more than once
+       (each retry is signed again with a fresh ``t``).
+
+    ``secret`` is the ``--secret`` given when subscribing, ``header`` the
+    ``Modelog-Signature`` value, ``body`` the raw body, ``tolerance`` the largest
+    accepted distance in seconds between ``t`` and ``now`` (the receiver's clock
+    in Unix seconds, default :func:`time.time`).
+
+    Examples
+    --------
+    >>> body = b'{"type":"DriftDetected"}'
+    >>> header = signature("s3cret", body, 1767225600)
+    >>> verify_signature("s3cret", header, body, now=1767225660)
+    True
+    >>> verify_signature("s3cret", header, body + b" ", now=1767225660)  # altered body
+    False
+    >>> verify_signature("other", header, body, now=1767225660)  # wrong secret
+    False
+    >>> verify_signature("s3cret", header, body, now=1767225600 + 301)  # too old: a replay
+    False
+    >>> verify_signature("s3cret", "sha256=0123", body)  # not this scheme
+    False
+    """
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isascii() and value.isdigit():
+            timestamp = int(value)
+        elif name == "v1":
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = _mac(secret, timestamp, body)
+    return any(hmac.compare_digest(expected, c) for c in candidates if c.isascii())
 
 
 def request_headers(
-    subscription: AlertSubscriptionCreated, alert: Alert, body: bytes
+    subscription: AlertSubscriptionCreated, alert: Alert, body: bytes, *,
+    secret: str | None = None, now: float | None = None,
 ) -> dict[str, str]:
-    """Headers of the webhook request; ``Modelog-Event-Id`` is the idempotency key."""
+    """Headers of the webhook request; ``Modelog-Event-Id`` is the idempotency key.
+
+    With the subscription's opened ``secret`` (:func:`open_secret`) the request
+    is signed (:func:`signature`) at ``now`` (default: the clock).
+    """
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "modelog-delivery",
@@ -255,9 +343,164 @@ def request_headers(
         "Modelog-Event-Type": alert.type_name(),
         "Modelog-Subscription-Id": subscription.subscription_id,
     }
-    if subscription.secret:
-        headers["Modelog-Signature"] = signature(subscription.secret, body)
+    if secret:
+        timestamp = int(time.time() if now is None else now)
+        headers["Modelog-Signature"] = signature(secret, body, timestamp)
     return headers
+
+
+# -- where a webhook may go ---------------------------------------------------------------
+WEBHOOK_SCHEMES: tuple[str, ...] = ("http", "https")
+"""URL schemes a webhook may use."""
+_Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+CLOUD_METADATA_ADDRESSES: frozenset[_Address] = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.170.2", "fd00:ec2::254",  # most clouds, AWS ECS, AWS IPv6
+    "100.100.100.200", "168.63.129.16", "192.0.0.192"))  # Alibaba, Azure wire server, Oracle
+"""Cloud metadata endpoints: they hand out the machine's credentials, so never a webhook."""
+_METADATA = "a cloud metadata endpoint"
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_ALLOW = ("For a receiver on this machine or a private network, set "
+          "MODELOG_WEBHOOK_ALLOW_PRIVATE=1 (and pass --allow-private to subscribe)")
+
+
+def address_rule(address: str) -> str | None:
+    """Why a webhook must not reach ``address`` (``"a loopback address"``, ...); ``None``: public.
+
+    IPv4 addresses embedded in IPv6 ones (IPv4-mapped ``::ffff:a.b.c.d``,
+    6to4, NAT64) are judged as the IPv4 address they reach.
+
+    Examples
+    --------
+    >>> [address_rule(a) for a in ("93.184.216.34", "10.1.2.3", "::1", "169.254.169.254")]
+    [None, 'a private address', 'a loopback address', 'a cloud metadata endpoint']
+    >>> address_rule("::ffff:127.0.0.1")
+    'a loopback address (IPv4 127.0.0.1 in IPv6)'
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (
+            ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None)
+        if inner is not None:
+            rule = address_rule(str(inner))
+            return None if rule is None else f"{rule} (IPv4 {inner} in IPv6)"
+    checks = ((ip in CLOUD_METADATA_ADDRESSES, _METADATA),
+              (ip.is_unspecified, "the unspecified address"),
+              (ip.is_loopback, "a loopback address"), (ip.is_link_local, "a link-local address"),
+              (ip.is_multicast, "a multicast address"), (ip.is_reserved, "a reserved address"),
+              (ip.is_private, "a private address"),
+              (not ip.is_global, "an address that is not globally routable"))
+    return next((rule for hit, rule in checks if hit), None)
+
+
+def check_webhook_target(url: str, scheme: str, host: str, addresses: Sequence[str], *,
+                         allow_private: bool = False) -> None:
+    """Refuse a webhook whose ``host`` resolved to ``addresses`` unless every one is allowed.
+
+    Allowed: public addresses; private, loopback, link-local, multicast and
+    reserved ones only with ``allow_private``; cloud metadata endpoints
+    (:data:`CLOUD_METADATA_ADDRESSES`) never. One forbidden address among
+    several refuses the URL.
+
+    Raises :class:`WebhookTargetError`, naming the URL, address, rule and how to allow it.
+
+    Examples
+    --------
+    >>> check_webhook_target("http://127.0.0.1:9/x", "http", "127.0.0.1", ["127.0.0.1"])
+    Traceback (most recent call last):
+    ...
+    modelog.models.errors.WebhookTargetError: refusing http://127.0.0.1:9/x: 127.0.0.1 is a \
+loopback address; webhooks may only reach public addresses. For a receiver on this machine \
+or a private network, set MODELOG_WEBHOOK_ALLOW_PRIVATE=1 (and pass --allow-private to subscribe)
+    """
+    if scheme not in WEBHOOK_SCHEMES:
+        raise WebhookTargetError(url, None, "scheme", f"refusing {url}: webhooks use http:// "
+                                 "or https:// only")
+    if not addresses:
+        raise WebhookTargetError(url, None, "no address", f"refusing {url}: {host or 'the host'}"
+                                 " has no address; check the URL")
+    for address in addresses:
+        rule = address_rule(address)
+        if rule is None or (allow_private and not rule.startswith(_METADATA)):
+            continue
+        literal = host.strip("[]").lower() == address.split("%", 1)[0].lower()
+        what = f"{address} is {rule}" if literal else f"{host} resolves to {address}, {rule}"
+        if rule.startswith(_METADATA):
+            advice = ("webhooks never reach it (it hands out this machine's credentials), "
+                      "whatever MODELOG_WEBHOOK_ALLOW_PRIVATE says")
+        else:
+            advice = f"webhooks may only reach public addresses. {_ALLOW}"
+        raise WebhookTargetError(url, address, rule, f"refusing {url}: {what}; {advice}")
+
+
+# -- the signing secret, encrypted with the deployment key ---------------------------------
+_SEALED = "v1."
+_NO_KEY = ("set MODELOG_SECRET_KEY (a long random string, e.g. the output of `python -c "
+           "'import secrets; print(secrets.token_urlsafe(32))'`) to the same value for "
+           "`modelog alerts subscribe` and `modelog deliver`")
+
+
+@functools.lru_cache(maxsize=4)
+def _cipher(secret_key: str) -> AESGCM:
+    """AES-256-GCM keyed by HKDF-SHA256 of the deployment key (any passphrase)."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"modelog webhook secret v1").derive(secret_key.encode())
+    return AESGCM(key)
+
+
+def seal_secret(secret_key: str | None, secret: str, subscription_id: str) -> str:
+    """Encrypt a signing secret for ``subscription_id`` (AES-GCM; the id is authenticated).
+
+    Raises :class:`ConfigurationError` when no deployment key is set (``MODELOG_SECRET_KEY``).
+
+    Examples
+    --------
+    >>> sealed = seal_secret("deployment key", "s3cret", "s-1")
+    >>> "s3cret" in sealed, open_secret("deployment key", sealed, "s-1")
+    (False, 's3cret')
+    """
+    if not secret_key:
+        raise ConfigurationError(f"a webhook secret is stored encrypted and no key is set: "
+                                 f"{_NO_KEY}; nothing was subscribed")
+    nonce = os.urandom(12)
+    sealed = _cipher(secret_key).encrypt(nonce, secret.encode(), subscription_id.encode())
+    return _SEALED + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+
+def open_secret(secret_key: str | None, ciphertext: str, subscription_id: str) -> str:
+    """Decrypt what :func:`seal_secret` made for ``subscription_id``.
+
+    Raises :class:`WebhookSecretError` (saying what to do) for no key, the wrong
+    key, another subscription's ciphertext, or a v1 secret that was withheld.
+
+    Examples
+    --------
+    >>> open_secret("another key", seal_secret("deployment key", "s3cret", "s-1"), "s-1")
+    Traceback (most recent call last):
+    ...
+    modelog.models.errors.WebhookSecretError: cannot decrypt the signing secret of subscription \
+'s-1': MODELOG_SECRET_KEY is not the key it was subscribed with; ...
+    """
+    sid = repr(subscription_id)
+    if ciphertext == WITHHELD_V1_SECRET:
+        raise WebhookSecretError(
+            f"subscription {sid} was made by an older modelog that stored its signing secret "
+            "in clear; that secret is not used any more: unsubscribe it and subscribe again "
+            "with --secret (and MODELOG_SECRET_KEY set)")
+    if not secret_key:
+        raise WebhookSecretError(f"subscription {sid} signs its requests and no key is set "
+                                 f"to decrypt its secret: {_NO_KEY}")
+    try:
+        if not ciphertext.startswith(_SEALED):
+            raise ValueError(ciphertext[:8])
+        raw = base64.urlsafe_b64decode(ciphertext[len(_SEALED):])
+        plain = _cipher(secret_key).decrypt(raw[:12], raw[12:], subscription_id.encode())
+        return plain.decode()
+    except (InvalidTag, ValueError):
+        raise WebhookSecretError(
+            f"cannot decrypt the signing secret of subscription {sid}: MODELOG_SECRET_KEY is "
+            "not the key it was subscribed with; set the same MODELOG_SECRET_KEY for `modelog "
+            "alerts subscribe` and `modelog deliver`, or unsubscribe and subscribe again"
+        ) from None
 
 
 def is_retryable(status_code: int | None) -> bool:
@@ -313,16 +556,23 @@ def delivered_event(
 
 def subscription_event(
     url: str, *, models: Sequence[str] = (), kinds: Sequence[str] = (),
-    min_severity: str = "info", secret: str | None = None, producer: str = "",
-    subscription_id: str | None = None, now: dt.datetime | None = None,
+    min_severity: str = "info", secret: str | None = None, secret_key: str | None = None,
+    producer: str = "", subscription_id: str | None = None, now: dt.datetime | None = None,
 ) -> AlertSubscriptionCreated:
     """Build and validate an :class:`AlertSubscriptionCreated` (no I/O).
+
+    A ``secret`` is stored only encrypted with ``secret_key`` (the deployment
+    key, ``MODELOG_SECRET_KEY``; see :func:`seal_secret`). Where the URL may
+    lead is checked by the caller (:func:`check_webhook_target` needs the
+    resolved addresses).
 
     Raises
     ------
     EventValidationError
         Naming the field, value and rule (URL scheme, model name, unknown kind,
         severity).
+    ConfigurationError
+        A ``secret`` without a ``secret_key``.
 
     Examples
     --------
@@ -351,7 +601,7 @@ def subscription_event(
         id=new_id(), time=now or codec.utcnow(), aggregate=sid, producer=producer,
         subscription_id=sid, url=url, models=list(models), kinds=list(kinds),
         min_severity=min_severity,  # type: ignore[arg-type]  # checked above
-        secret=secret,
+        secret_ciphertext=None if secret is None else seal_secret(secret_key, secret, sid),
     )
     codec.validate(event)
     return event

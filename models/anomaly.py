@@ -17,6 +17,13 @@ noise -- by construction 5 % of normal inputs score above the 95th percentile
 After an alert no new alert is raised for ``cooldown`` inputs, and the
 threshold is not learned during that time.
 
+It follows River's drift-detector protocol
+(:class:`~modelog.models.processor.Detector`): ``update(x)`` per input, then
+``drift_detected`` and ``findings`` (the :class:`AnomalyDecision` of a burst).
+:meth:`AnomalyMonitor.prescore` scores a batch of upcoming inputs at once, for
+the same decisions at a fraction of the cost. This module owns the anomaly
+detector; it imports only numpy, River and :mod:`modelog.models.errors`.
+
 The default ``q`` is 0.95, not 0.99: Half-Space Trees scores saturate close to
 1, so the top 1 % of normal traffic (points in the tails of *any* feature)
 scores about as high as a shifted input and a +4 sigma shift of one feature
@@ -34,9 +41,9 @@ Examples
 >>> for i in range(3_000):
 ...     shift = 4.0 if i >= 2_000 else 0.0
 ...     x = {"age": rng.gauss(40 + 10 * shift, 10), "income": rng.gauss(3, 1), "city": "Paris"}
-...     decision = monitor.update(x, key=f"p-{i}")
-...     if decision is not None:
-...         alerts.append((i, decision))
+...     monitor.update(x, key=f"p-{i}")
+...     if monitor.drift_detected:
+...         alerts.append((i, monitor.findings[0]))
 >>> [i for i, _ in alerts][:1], 2_000 <= alerts[0][0] < 2_100
 ([...], True)
 >>> d = alerts[0][1]
@@ -251,12 +258,12 @@ class AnomalyMonitor:
     Examples
     --------
     >>> m = AnomalyMonitor(warm_up=10, window=20)
-    >>> m.update({"x": 1.0, "label": "a"}, key="p-1") is None
-    True
-    >>> m.last_score, m.n_observations, m.rolling_mean_score
-    (0.0, 1, None)
-    >>> m.update({"only": "text"}, key="p-2") is None and m.n_observations == 1
-    True
+    >>> m.update({"x": 1.0, "label": "a"}, key="p-1")
+    >>> m.last_score, m.n_observations, m.rolling_mean_score, m.drift_detected
+    (0.0, 1, None, False)
+    >>> m.update({"only": "text"})
+    >>> m.n_observations, m.findings
+    (1, ())
     """
 
     detector = "hst"
@@ -328,6 +335,7 @@ class AnomalyMonitor:
         self.n_alerts = 0
         self._cooldown_left = 0
         self.last_score: float | None = None
+        self._decision: AnomalyDecision | None = None
 
     # -- state -------------------------------------------------------------------
     @property
@@ -360,6 +368,16 @@ class AnomalyMonitor:
     def anomalous_fraction(self) -> float | None:
         """Fraction of the window above the score threshold (``None`` before any)."""
         return self._exceeded / len(self._window) if self._window else None
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the last :meth:`update` completed a burst (see :attr:`findings`)."""
+        return self._decision is not None
+
+    @property
+    def findings(self) -> Sequence[AnomalyDecision]:
+        """The decision of the last :meth:`update` (empty unless it completed a burst)."""
+        return () if self._decision is None else (self._decision,)
 
     @property
     def features_seen(self) -> tuple[str, ...]:
@@ -441,14 +459,19 @@ class AnomalyMonitor:
         if hst.counter == 0:  # the trees pivoted: the reference masses changed
             self._generation += 1
 
-    def update(self, x: Mapping[str, Any], key: str) -> AnomalyDecision | None:
-        """Score and learn one input; return a decision when a burst is detected.
+    def update(self, x: Mapping[str, Any], key: str | None = None) -> None:
+        """Score and learn one input; :attr:`drift_detected` tells whether a burst completed.
 
+        ``key`` (e.g. the prediction id) is the input's evidence in a decision
+        and its handle for :meth:`prescore`; by default its 1-based number.
         Inputs without any numeric feature are skipped (nothing is learned).
         """
+        self._decision = None
         features = numeric_features(x)
         if not features:
-            return None
+            return
+        if key is None:
+            key = str(self.n_observations + 1)
         self._features.update(features)
         if self.n_observations < self.warm_up or self.warm_up == 0:
             self._scaler.learn_one(features)
@@ -461,7 +484,7 @@ class AnomalyMonitor:
             self._learn(scaled or self._scaler.transform_one(features))
             if self.n_observations > self.window_size:  # the trees have a reference mass
                 self._quantile.update(score)
-            return None
+            return
 
         threshold = self.score_threshold
         exceeded = threshold is not None and score > threshold
@@ -477,15 +500,15 @@ class AnomalyMonitor:
 
         if self._cooldown_left > 0:
             self._cooldown_left -= 1
-            return None
+            return
         self._quantile.update(score)
         if len(self._window) < self.window or self._exceeded < self.critical_count:
-            return None
+            return
         self._cooldown_left = self.cooldown
         self.n_alerts += 1
         keys = [k for k, _, e in self._window if e][-self.max_keys:] if self.max_keys else []
         expected = 1.0 - self.q
-        return AnomalyDecision(
+        self._decision = AnomalyDecision(
             detector=self.detector,
             params=self.params,
             statistic=self._exceeded / self.window,

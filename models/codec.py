@@ -29,7 +29,8 @@ from typing import Any
 import msgspec
 
 from modelog.models.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
-from modelog.models.events import CATALOGUE, UPCASTERS, Event
+from modelog.models.events import CATALOGUE, Event
+from modelog.models.upcasters import UPCASTERS
 
 __all__ = ["decode", "encode", "json_schemas", "to_record", "upcast", "validate"]
 

@@ -28,8 +28,8 @@ Tests, per feature:
 Incremental state. Each numeric value is placed with one :func:`bisect.bisect_left`
 into a bucket of the sorted distinct reference values (``2k`` strictly
 between two reference values, ``2k + 1`` equal to one); a sliding histogram
-over those buckets is updated in O(1) per value. :meth:`DataDriftMonitor.check`
-(called every ``check_every`` observations, not per event) folds the buckets
+over those buckets is updated in O(1) per value. Every ``check_every``
+observations (not per event) :meth:`DataDriftMonitor.update` folds the buckets
 into the PSI bins and the CDFs with a few vectorised numpy operations.
 Approximation: with a warm-up (sample) reference the KS statistic is *exact*
 (the empirical CDF difference only jumps at sample points, and both one-sided
@@ -37,19 +37,26 @@ limits at every reference point are kept); with a histogram reference the
 reference CDF is known only at the bin edges, so D is evaluated there -- a
 lower bound of the true D, off by at most the largest bin's mass.
 
+:class:`DataDriftMonitor` follows River's drift-detector protocol
+(:class:`~modelog.models.processor.Detector`): ``update(x)`` per observation;
+on an update that ran the tests, :attr:`~DataDriftMonitor.checks` holds every
+test's outcome, ``findings`` the breached ones and ``drift_detected`` says
+whether there is any. This module owns the data drift statistics; it imports
+only numpy, scipy and :mod:`modelog.models`.
+
 Examples
 --------
 >>> import random
 >>> rng = random.Random(1)
->>> m = DataDriftMonitor(reference_size=500, window=300)
+>>> m = DataDriftMonitor(reference_size=500, window=300, check_every=100)
 >>> for i in range(2_000):
 ...     shift = 1.5 if i >= 1_000 else 0.0
 ...     m.update({"x": rng.gauss(shift, 1.0), "plan": rng.choice("ab")})
->>> checks = {(c.feature, c.detector): c for c in m.check()}
->>> checks["x", "psi"].breached, checks["x", "ks"].breached
-(True, True)
->>> checks["plan", "chi2"].breached
-False
+>>> checks = {(c.feature, c.detector): c for c in m.checks}
+>>> checks["x", "psi"].breached, checks["x", "ks"].breached, m.drift_detected
+(True, True, True)
+>>> checks["plan", "chi2"].breached, sorted({f.feature for f in m.findings})
+(False, ['x'])
 """
 
 from __future__ import annotations
@@ -59,75 +66,23 @@ import collections
 import dataclasses
 import itertools
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 from scipy import special
 
 from modelog.models.errors import InvalidParameterError
+from modelog.models.tabular import chi2_homogeneity, ks_critical_value, ks_p_value
 from modelog.models.tabular import psi as psi_from_counts
 
-__all__ = ["AlertBook", "CategoricalDrift", "DataDriftMonitor", "DriftThresholds",
-           "FeatureCheck", "NumericDrift", "chi2_homogeneity", "ks_critical_value",
-           "ks_p_value"]
+__all__ = ["CategoricalDrift", "DataDriftMonitor", "DriftThresholds",
+           "FeatureCheck", "NumericDrift"]
 
 OTHER = "__other__"
 """The bucket of categories beyond ``max_categories`` (and of a profile's untold tail)."""
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-
-
-# -- statistics ------------------------------------------------------------------------------
-def ks_p_value(d: float, n: float, m: float) -> float:
-    """Asymptotic two-sample Kolmogorov-Smirnov p-value of distance ``d`` (sizes ``n``, ``m``).
-
-    Examples
-    --------
-    >>> round(ks_p_value(0.1, 1_000, 500), 4)
-    0.0025
-    """
-    en = n * m / (n + m)
-    return float(special.kolmogorov(math.sqrt(en) * d))
-
-
-def ks_critical_value(alpha: float, n: float, m: float) -> float:
-    """The distance above which the two-sample KS test rejects at level ``alpha``.
-
-    Examples
-    --------
-    >>> round(ks_critical_value(0.001, 1_000, 500), 3)
-    0.107
-    """
-    return float(special.kolmogi(alpha)) * math.sqrt((n + m) / (n * m))
-
-
-def chi2_homogeneity(reference: Sequence[float] | FloatArray,
-                     window: Sequence[float] | FloatArray) -> tuple[float, float, int]:
-    """Chi-squared test that two count vectors come from one distribution.
-
-    Returns ``(statistic, p_value, degrees_of_freedom)``; categories empty in
-    both are dropped, and fewer than two categories give ``(0.0, 1.0, 0)``.
-
-    Examples
-    --------
-    >>> stat, p, dof = chi2_homogeneity([50, 50], [80, 20])
-    >>> round(stat, 2), dof, p < 0.001
-    (19.78, 1, True)
-    """
-    r = np.asarray(reference, dtype=float)
-    w = np.asarray(window, dtype=float)
-    keep = (r + w) > 0
-    r, w = r[keep], w[keep]
-    if r.size < 2 or r.sum() <= 0 or w.sum() <= 0:
-        return 0.0, 1.0, 0
-    total = r + w
-    n_r, n_w = r.sum(), w.sum()
-    e_r = total * n_r / (n_r + n_w)
-    e_w = total * n_w / (n_r + n_w)
-    stat = float(np.sum((r - e_r) ** 2 / e_r) + np.sum((w - e_w) ** 2 / e_w))
-    dof = int(r.size - 1)
-    return stat, float(special.chdtrc(dof, stat)), dof
 
 
 # -- thresholds and check results ----------------------------------------------------------------
@@ -462,7 +417,7 @@ def profile_columns(reference: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 # -- many features ---------------------------------------------------------------------------------
 class DataDriftMonitor:
-    """Per-feature data drift of a stream of mappings (River style: ``update`` then ``check``).
+    """Per-feature data drift of a stream of mappings (River style: ``update``, then ask).
 
     Parameters
     ----------
@@ -473,6 +428,9 @@ class DataDriftMonitor:
         Length of each feature's sliding live window.
     bins
         Quantile bins of the PSI of a warm-up reference.
+    check_every
+        Run the tests on every this many observations (an attribute: may
+        change at run time); the tests of a feature run once its window is full.
     thresholds
         :class:`DriftThresholds` (an attribute: replace it at run time).
     reference
@@ -490,17 +448,19 @@ class DataDriftMonitor:
     """
 
     def __init__(self, *, reference_size: int = 1_000, window: int = 500, bins: int = 10,
-                 thresholds: DriftThresholds | None = None,
+                 check_every: int = 100, thresholds: DriftThresholds | None = None,
                  reference: Mapping[str, Any] | None = None, max_categories: int = 100,
                  max_features: int = 200, min_reference: int = 20) -> None:
         for name, value in (("reference_size", reference_size), ("window", window),
-                            ("bins", bins), ("max_categories", max_categories),
+                            ("bins", bins), ("check_every", check_every),
+                            ("max_categories", max_categories),
                             ("max_features", max_features), ("min_reference", min_reference)):
             if value < 1:
                 raise InvalidParameterError("DataDriftMonitor", name, value, "must be >= 1")
         self.reference_size = reference_size
         self.window = window
         self.bins = bins
+        self.check_every = check_every
         self.thresholds = thresholds or DriftThresholds()
         self.max_categories = max_categories
         self.max_features = max_features
@@ -517,14 +477,31 @@ class DataDriftMonitor:
         self.n_observations = 0
         self.type_mismatches = 0
         self.untracked: set[str] = set()
+        self._checks: Sequence[FeatureCheck] = ()
 
     @property
     def warming_up(self) -> bool:
         """Whether the warm-up reference is still being collected."""
         return self._sample is not None
 
+    @property
+    def checks(self) -> Sequence[FeatureCheck]:
+        """Every test the last :meth:`update` ran (empty when it ran none), sorted by feature."""
+        return self._checks
+
+    @property
+    def findings(self) -> Sequence[FeatureCheck]:
+        """The breached tests of the last :meth:`update`."""
+        return [c for c in self._checks if c.breached]
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether a test of the last :meth:`update` was breached."""
+        return any(c.breached for c in self._checks)
+
     def update(self, x: Mapping[str, Any]) -> None:
-        """Take one observation (a feature mapping)."""
+        """Take one observation (a feature mapping); every ``check_every``-th runs the tests."""
+        self._checks = ()
         self.n_observations += 1
         sample = self._sample
         trackers = self.trackers
@@ -555,6 +532,8 @@ class DataDriftMonitor:
         if sample is not None and self.n_observations >= self.reference_size:
             self._build(sample)
             self._sample = None
+        if self.n_observations % self.check_every == 0:
+            self._checks = self._test()
 
     def _build(self, sample: dict[str, list[Any]]) -> None:
         for name, values in sample.items():
@@ -569,66 +548,11 @@ class DataDriftMonitor:
                     name, dict(collections.Counter(other)), window=self.window,
                     max_categories=self.max_categories)
 
-    def check(self, features: Iterable[str] | None = None) -> list[FeatureCheck]:
+    def _test(self) -> list[FeatureCheck]:
         """The tests of every feature whose window is full (sorted by feature)."""
         out: list[FeatureCheck] = []
-        names = sorted(self.trackers) if features is None else features
-        for name in names:
+        for name in sorted(self.trackers):
             tracker = self.trackers.get(name)
             if tracker is not None and tracker.size >= self.window:
                 out.extend(tracker.check(self.thresholds))
         return out
-
-
-# -- alert grouping -------------------------------------------------------------------------
-class AlertBook:
-    """Open/resolve bookkeeping of alert conditions: one alert per condition.
-
-    ``observe(key, breached, event_id)`` returns ``("open", None)`` when a
-    closed condition is breached (the condition remembers ``event_id``),
-    ``("resolve", opening_id)`` after ``clear_after`` consecutive
-    non-breached observations of an open condition, else ``None``.
-
-    Examples
-    --------
-    >>> book = AlertBook(clear_after=2)
-    >>> [book.observe("x", b, f"e{i}") for i, b in enumerate([True, True, False, False, True])]
-    [('open', None), None, None, ('resolve', 'e0'), ('open', None)]
-    """
-
-    def __init__(self, clear_after: int) -> None:
-        if clear_after < 1:
-            raise InvalidParameterError("AlertBook", "clear_after", clear_after, "must be >= 1")
-        self.clear_after = clear_after
-        self._open: dict[Hashable, list[Any]] = {}  # key -> [opening id, clear streak]
-
-    def is_open(self, key: Hashable) -> bool:
-        """Whether the condition is open."""
-        return key in self._open
-
-    def opening_id(self, key: Hashable) -> str | None:
-        """The id of the event that opened the condition (``None`` when closed)."""
-        entry = self._open.get(key)
-        return None if entry is None else str(entry[0])
-
-    def open_keys(self) -> list[Hashable]:
-        """The open conditions."""
-        return list(self._open)
-
-    def observe(self, key: Hashable, breached: bool, event_id: str
-                ) -> tuple[Literal["open", "resolve"], str | None] | None:
-        """Record one observation of a condition; the transition it causes, if any."""
-        entry = self._open.get(key)
-        if entry is None:
-            if breached:
-                self._open[key] = [event_id, 0]
-                return "open", None
-            return None
-        if breached:
-            entry[1] = 0
-            return None
-        entry[1] += 1
-        if entry[1] >= self.clear_after:
-            del self._open[key]
-            return "resolve", str(entry[0])
-        return None

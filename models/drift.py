@@ -7,10 +7,15 @@ River drift detector, and turns the step on which a drift *starts* into a
 window, the level it was before, the window size and the detector's
 hyperparameters.
 
-It follows River's protocol: the constructor takes hyperparameters only, then
-``update(error)`` is called once per labelled prediction. After a detection the
+It follows River's protocol (:class:`~modelog.models.processor.Detector`): the
+constructor takes hyperparameters only, then ``update(error)`` is called once
+per labelled prediction; ``drift_detected`` tells whether that error completed
+a detection and ``findings`` holds its decision. After a detection the
 detector starts afresh and waits ``warm_up`` observations, so one drift gives
 one decision, not a burst of them.
+
+This module owns the concept drift detector; it imports only River and
+:mod:`modelog.models.errors`.
 
 Examples
 --------
@@ -20,9 +25,9 @@ Examples
 >>> decisions = []
 >>> for i in range(4_000):
 ...     p = 0.05 if i < 2_000 else 0.5
-...     decision = monitor.update(float(rng.random() < p))
-...     if decision is not None:
-...         decisions.append((i, decision))
+...     monitor.update(float(rng.random() < p))
+...     if monitor.drift_detected:
+...         decisions.append((i, monitor.findings[0]))
 >>> len(decisions)
 1
 >>> i, d = decisions[0]
@@ -39,7 +44,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from river import drift
@@ -170,10 +175,10 @@ class ConceptDriftMonitor:
     Examples
     --------
     >>> m = ConceptDriftMonitor("ddm", warm_up=50, window=100)
-    >>> [m.update(0.0) for _ in range(3)]
-    [None, None, None]
-    >>> m.n_observations, m.rolling_error
-    (3, 0.0)
+    >>> for _ in range(3):
+    ...     m.update(0.0)
+    >>> m.n_observations, m.rolling_error, m.drift_detected, m.findings
+    (3, 0.0, False, ())
     >>> m.update(0.5)
     Traceback (most recent call last):
     ...
@@ -227,11 +232,16 @@ class ConceptDriftMonitor:
 
     @property
     def drift_detected(self) -> bool:
-        """Whether the last :meth:`update` returned a decision."""
+        """Whether the last :meth:`update` started a drift (see :attr:`findings`)."""
         return self._last is not None
 
-    def update(self, error: float) -> DriftDecision | None:
-        """Learn one error; return a decision on the step where a drift starts.
+    @property
+    def findings(self) -> Sequence[DriftDecision]:
+        """The decision of the last :meth:`update` (empty unless a drift started)."""
+        return () if self._last is None else (self._last,)
+
+    def update(self, error: float) -> None:
+        """Learn one error; on the step where a drift starts, :attr:`drift_detected` is true.
 
         Raises
         ------
@@ -239,6 +249,7 @@ class ConceptDriftMonitor:
             If ``error`` is not a finite number >= 0, or not 0/1 for a binary
             detector (``ddm``, ``eddm``).
         """
+        self._last = None
         if isinstance(error, bool):
             error = float(error)
         if not isinstance(error, int | float) or not math.isfinite(error) or error < 0:
@@ -259,17 +270,13 @@ class ConceptDriftMonitor:
         self._sum_since_reset += value
 
         self._detector.update(bool(value) if self.detector in _BINARY else value)
-        self._last = None
-        if not self._detector.drift_detected:
-            return None
-        if self._since_reset <= self.warm_up:
-            return None
+        if not self._detector.drift_detected or self._since_reset <= self.warm_up:
+            return
         decision = self._decide()
         self._restart()
         if decision is not None:
             self.n_detections += 1
         self._last = decision
-        return decision
 
     # -- internals -------------------------------------------------------------
     def _recent_length(self) -> int:

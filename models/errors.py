@@ -74,23 +74,31 @@ class InvalidObservationError(ModelsError, ValueError):
 
 # -- flavors, evaluation and search (modelog.models.flavors/evaluation/search) -------------
 class ArtifactDigestMismatch(ModelsError, ValueError):  # noqa: N818 -- the agreed name
-    """A model artifact's SHA-256 differs from the one its registry event recorded.
+    """An artifact's SHA-256 differs from the digest it is known by.
 
-    Raised *before* anything is deserialized.
+    The one error for a digest mismatch, wherever it is found: a model's bytes
+    against its registry event (raised *before* anything is deserialized), or a
+    stored file against its content address (``where`` names the file).
 
     Examples
     --------
     >>> print(ArtifactDigestMismatch("ab" * 32, "cd" * 32))  # doctest: +ELLIPSIS
-    model artifact digest mismatch: expected abab...ab, got cdcd...cd. ...
+    artifact digest mismatch: expected abab...ab, got cdcd...cd. ...
+    >>> print(ArtifactDigestMismatch("ab" * 32, "cd" * 32, where="/a/b"))  # doctest: +ELLIPSIS
+    artifact digest mismatch in /a/b: expected abab...ab, got cdcd...cd. ...
     """
 
-    def __init__(self, expected: str, actual: str) -> None:
+    def __init__(self, expected: str, actual: str, *, where: str | None = None) -> None:
         self.expected = expected
         self.actual = actual
+        self.where = where
+        place = f" in {where}" if where else ""
+        advice = ("Delete the file and store the artifact again from its source." if where
+                  else "Refusing to load them -- fetch the artifact again from the store.")
         super().__init__(
-            f"model artifact digest mismatch: expected {expected}, got {actual}. "
-            "The bytes are not the registered artifact (corrupted, truncated or tampered "
-            "with); refusing to load them -- fetch the artifact again from the store."
+            f"artifact digest mismatch{place}: expected {expected}, got {actual}. "
+            "The bytes are not the recorded artifact (corrupted, truncated or tampered "
+            f"with). {advice}"
         )
 
 
@@ -182,11 +190,14 @@ __all__ += [
     "EventValidationError",
     "ModelLoadError",
     "ModelSerializationError",
+    "MonitorConfigError",
+    "OnlineModelError",
     "ProfileError",
     "SearchError",
     "SearchSpaceError",
     "UnknownEventTypeError",
     "UnknownFlavorError",
+    "UnsupportedEventError",
     "UntrustedTypesError",
 ]
 
@@ -244,23 +255,123 @@ class UnsupportedEventError(ModelsError, TypeError):
 
 
 class MonitorConfigError(ModelsError, ValueError):
-    """A monitor configuration (e.g. a ``MonitorConfigured.config``) is invalid.
+    """A monitor configuration (a ``MonitorConfigured.config`` or a file) is invalid.
 
     Attributes
     ----------
     field, value, rule
-        The setting, its value and the rule it breaks.
+        The setting (``""`` when the whole document is wrong), its value and the rule it breaks.
+    model
+        The model a ``MonitorConfigured`` event configured (``None`` otherwise).
+    source
+        The file the configuration came from (``None`` for an event).
+
+    Examples
+    --------
+    >>> print(MonitorConfigError("check_every", 0, "must be >= 1", source="strict.toml"))
+    strict.toml: monitor setting 'check_every' = 0 is invalid: must be >= 1; fix the file and \
+run again.
     """
 
-    def __init__(self, field: str, value: Any, rule: str, model: str | None = None) -> None:
+    def __init__(self, field: str, value: Any, rule: str, model: str | None = None, *,
+                 source: str | None = None) -> None:
         self.field = field
         self.value = value
         self.rule = rule
         self.model = model
+        self.source = source
         where = f" of model {model!r}" if model else ""
         shown = repr(value)
         shown = shown if len(shown) <= 200 else shown[:197] + "..."
+        what = f"monitor setting {field!r}{where} = {shown} is invalid: " if field else ""
+        if source is None:
+            super().__init__(f"{what}{rule}; the configuration was not applied -- send a "
+                             "corrected MonitorConfigured event.")
+        else:
+            super().__init__(f"{source}: {what}{rule}; fix the file and run again.")
+
+
+class OnlineModelError(ModelsError):
+    """An online model could not be started or restored; the message says why and what to do."""
+
+
+class WebhookTargetError(ModelsError, ValueError):
+    """A webhook URL is refused: not http(s), not resolvable, or reaching a forbidden address.
+
+    Attributes
+    ----------
+    url
+        The refused URL.
+    address
+        The forbidden address it resolved to (``None`` when it was refused for another reason).
+    rule
+        What the address is (``"a loopback address"``, ...) or why the URL is refused.
+    """
+
+    def __init__(self, url: str, address: str | None, rule: str, message: str) -> None:
+        self.url = url
+        self.address = address
+        self.rule = rule
+        super().__init__(message)
+
+
+class WebhookSecretError(ModelsError):
+    """A subscription's encrypted signing secret cannot be opened with this deployment's key."""
+
+
+__all__ += ["WebhookSecretError", "WebhookTargetError"]
+
+
+class OnlineSpecError(ModelsError, ValueError):
+    """A River model cannot be written or built as an online-model specification.
+
+    Attributes
+    ----------
+    name
+        The class (``module.Name``) or value that is not allowed.
+    allowed
+        The River modules of the allow-list (:data:`modelog.models.online_spec.ALLOWED`).
+    where
+        Which parameter of which estimator holds it (``""``: the top level).
+    reason
+        Why, when it is not "not on the allow-list".
+
+    Examples
+    --------
+    >>> print(OnlineSpecError("mylib.Model", ["river.linear_model"], ""))  # doctest: +ELLIPSIS
+    river class 'mylib.Model' is not on modelog's online-model allow-list (river.linear_model...
+    """
+
+    def __init__(self, name: str, allowed: Iterable[str], where: str, reason: str = "") -> None:
+        self.name = name
+        self.allowed = tuple(allowed)
+        self.where = where
+        self.reason = reason
+        at = f" (at {where.rstrip('.')})" if where and where.rstrip(".") != name else ""
+        what = (f"cannot express {name!r}{at} as an online-model specification: {reason}"
+                if reason else
+                f"river class {name!r}{at} is not on modelog's online-model allow-list "
+                f"({', '.join(self.allowed)}; see modelog.models.online_spec.ALLOWED)")
         super().__init__(
-            f"monitor setting {field!r}{where} = {shown} is invalid: {rule}; the configuration "
-            "was not applied -- send a corrected MonitorConfigured event."
-        )
+            f"{what}. Build the model from allow-listed River classes, or opt in to pickles: "
+            "register it with register_model(..., flavor='river', online=True) and start the "
+            "workers with MODELOG_ONLINE_ALLOW_PICKLE=1 (only if everyone who can write to the "
+            "broker and the artifact store is trusted).")
+
+
+__all__ += ["OnlineSpecError"]
+
+
+class TrainerConfigError(ModelsError, ValueError):
+    """A trainer mapping (``model=package.module:function``) of a runner is malformed."""
+
+
+class TrainerNotConfiguredError(ModelsError, LookupError):
+    """No trainer is configured on this runner for a model (events never name code)."""
+
+
+class RetrainJobError(ModelsError):
+    """A retrain job could not produce a candidate; the message says why and what to do."""
+
+
+__all__ += ["RetrainJobError", "TrainerConfigError", "TrainerNotConfiguredError"]

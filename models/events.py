@@ -23,7 +23,6 @@ import msgspec
 
 __all__ = [
     "CATALOGUE",
-    "UPCASTERS",
     "AlertDelivered",
     "AlertSubscriptionCreated",
     "AlertSubscriptionRemoved",
@@ -49,13 +48,13 @@ __all__ = [
     "OnlineModelCheckpointed",
     "ParamsLogged",
     "PredictionMade",
+    "RetrainJobEnded",
     "RetrainRequested",
     "RunDatasetUsed",
     "RunFailed",
     "RunFinished",
     "RunStarted",
     "SkewDetected",
-    "Upcaster",
 ]
 
 # -- constrained scalar types (they become JSON Schema constraints) ---------
@@ -445,6 +444,29 @@ class RetrainRequested(Event, frozen=True, kw_only=True):
     policy: dict[str, Scalar] = {}
 
 
+class RetrainJobEnded(Event, frozen=True, kw_only=True):
+    """The retrain runner's job for ``request_id`` ended (aggregate: the model).
+
+    ``status``: ``candidate`` (registered as ``model_version``, passed the gate,
+    aliased ``candidate``), ``rejected`` (registered, failed the gate) or
+    ``failed`` (nothing registered). ``reason`` says why, with the gate's numbers.
+    """
+
+    stream: ClassVar[str] = "monitoring"
+    model: Name
+    request_id: Id
+    status: Literal["candidate", "rejected", "failed"]
+    reason: str
+    run_id: str | None = None
+    model_version: Version | None = None
+    production_version: Version | None = None
+    metric: str | None = None
+    candidate_value: float | None = None
+    production_value: float | None = None
+    holdout_rows: int = 0
+    dataset: str | None = None
+
+
 class MonitorStatsReported(Event, frozen=True, kw_only=True):
     """Periodic statistics of a model's monitors (rolling error, anomaly scores, ...)."""
 
@@ -466,18 +488,24 @@ class MonitorConfigured(Event, frozen=True, kw_only=True):
 
 # -- subscriptions --------------------------------------------------------------
 class AlertSubscriptionCreated(Event, frozen=True, kw_only=True):
-    """A service subscribed to alerts by webhook (aggregate: the subscription id)."""
+    """A service subscribed to alerts by webhook (aggregate: the subscription id).
+
+    Schema v2: the signing secret is stored only encrypted, in
+    ``secret_ciphertext`` (see :func:`modelog.models.alerts.seal_secret`); v1
+    held it in clear in ``secret``, see :func:`upcast_subscription_v1_v2`.
+    """
 
     stream: ClassVar[str] = "subscriptions"
+    schema_version: int = 2
     subscription_id: Id
     url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
     models: list[str] = []
     kinds: list[str] = []
     min_severity: Severity = "info"
-    #: HMAC-SHA256 key for the ``Modelog-Signature`` header (added with a default:
-    #: no schema-version bump). It is stored in the log: readers of the
-    #: subscriptions topic can see it, so restrict that topic's ACLs.
-    secret: str | None = None
+    #: The HMAC-SHA256 key of the ``Modelog-Signature`` header, encrypted with the
+    #: deployment key (``MODELOG_SECRET_KEY``) and bound to the subscription id;
+    #: ``None``: requests are not signed.
+    secret_ciphertext: str | None = None
 
 
 class AlertSubscriptionRemoved(Event, frozen=True, kw_only=True):
@@ -508,6 +536,10 @@ class OnlineModelCheckpointed(Event, frozen=True, kw_only=True):
     then. ``source_offset`` maps each serving-topic partition (as a string) to
     the next offset the checkpoint does *not* cover, when the processor knew
     the offsets: a restarted worker replays the serving log from there.
+    ``mac`` is the HMAC-SHA256 (hex) of the checkpoint under the writing
+    worker's key: a worker restores only checkpoints whose MAC verifies under
+    its own key (``None`` -- e.g. written before MACs existed -- is never
+    restored; the learner starts fresh from its registration).
     """
 
     stream: ClassVar[str] = "registry"
@@ -519,6 +551,7 @@ class OnlineModelCheckpointed(Event, frozen=True, kw_only=True):
     metrics: dict[str, float] = {}
     source_offset: dict[str, int] | None = None
     run_id: str | None = None
+    mac: str | None = None
 
 
 CATALOGUE: dict[str, type[Event]] = {
@@ -545,6 +578,7 @@ CATALOGUE: dict[str, type[Event]] = {
         AnomalyDetected,
         SkewDetected,
         RetrainRequested,
+        RetrainJobEnded,
         MonitorStatsReported,
         MonitorConfigured,
         AlertSubscriptionCreated,
@@ -554,23 +588,3 @@ CATALOGUE: dict[str, type[Event]] = {
     )
 }
 """Every event type by its ``type`` tag."""
-
-
-# -- upcasting ------------------------------------------------------------------
-Upcaster = Any  # Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def upcast_prediction_v1_v2(record: dict[str, Any]) -> dict[str, Any]:
-    """PredictionMade v1 -> v2: ``features`` -> ``inputs``, ``prediction`` -> ``output``."""
-    out = dict(record)
-    out["inputs"] = out.pop("features", {})
-    out["output"] = out.pop("prediction", None)
-    out.setdefault("code_version", None)
-    out["schema_version"] = 2
-    return out
-
-
-UPCASTERS: dict[tuple[str, int], Upcaster] = {
-    ("PredictionMade", 1): upcast_prediction_v1_v2,
-}
-"""``(type, from_version) -> function`` returning the record at ``from_version + 1``."""

@@ -1,6 +1,6 @@
 """Model flavors: turn fitted models into bytes and back, safely where possible.
 
-A *flavor* knows how to serialize one family of models. Three are built in:
+A *flavor* knows how to serialize one family of models. Four are built in:
 
 ========== ===================== ======================================================
 flavor     format                loading executes code?
@@ -14,6 +14,10 @@ pytorch    ``torch-state-dict``  no -- only the ``state_dict()`` tensors are sto
 river      ``pickle``            **yes** -- River models only pickle; load only
                                  artifacts whose digest matches the registry event
                                  (:func:`load_verified` does that check first)
+river-spec ``json``              no -- allow-listed River classes and their
+                                 hyperparameters (:mod:`modelog.models.online_spec`);
+                                 loading builds a fresh, untrained estimator. Never
+                                 detected: the SDK writes it for online models
 ========== ===================== ======================================================
 
 Artifacts are identified by :func:`digest` (the SHA-256 of the bytes, as the
@@ -61,6 +65,7 @@ __all__ = [
     "Flavor",
     "PytorchFlavor",
     "RiverFlavor",
+    "RiverSpecFlavor",
     "SerializedModel",
     "SklearnFlavor",
     "detect_flavor",
@@ -310,6 +315,48 @@ class RiverFlavor:
         return _versions("river", "numpy")
 
 
+class RiverSpecFlavor:
+    """River models as a JSON specification of allow-listed classes (no code runs on load).
+
+    :meth:`dump` writes :func:`modelog.models.online_spec.dumps` (hyperparameters
+    only, not learned state) and refuses a model built from classes off the
+    allow-list (:class:`~modelog.models.errors.OnlineSpecError`); :meth:`load`
+    builds a fresh estimator, importing only allow-listed River classes. It
+    never matches a model by itself: ask for it by name (the SDK does for
+    online registrations).
+
+    Examples
+    --------
+    >>> from river import linear_model, preprocessing
+    >>> flavor = RiverSpecFlavor()
+    >>> data = flavor.dump(preprocessing.StandardScaler() | linear_model.LinearRegression())
+    >>> flavor.load(data)["LinearRegression"].l2
+    0.0
+    """
+
+    name = "river-spec"
+    format = "json"
+
+    def matches(self, model: object) -> bool:
+        return False
+
+    def dump(self, model: Any) -> bytes:
+        from modelog.models.online_spec import dumps
+
+        return dumps(model)
+
+    def load(self, data: bytes, **options: Any) -> Any:
+        """A fresh estimator built from the specification (see :func:`~.online_spec.build`)."""
+        from modelog.models.online_spec import loads
+
+        if options:
+            raise TypeError(f"unexpected options for the river-spec flavor: {sorted(options)}")
+        return loads(data)
+
+    def library_versions(self) -> dict[str, str]:
+        return _versions("river")
+
+
 FLAVORS: dict[str, Flavor] = {}
 """The registered flavors by name, asked in insertion order by :func:`detect_flavor`."""
 
@@ -344,7 +391,7 @@ def register_flavor(flavor: Flavor, *, first: bool = False) -> None:
 
 # PyTorch and River before sklearn: their sklearn-compatible wrappers derive from
 # sklearn's BaseEstimator but hold objects skops would not rebuild.
-for _builtin in (PytorchFlavor(), RiverFlavor(), SklearnFlavor()):
+for _builtin in (PytorchFlavor(), RiverFlavor(), SklearnFlavor(), RiverSpecFlavor()):
     register_flavor(_builtin)
 
 

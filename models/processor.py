@@ -9,7 +9,7 @@ a rebuild replays the log through a fresh processor and gets the same events
 (:class:`~modelog.models.monitor.ServingMonitor`), the retrain trigger
 (:class:`~modelog.models.retrain.RetrainTrigger`), the registry's single writer
 (:class:`~modelog.models.registry.RegistryDecider`) and the online learner
-(:class:`~modelog.models.online.OnlineModels`) all follow it.
+(:class:`~modelog.models.online_models.OnlineModelProcessor`) all follow it.
 
 :meth:`Processor.snapshot` and :meth:`Processor.restore` carry the state between
 runs of the same service (a restart, a partition moving to another worker), so a
@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from modelog.models.events import Event
 
@@ -95,10 +95,13 @@ class SnapshotByPickle:
     """``process_many``, ``snapshot`` and ``restore`` for a processor whose state is its attributes.
 
     The snapshot is a pickle of the instance's attributes (River estimators
-    included). It is local state of the service that took it -- written to the
-    service's own data directory, never to the broker -- so no producer can
-    make a processor load one.
+    included) but those named in :attr:`not_state` (collaborators such as a
+    clock, kept as they are on restore). It is local state of the service that
+    took it -- written to the service's own data directory, never to the
+    broker -- so no producer can make a processor load one.
     """
+
+    not_state: ClassVar[tuple[str, ...]] = ()
 
     def process(self, event: Event) -> list[Event]:  # pragma: no cover - the subclass's
         raise NotImplementedError
@@ -112,13 +115,16 @@ class SnapshotByPickle:
 
     def snapshot(self) -> bytes:
         """The instance's attributes, pickled (local state only: never on the broker)."""
-        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+        state = {k: v for k, v in self.__dict__.items() if k not in self.not_state}
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a :meth:`snapshot` this service took itself."""
         state: dict[str, Any] = pickle.loads(data)  # the service's own snapshot only
+        kept = {k: v for k, v in self.__dict__.items() if k in self.not_state}
         self.__dict__.clear()
         self.__dict__.update(state)
+        self.__dict__.update(kept)
 
 
 @runtime_checkable

@@ -15,6 +15,9 @@ pure function: the output id is derived from the command, and a command that
 was already decided (it is in the state) yields the very same event again, so
 a worker that re-processes commands after a crash emits nothing new.
 
+:func:`apply` and :func:`fold` trust their input: what readers take from the log
+goes through :mod:`modelog.models.registry_fold` (only answers to recorded commands count).
+
 Everything here is pure: no Kafka, no clock, no I/O.
 
 Examples
@@ -53,9 +56,9 @@ version 7 of churn does not exist (versions: 1, 2); register it first
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 from modelog.models.errors import EventValidationError
 from modelog.models.events import (
@@ -69,14 +72,20 @@ from modelog.models.events import (
     ModelVersionRequested,
 )
 from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.processor import SnapshotByPickle
 
 __all__ = [
+    "ANSWERS",
+    "COMMANDS",
     "PRODUCER",
     "AliasChange",
     "AliasInfo",
     "Decision",
     "ModelState",
+    "RegistryDecider",
+    "RegistryEvent",
     "RegistryState",
+    "Unverified",
     "VersionInfo",
     "apply",
     "as_of",
@@ -153,6 +162,22 @@ class AliasInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Unverified:
+    """A record of the registry topic that no reader folds, and why.
+
+    ``source`` is whatever the reader passed along with the event (the edge's
+    topic, partition and offset, to dead-letter it); the core never looks at it.
+    """
+
+    event: Event
+    reason: str
+    source: object = None
+
+    def __str__(self) -> str:
+        return f"{self.event.type_name()} {self.event.id}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelState:
     """Everything the registry knows about one model.
 
@@ -170,6 +195,9 @@ class ModelState:
         Ids of the events already applied (duplicates are ignored).
     registrations
         Registration command id -> the ``ModelVersionRegistered`` that answered it.
+    unverified
+        Records of this model a verified read refused (see
+        :mod:`modelog.models.registry_fold`); empty after a plain :func:`fold`.
     """
 
     name: str
@@ -179,6 +207,7 @@ class ModelState:
     decided: Mapping[str, Decision] = field(default_factory=dict)
     seen: frozenset[str] = frozenset()
     registrations: Mapping[str, ModelVersionRegistered] = field(default_factory=dict)
+    unverified: tuple[Unverified, ...] = ()
 
     @property
     def latest_version(self) -> int | None:
@@ -191,10 +220,12 @@ class RegistryState:
     """The registry folded from events: an immutable mapping of model name -> :class:`ModelState`.
 
     Never mutated; :func:`apply` returns a new state that shares every
-    untouched model with the old one.
+    untouched model with the old one. ``unverified`` lists the records a
+    verified read refused (:mod:`modelog.models.registry_fold`).
     """
 
     models: Mapping[str, ModelState] = field(default_factory=dict)
+    unverified: tuple[Unverified, ...] = ()
 
     def model(self, name: str) -> ModelState | None:
         """The state of model ``name``, or ``None`` if no registry event mentions it."""
@@ -217,7 +248,10 @@ class RegistryState:
 
 
 RegistryEvent = ModelVersionRegistered | AliasSet | AliasRemoved | AliasChangeRejected
+"""The answers of the registry worker: the only events the registry is folded from."""
 _REGISTRY_EVENTS = (ModelVersionRegistered, AliasSet, AliasRemoved, AliasChangeRejected)
+ANSWERS = _REGISTRY_EVENTS
+"""The registry event types (:data:`RegistryEvent`): written by the registry worker only."""
 
 
 def _apply_to_model(m: ModelState, event: RegistryEvent) -> ModelState:
@@ -292,7 +326,7 @@ def apply(state: RegistryState, event: Event) -> RegistryState:
     current = state.models.get(event.model) or ModelState(name=event.model)
     if event.id in current.seen:
         return state
-    return RegistryState(models={**state.models, event.model: _apply_to_model(current, event)})
+    return replace(state, models={**state.models, event.model: _apply_to_model(current, event)})
 
 
 def fold(events: Iterable[Event], state: RegistryState | None = None) -> RegistryState:
@@ -496,3 +530,70 @@ def decide_registration(
         description=command.description, online=command.online,
         command_id=command.command_id, library_versions=dict(command.library_versions),
     )
+
+
+COMMANDS = (ModelVersionRequested, AliasChangeRequested)
+"""The command types the registry's single writer answers."""
+
+
+class RegistryDecider(SnapshotByPickle):
+    """The registry's single writer as a :class:`~modelog.models.processor.Processor`.
+
+    A command (:data:`COMMANDS`) in, its answer out -- unless the answer is
+    already folded in (a redelivered command yields nothing). Registry events
+    (the answers, once the broker acknowledged them, and the whole registry
+    topic at startup) are folded into :attr:`state` and yield nothing.
+
+    Parameters
+    ----------
+    require_reason_for
+        Aliases that change only with a reason (see :func:`decide`).
+    clock
+        Returns the decision time (timezone-aware). The edge passes the wall
+        clock; tests pass a fixed one.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.models.events import ModelVersionRequested
+    >>> t = dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)
+    >>> decider = RegistryDecider(clock=lambda: t)
+    >>> cmd = ModelVersionRequested(id="c-1", time=t, aggregate="churn", command_id="c-1",
+    ...                             model="churn", flavor="sklearn")
+    >>> [answer] = decider.process(cmd)
+    >>> answer.model_version
+    1
+    >>> decider.process(answer)  # acknowledged: folded
+    []
+    >>> decider.process(cmd)  # redelivered: already answered
+    []
+    """
+
+    not_state: ClassVar[tuple[str, ...]] = ("clock",)
+
+    def __init__(self, *, require_reason_for: frozenset[str] = frozenset({"production"}),
+                 clock: Callable[[], dt.datetime]) -> None:
+        self.require_reason_for = require_reason_for
+        self.clock = clock
+        self.state = RegistryState()
+        self.decided = 0
+
+    def process(self, event: Event) -> list[Event]:
+        """Answer a command, or fold a registry event; anything else yields nothing."""
+        if isinstance(event, _REGISTRY_EVENTS):
+            self.state = apply(self.state, event)
+            return []
+        if not isinstance(event, COMMANDS):
+            return []
+        now = self.clock()
+        answer: Event
+        if isinstance(event, ModelVersionRequested):
+            answer = decide_registration(self.state, event, now=now)
+        else:
+            answer = decide(self.state, event, now=now,
+                            require_reason_for=self.require_reason_for)
+        model = self.state.model(event.model)
+        if model is not None and answer.id in model.seen:
+            return []
+        self.decided += 1
+        return [answer]

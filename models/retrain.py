@@ -1,8 +1,10 @@
 """When to retrain a model: a policy over monitoring events (pure, replayable).
 
 :class:`RetrainTrigger` reads a model's monitoring events in log order and
-answers, for each, with a :class:`~modelog.models.events.RetrainRequested`
-or ``None``. A :class:`RetrainPolicy` says what fires a request:
+answers, for each, with the :class:`~modelog.models.events.RetrainRequested`
+it causes (a list of at most one). It is a
+:class:`~modelog.models.processor.Processor`: its state can be snapshotted and
+restored. A :class:`RetrainPolicy` says what fires a request:
 
 * ``on_concept_drift``: a ``DriftDetected(kind="concept")``;
 * ``data_drift_sustained``: data (or prediction) drift still unresolved after
@@ -39,15 +41,18 @@ Examples
 ...                          aggregate="churn", model="churn", model_version=2,
 ...                          kind="concept", detector="adwin", statistic=0.4)
 >>> trigger = RetrainTrigger(RetrainPolicy(cooldown=dt.timedelta(hours=1)))
->>> request = trigger.process(drift(1, 0))
+>>> [request] = trigger.process(drift(1, 0))
 >>> request.model, request.model_version, request.trigger_id, request.window.end == t0
 ('churn', 2, 'd1', True)
 >>> print(request.reason)
 concept drift detected by adwin (statistic 0.4) on churn v2
->>> trigger.process(drift(2, 30)) is None           # inside the cooldown
-True
->>> trigger.process(drift(3, 90)).trigger_id         # after it
-'d3'
+>>> trigger.process(drift(2, 30))                   # inside the cooldown
+[]
+>>> [r.trigger_id for r in trigger.process(drift(3, 90))]  # after it
+['d3']
+
+This module owns the retrain policy and its evaluation; it imports only
+:mod:`modelog.models`.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from modelog.models.events import (
     Window,
 )
 from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.processor import SnapshotByPickle
 
 __all__ = ["PRODUCER", "RetrainPolicy", "RetrainTrigger"]
 
@@ -187,7 +193,7 @@ class _Fire:
     size: int = 0
 
 
-class RetrainTrigger:
+class RetrainTrigger(SnapshotByPickle):
     """Turn monitoring events into retrain requests according to a policy.
 
     Parameters
@@ -195,15 +201,20 @@ class RetrainTrigger:
     policy
         The rules (:class:`RetrainPolicy`).
 
-    State is per model, a pure function of the events processed so far.
+    State is per model, a pure function of the events processed so far
+    (carried over with :meth:`snapshot` and :meth:`restore`).
     """
 
     def __init__(self, policy: RetrainPolicy | None = None) -> None:
         self.policy = policy or RetrainPolicy()
         self._models: dict[str, _ModelState] = {}
 
-    def process(self, event: Event) -> RetrainRequested | None:
-        """Take one monitoring event; return the request it triggers, if any."""
+    def process(self, event: Event) -> list[Event]:
+        """Take one monitoring event; return the request it triggers (a list of at most one)."""
+        request = self._process(event)
+        return [] if request is None else [request]
+
+    def _process(self, event: Event) -> RetrainRequested | None:
         model = getattr(event, "model", None)
         if isinstance(event, RetrainRequested) or not isinstance(model, str):
             return None

@@ -13,30 +13,38 @@ reference null shares (a profile's ``null_fraction``, or the warm-up window):
 * ``nulls``: the share of nulls in the last ``window`` inputs is more than
   ``nulls_tolerance`` away from the reference share.
 
-Every condition (feature, kind) is reported once, by the first
-:meth:`SkewMonitor.check` after it was first seen, with the keys (prediction
-ids) of up to ``max_keys`` inputs showing it; later occurrences are counted
-only.
+:class:`SkewMonitor` follows River's drift-detector protocol
+(:class:`~modelog.models.processor.Detector`): ``update(x)`` per input; every
+``block`` inputs it closes a block of the null-share window and checks, and
+``drift_detected`` and ``findings`` tell what it found. Every condition
+(feature, kind) is reported once, by the first check after it was first seen,
+with the keys (prediction ids) of up to ``max_keys`` inputs showing it; later
+occurrences are counted only. This module owns the skew checks; it imports
+only :mod:`modelog.models.errors`.
 
 Examples
 --------
->>> m = SkewMonitor({"age": "int64", "plan": "string"})
+>>> m = SkewMonitor({"age": "int64", "plan": "string"}, block=2)
 >>> m.update({"age": "42", "extra": 1.0}, key="p1")
->>> for f in m.check():
+>>> m.drift_detected
+False
+>>> m.update({"age": "43", "plan": "a"}, key="p2")
+>>> for f in m.findings:
 ...     print(f.feature, f.kind, f.expected, f.observed, f.keys)
-age type int64 str ('p1',)
+age type int64 str ('p1', 'p2')
 extra unexpected None float ('p1',)
 plan missing string None ('p1',)
->>> m.update({"age": "43", "plan": "a"}, key="p2")
->>> m.check()  # already reported
-[]
+>>> m.update({"age": "44", "plan": "b"}, key="p3")
+>>> m.update({"age": "45", "plan": "c"}, key="p4")
+>>> m.findings  # already reported
+()
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from modelog.models.errors import InvalidParameterError
@@ -120,7 +128,8 @@ class SkewMonitor:
         Inputs over which the live null share is measured (in blocks of
         ``block``: the share is updated in O(1) per input).
     block
-        Inputs per block of the null-share window (the caller's check period).
+        Inputs per block of the null-share window, and between two checks (an
+        attribute: may change at run time).
     nulls_tolerance
         Largest accepted distance between live and reference null shares.
     max_keys
@@ -157,6 +166,17 @@ class SkewMonitor:
         self._conditions: dict[tuple[str, SkewKind], _Condition] = {}
         self._reported: set[tuple[str, SkewKind]] = set()
         self.counts: collections.Counter[SkewKind] = collections.Counter()
+        self._findings: tuple[SkewFinding, ...] = ()
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the last :meth:`update` checked and found a new condition."""
+        return bool(self._findings)
+
+    @property
+    def findings(self) -> Sequence[SkewFinding]:
+        """The conditions the last :meth:`update` reported (each only once, ever)."""
+        return self._findings
 
     def _seen(self, feature: str, kind: SkewKind, expected: str | None, observed: str | None,
               key: str) -> None:
@@ -170,9 +190,13 @@ class SkewMonitor:
         if len(cond.keys) < self.max_keys:
             cond.keys.append(key)
 
-    def update(self, x: Mapping[str, Any], key: str) -> None:
-        """Check one input mapping; ``key`` (its prediction id) is kept as evidence."""
+    def update(self, x: Mapping[str, Any], key: str | None = None) -> None:
+        """Check one input mapping; ``key`` (its prediction id; by default its number) is
+        kept as evidence. Every ``block``-th input closes a block and reports."""
+        self._findings = ()
         self.n_observations += 1
+        if key is None:
+            key = str(self.n_observations)
         self._block_n += 1
         accept = self._accept
         present = 0
@@ -206,9 +230,11 @@ class SkewMonitor:
                 for name, count in warm.items():
                     self.null_reference.setdefault(name, count / self.reference_size)
                 self._warm_nulls = None
+        if self.n_observations % self.block == 0:
+            self._findings = tuple(self._check())
 
     def null_shares(self) -> dict[str, float]:
-        """Live share of nulls per feature over the window (blocks closed by :meth:`check`)."""
+        """Live share of nulls per feature over the window (of the blocks closed so far)."""
         n = sum(size for size, _ in self._history)
         if n == 0:
             return {}
@@ -217,7 +243,7 @@ class SkewMonitor:
             total.update(nulls)
         return {name: total.get(name, 0) / n for name in self.null_reference}
 
-    def check(self) -> list[SkewFinding]:
+    def _check(self) -> list[SkewFinding]:
         """Close the current block; the conditions never reported before (then reported)."""
         self._history.append((self._block_n, self._nulls))
         self._block_n, self._nulls = 0, collections.Counter()

@@ -1,24 +1,30 @@
-"""Pure tabular helpers shared by the ML side and the store: canonical tables and PSI.
+"""Pure tabular helpers shared by the ML side and the store: canonical tables, PSI, tests.
 
 No I/O here: :func:`canonical_table` defines the form whose digest names a
 dataset version (the store hashes and writes it), and :func:`psi` /
-:func:`rebin` compare binned distributions (dataset profiles, drift windows).
+:func:`rebin` compare binned distributions (dataset profiles, drift windows);
+:func:`ks_p_value`, :func:`ks_critical_value` and :func:`chi2_homogeneity` are the
+two-sample tests of data drift.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import special
 
 from modelog.models.errors import InvalidParameterError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["PSI_EPSILON", "canonical_table", "psi", "rebin"]
+__all__ = ["PSI_EPSILON", "canonical_table", "chi2_homogeneity", "ks_critical_value",
+           "ks_p_value", "psi", "rebin"]
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 PSI_EPSILON = 1e-4
 """Floor of a bin share in :func:`psi` (an empty bin would make it infinite)."""
@@ -111,3 +117,54 @@ def psi(expected: Sequence[float], actual: Sequence[float], *, epsilon: float = 
     ep = np.clip(e / e.sum(), epsilon, None)
     ap = np.clip(a / a.sum(), epsilon, None)
     return float(np.sum((ap - ep) * np.log(ap / ep)))
+
+
+def ks_p_value(d: float, n: float, m: float) -> float:
+    """Asymptotic two-sample Kolmogorov-Smirnov p-value of distance ``d`` (sizes ``n``, ``m``).
+
+    Examples
+    --------
+    >>> round(ks_p_value(0.1, 1_000, 500), 4)
+    0.0025
+    """
+    en = n * m / (n + m)
+    return float(special.kolmogorov(math.sqrt(en) * d))
+
+
+def ks_critical_value(alpha: float, n: float, m: float) -> float:
+    """The distance above which the two-sample KS test rejects at level ``alpha``.
+
+    Examples
+    --------
+    >>> round(ks_critical_value(0.001, 1_000, 500), 3)
+    0.107
+    """
+    return float(special.kolmogi(alpha)) * math.sqrt((n + m) / (n * m))
+
+
+def chi2_homogeneity(reference: Sequence[float] | FloatArray,
+                     window: Sequence[float] | FloatArray) -> tuple[float, float, int]:
+    """Chi-squared test that two count vectors come from one distribution.
+
+    Returns ``(statistic, p_value, degrees_of_freedom)``; categories empty in
+    both are dropped, and fewer than two categories give ``(0.0, 1.0, 0)``.
+
+    Examples
+    --------
+    >>> stat, p, dof = chi2_homogeneity([50, 50], [80, 20])
+    >>> round(stat, 2), dof, p < 0.001
+    (19.78, 1, True)
+    """
+    r = np.asarray(reference, dtype=float)
+    w = np.asarray(window, dtype=float)
+    keep = (r + w) > 0
+    r, w = r[keep], w[keep]
+    if r.size < 2 or r.sum() <= 0 or w.sum() <= 0:
+        return 0.0, 1.0, 0
+    total = r + w
+    n_r, n_w = r.sum(), w.sum()
+    e_r = total * n_r / (n_r + n_w)
+    e_w = total * n_w / (n_r + n_w)
+    stat = float(np.sum((r - e_r) ** 2 / e_r) + np.sum((w - e_w) ** 2 / e_w))
+    dof = int(r.size - 1)
+    return stat, float(special.chdtrc(dof, stat)), dof

@@ -7,7 +7,7 @@ Every artifact is stored once under the SHA-256 of its content::
 
 Writes are atomic (a temporary file in the same directory tree, then
 ``os.replace``); writing the same content again is a no-op. Reads verify the
-digest, so a file altered on disk raises :class:`ArtifactIntegrityError`
+digest, so a file altered on disk raises :class:`~modelog.models.errors.ArtifactDigestMismatch`
 instead of silently returning wrong bytes. URIs are ``file://`` URLs of the
 stored files; a URI or digest that would lead outside the store's root is
 rejected with :class:`ArtifactPathError`.
@@ -43,8 +43,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from modelog.models.errors import ArtifactDigestMismatch
 from modelog.models.tabular import canonical_table
-from modelog.store.errors import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactPathError
+from modelog.store.errors import ArtifactNotFoundError, ArtifactPathError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -62,6 +63,17 @@ _SUFFIX = re.compile(r"^(\.[A-Za-z0-9_-]{1,16}){0,3}$")
 _STORED_NAME = re.compile(r"^(?P<digest>[0-9a-f]{64})(?P<suffix>(\.[A-Za-z0-9_-]{1,16}){0,3})$")
 _CHUNK = 1 << 20
 
+
+
+def _source_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The existing file at ``path`` and the suffix its copy keeps (up to three plain ones)."""
+    src = Path(path)
+    if not src.is_file():
+        raise ArtifactNotFoundError(f"no file at {src}; pass the path of an existing file")
+    suffix = "".join(src.suffixes[-3:])
+    if not _SUFFIX.match(suffix):
+        suffix = src.suffix if _SUFFIX.match(src.suffix) else ""
+    return src, suffix
 
 class _HashingSink:
     """A write-only file object that only feeds a SHA-256 (no copy of the data kept)."""
@@ -289,12 +301,7 @@ class ArtifactStore:
         one to three extensions (``.pkl``, ``.tar.gz``) are kept when they are
         plain.
         """
-        src = Path(path)
-        if not src.is_file():
-            raise ArtifactNotFoundError(f"no file at {src}; pass the path of an existing file")
-        suffix = "".join(src.suffixes[-3:])
-        if not _SUFFIX.match(suffix):
-            suffix = src.suffix if _SUFFIX.match(src.suffix) else ""
+        src, suffix = _source_file(path)
         staging = self.root / "tmp"
         staging.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=staging)
@@ -507,12 +514,7 @@ class RemoteArtifactStore(ArtifactStore):
 
     def put_file(self, path: str | os.PathLike[str]) -> tuple[str, str, int]:
         """Store a copy of the file at ``path``; return ``(digest, uri, size)``."""
-        src = Path(path)
-        if not src.is_file():
-            raise ArtifactNotFoundError(f"no file at {src}; pass the path of an existing file")
-        suffix = "".join(src.suffixes[-3:])
-        if not _SUFFIX.match(suffix):
-            suffix = src.suffix if _SUFFIX.match(src.suffix) else ""
+        src, suffix = _source_file(path)
         data = src.read_bytes()
         digest, uri = self.put_bytes(data, suffix)
         return digest, uri, len(data)
@@ -602,7 +604,4 @@ def _check_digest(digest: str) -> None:
 
 def _verify(path: Path, expected: str, actual: str) -> None:
     if actual != expected:
-        raise ArtifactIntegrityError(
-            f"{path} is corrupt: its content hashes to {actual}, not {expected}. "
-            "Delete the file and store the artifact again from its source."
-        )
+        raise ArtifactDigestMismatch(expected, actual, where=str(path))

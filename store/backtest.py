@@ -10,10 +10,14 @@ It also reads the alerts raised live (the ``alerts`` table) so the
 :class:`BacktestReport` compares both. :func:`compare` replays two
 configurations in one pass ("what would a stricter configuration have caught").
 
-:func:`load_monitor_config` reads a :class:`~modelog.models.monitor.MonitorConfig`
-from a YAML or TOML file: any field of ``MonitorConfig`` is a key (durations
-such as ``pending_ttl`` take seconds or ``"12h"``-style strings), so fields
-added to ``MonitorConfig`` work without changes here.
+This module owns the replay, the reports and the reading of a configuration
+file; it imports :mod:`modelog.models` and :mod:`modelog.store` only.
+:func:`load_monitor_config` reads a
+:class:`~modelog.models.monitor_config.MonitorConfig` from a YAML or TOML file
+whose keys are those of a ``MonitorConfigured.config`` (one parser for both:
+:func:`~modelog.models.monitor_config.parse_monitor_config`); durations take
+seconds or ``"12h"``-style strings. A problem is a
+:class:`~modelog.models.errors.MonitorConfigError` naming the file.
 
 The monitor derives alert ids from the triggering event, so a candidate alert
 with the id of a live one is the *same* alert: with the live configuration the
@@ -21,14 +25,13 @@ backtest reproduces the live alerts exactly.
 
 Examples
 --------
->>> cfg = config_from_mapping({"detector": "page_hinkley", "pending_ttl": "2h",
-...                            "anomaly": False})
->>> cfg.detector, cfg.pending_ttl, cfg.anomaly
+>>> import pathlib, tempfile
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     path = pathlib.Path(tmp) / "strict.yaml"
+...     _ = path.write_text("detector: page_hinkley\\npending_ttl: 2h\\nanomaly: false\\n")
+...     cfg = load_monitor_config(path)
+>>> cfg.concept.detector, cfg.pending_ttl, cfg.anomaly.enabled
 ('page_hinkley', datetime.timedelta(seconds=7200), False)
->>> config_from_mapping({"detectr": "adwin"})  # doctest: +ELLIPSIS
-Traceback (most recent call last):
-...
-modelog.store.backtest.MonitorConfigError: unknown monitor setting 'detectr'; valid settings: ...
 """
 
 from __future__ import annotations
@@ -37,10 +40,7 @@ import collections
 import dataclasses
 import datetime as dt
 import io
-import re
 import tomllib
-import types
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,32 +48,24 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from modelog.models import codec
-from modelog.models.errors import EventDecodeError
+from modelog.models.alerts import MONITOR_ALERT_TYPE_NAMES
+from modelog.models.errors import EventDecodeError, MonitorConfigError
 from modelog.models.events import Event
-from modelog.models.monitor import MonitorConfig, ServingMonitor
-from modelog.store.errors import StoreError
+from modelog.models.monitor import ServingMonitor
+from modelog.models.monitor_config import MonitorConfig, parse_monitor_config
+from modelog.store.errors import BacktestError
 
 __all__ = [
-    "MONITOR_ALERT_TYPES",
     "Alert",
-    "BacktestError",
     "BacktestReport",
     "Comparison",
-    "MonitorConfigError",
     "ProgressCallback",
     "QueryReader",
     "backtest",
     "compare",
-    "config_from_mapping",
-    "config_to_dict",
     "live_alerts",
     "load_monitor_config",
 ]
-
-MONITOR_ALERT_TYPES: tuple[str, ...] = (
-    "DriftDetected", "DriftResolved", "AnomalyDetected", "SkewDetected",
-)
-"""Alert types a serving monitor derives (``RetrainRequested`` comes from elsewhere)."""
 
 SERVING_TYPES: tuple[str, ...] = ("PredictionMade", "LabelObserved")
 
@@ -87,150 +79,47 @@ class QueryReader(Protocol):
     def query(self, sql: str, params: Any = None) -> pa.Table: ...
 
 
-class BacktestError(StoreError):
-    """A backtest could not run."""
-
-
-class MonitorConfigError(BacktestError, ValueError):
-    """A monitor configuration file or mapping is not a valid ``MonitorConfig``."""
-
-
 # -- configuration --------------------------------------------------------------
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, None: 1}
-
-
-def _duration(name: str, value: Any) -> dt.timedelta:
-    if isinstance(value, dt.timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.timedelta(seconds=value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise MonitorConfigError(
-            f"monitor setting {name!r}: {value!r} is not a duration; write seconds (3600) or "
-            "a number with a unit: 500ms, 30s, 15m, 12h, 1d, 2w")
-    return dt.timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(MonitorConfig)
-
-
-def _accepts(hint: Any, kind: type) -> bool:
-    """Whether type hint ``hint`` is ``kind`` or a union/generic containing it."""
-    if hint is kind or typing.get_origin(hint) is kind:
-        return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_accepts(arg, kind) for arg in typing.get_args(hint))
-    return False
-
-
-def config_from_mapping(data: Mapping[str, Any]) -> MonitorConfig:
-    """Build a :class:`MonitorConfig` from plain data (a parsed YAML/TOML document).
-
-    Keys are the fields of ``MonitorConfig``; a document with a single
-    ``monitor`` table is read from that table. Durations take seconds or a
-    ``"<number><unit>"`` string; lists become tuples where a field wants one.
-
-    Raises
-    ------
-    MonitorConfigError
-        On an unknown key (the message lists the valid ones) or a value the
-        configuration refuses.
-    """
-    if set(data) == {"monitor"} and isinstance(data["monitor"], Mapping):
-        data = data["monitor"]
-    hints = _field_types()
-    valid = [f.name for f in dataclasses.fields(MonitorConfig) if f.init]
-    unknown = [key for key in data if key not in valid]
-    if unknown:
-        plural = "s" if len(unknown) > 1 else ""
-        raise MonitorConfigError(
-            f"unknown monitor setting{plural} {', '.join(map(repr, unknown))}; "
-            f"valid settings: {', '.join(valid)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints.get(key)
-        if _accepts(hint, dt.timedelta) and value is not None:
-            value = _duration(key, value)
-        elif _accepts(hint, tuple) and isinstance(value, list):
-            value = tuple(value)
-        elif _accepts(hint, frozenset) and isinstance(value, list):
-            value = frozenset(value)
-        kwargs[key] = value
-    try:
-        return MonitorConfig(**kwargs)
-    except MonitorConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise MonitorConfigError(f"invalid monitor configuration: {exc}") from exc
-
-
 def load_monitor_config(path: str | Path) -> MonitorConfig:
     """Read a :class:`MonitorConfig` from a ``.toml``, ``.yaml`` or ``.yml`` file.
 
-    See :func:`config_from_mapping` for the keys.
+    The keys are those of a ``MonitorConfigured.config`` (see
+    :func:`~modelog.models.monitor_config.parse_monitor_config`); a document
+    with a single ``monitor`` table is read from that table.
 
     Raises
     ------
     MonitorConfigError
-        When the file is missing, unparsable or holds an invalid configuration.
+        When the file is missing, unparsable or holds an invalid configuration
+        (its ``source`` is the file).
     """
     path = Path(path)
+
+    def bad(rule: str) -> MonitorConfigError:
+        return MonitorConfigError("", None, rule, source=str(path))
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise MonitorConfigError(f"cannot read monitor configuration {path}: {exc.strerror}") \
-            from None
+        raise bad(f"cannot read monitor configuration: {exc.strerror}") from None
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise bad(f"unknown configuration format {suffix or '(no suffix)'!r}; "
+                  "use a .toml, .yaml or .yml file")
     try:
         if suffix == ".toml":
             data: Any = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             data = yaml.safe_load(io.StringIO(text))
             data = {} if data is None else data
-        else:
-            raise MonitorConfigError(
-                f"{path}: unknown configuration format {suffix or '(no suffix)'!r}; "
-                "use a .toml, .yaml or .yml file")
-    except MonitorConfigError:
-        raise
     except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError
-        raise MonitorConfigError(f"{path} is not valid {suffix[1:].upper()}: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise MonitorConfigError(f"{path} must hold a mapping of monitor settings, "
-                                 f"not {type(data).__name__}")
-    try:
-        return config_from_mapping(data)
-    except MonitorConfigError as exc:
-        raise MonitorConfigError(f"{path}: {exc}") from None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list | frozenset | set):
-        return [_plain(v) for v in value]
-    return value
-
-
-def config_to_dict(config: MonitorConfig) -> dict[str, Any]:
-    """``config`` as plain data (durations in seconds), readable by :func:`config_from_mapping`.
-
-    Examples
-    --------
-    >>> config_to_dict(MonitorConfig())["pending_ttl"]
-    86400.0
-    >>> config_from_mapping(config_to_dict(MonitorConfig(stats_every=7))).stats_every
-    7
-    """
-    return {f.name: _plain(getattr(config, f.name))
-            for f in dataclasses.fields(config) if f.init}
+        raise bad(f"not valid {suffix[1:].upper()}: {exc}") from None
+    if isinstance(data, Mapping) and set(data) == {"monitor"} \
+            and isinstance(data["monitor"], Mapping):
+        data = data["monitor"]
+    return parse_monitor_config(data, source=str(path))
 
 
 # -- results --------------------------------------------------------------------
@@ -305,7 +194,7 @@ class BacktestReport:
         matched = self.matched
         return {
             "model": self.model,
-            "config": config_to_dict(self.config),
+            "config": self.config.to_mapping(),
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
             "predictions": self.predictions, "labels": self.labels, "skipped": self.skipped,
@@ -323,7 +212,8 @@ class BacktestReport:
         from rich.table import Table
 
         span = f"{self.start or 'beginning'} .. {self.end or 'now'}"
-        table = Table(title=f"Backtest of {self.model} ({span}): detector {self.config.detector}")
+        detector = self.config.concept.detector
+        table = Table(title=f"Backtest of {self.model} ({span}): detector {detector}")
         for column in ("alert", "kind", "version", "candidate", "first candidate", "live",
                        "first live", "same"):
             table.add_column(column, justify="right" if column in (
@@ -388,8 +278,8 @@ class Comparison:
         """A rich table of both configurations' alerts side by side."""
         from rich.table import Table
 
-        table = Table(title=f"{self.a.model}: configuration A ({self.a.config.detector}) vs "
-                            f"B ({self.b.config.detector})")
+        a, b = self.a.config.concept.detector, self.b.config.concept.detector
+        table = Table(title=f"{self.a.model}: configuration A ({a}) vs B ({b})")
         for column in ("alert", "kind", "version", "A", "first A", "B", "first B"):
             table.add_column(column, justify="right" if column in ("version", "A", "B")
                              else "left")
@@ -463,7 +353,7 @@ def live_alerts(reader: QueryReader, model: str, start: dt.datetime | None = Non
                 end: dt.datetime | None = None) -> list[Alert]:
     """The monitor alerts raised live for ``model`` (the ``alerts`` table), in time order."""
     where, params = _time_filter(start, end)
-    types_in = ", ".join(f"'{t}'" for t in MONITOR_ALERT_TYPES)
+    types_in = ", ".join(f"'{t}'" for t in MONITOR_ALERT_TYPE_NAMES)
     table = reader.query(
         "SELECT event_id, type, time, model_version, kind, severity, message FROM alerts "
         f"WHERE model = ? AND type IN ({types_in}){where} ORDER BY time, event_id",
@@ -506,7 +396,7 @@ def _replay(reader: QueryReader, model: str, configs: Sequence[MonitorConfig], *
                 labels += 1
             for replay in replays:
                 for derived in replay.monitor.process(event):
-                    if derived.type_name() in MONITOR_ALERT_TYPES:
+                    if derived.type_name() in MONITOR_ALERT_TYPE_NAMES:
                         replay.alerts.append(Alert.from_event(derived, predictions))
         done += len(chunk)
         if progress is not None:

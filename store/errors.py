@@ -5,15 +5,17 @@ from __future__ import annotations
 from modelog.errors import ModelogError
 
 __all__ = [
-    "ArtifactIntegrityError",
     "ArtifactNotFoundError",
     "ArtifactPathError",
+    "BacktestError",
     "DatabaseBusyError",
+    "DeliveryLedgerError",
     "FilterSyntaxError",
     "NoDataError",
     "NotFoundError",
     "ProjectorError",
     "QueryError",
+    "QueryRuleError",
     "ReadOnlyQueryError",
     "StoreError",
 ]
@@ -25,10 +27,6 @@ class StoreError(ModelogError):
 
 class ArtifactNotFoundError(StoreError, FileNotFoundError):
     """No artifact with the requested digest or URI exists in the store."""
-
-
-class ArtifactIntegrityError(StoreError):
-    """A stored artifact's content no longer matches its digest (it was altered or truncated)."""
 
 
 class ArtifactPathError(StoreError, ValueError):
@@ -109,3 +107,54 @@ class FilterSyntaxError(StoreError, ValueError):
 class NotFoundError(StoreError, LookupError):
     """A run, dataset, version or model named in a query does not exist or is ambiguous
     (:mod:`modelog.store.queries`); the message names what exists."""
+
+
+class DeliveryLedgerError(StoreError):
+    """The alert delivery ledger (:mod:`modelog.store.outbox`) cannot be opened or written."""
+
+
+class BacktestError(StoreError):
+    """A backtest (:mod:`modelog.store.backtest`) cannot run; the message says what to fix."""
+
+
+class QueryRuleError(ReadOnlyQueryError):
+    """A query broke a rule of the read-only query path (:mod:`modelog.store.query_server`).
+
+    Besides its statement type: more than one statement, a write (even inside
+    ``EXPLAIN ANALYZE`` or a ``WITH``), access outside the database (files,
+    network, extensions, ``ATTACH``), a setting change, or a table function that
+    is not a read of the projection.
+
+    Attributes
+    ----------
+    statement_type
+        The rule broken, e.g. ``EXTERNAL ACCESS``, ``WRITE``, ``SETTING``,
+        ``MULTIPLE STATEMENTS`` or ``TABLE FUNCTION read_text``.
+    statement
+        The refused statement's text.
+    reason
+        Why it was refused, in words.
+    """
+
+    def __init__(self, rule: str, statement: str = "", reason: str = "") -> None:
+        self.statement_type = rule
+        self.statement = statement
+        self.reason = reason or rule.lower()
+        shown = " ".join(statement.split())
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        QueryError.__init__(
+            self,
+            f"refused: {self.reason}" + (f" ({shown!r})" if shown else "")
+            + ". Allowed: exactly one SELECT (or WITH/FROM ... SELECT), DESCRIBE, SHOW, "
+            "SUMMARIZE, EXPLAIN [ANALYZE] of one of those, or an informational PRAGMA, over "
+            "the projection's tables and views; it runs in a read-only transaction without "
+            "files, network, extensions, ATTACH, COPY or setting changes.",
+        )
+
+
+class WorkerKeyError(StoreError):
+    """The worker key file (``<data_dir>/worker.key``) is unusable; the message says what to do."""
+
+
+__all__ += ["WorkerKeyError"]

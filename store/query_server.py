@@ -7,46 +7,51 @@ JSON object ``{"sql": ..., "params": [...]}``, answers an Arrow IPC stream.
 Every request runs on its own ``con.cursor()``; DuckDB's MVCC shows it only
 committed transactions, so a reader never sees half a projected batch.
 
-Only reads are served (``SELECT``, ``EXPLAIN``, ``SHOW``, ``DESCRIBE``,
-``SUMMARIZE`` and informational ``PRAGMA``\\s); anything else is refused with
-an error the client raises as :class:`~modelog.store.errors.ReadOnlyQueryError`.
-A row cap and a statement timeout keep the projector healthy.
+What may be asked is :mod:`modelog.store.readonly_sql`'s business: one read
+statement, run so that it cannot write or reach outside the database.
 
-Examples
---------
->>> read_statements("select 1; describe events")
-['select 1', 'describe events']
->>> read_statements("delete from events")  # doctest: +ELLIPSIS
-Traceback (most recent call last):
-...
-modelog.store.errors.ReadOnlyQueryError: only read statements are allowed, got DELETE ...
+Who may ask: :class:`QueryServer` (Starlette, served by uvicorn) binds loopback
+unless given a token (``MODELOG_QUERY_TOKEN``); with one, every request must
+send ``Authorization: Bearer <token>`` (constant-time compare) or gets ``401``.
+
+May import ``modelog.config``, ``modelog.errors``, ``modelog.store.errors``
+(and DuckDB, pyarrow, Starlette, uvicorn).
+
 """
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import logging
-import re
+import socket
 import threading
-from collections.abc import Sequence
+import time
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelog.store.errors import QueryError, ReadOnlyQueryError
+from modelog.config import is_loopback, token_matches
+from modelog.errors import ConfigurationError
+from modelog.store.errors import QueryError, QueryRuleError, ReadOnlyQueryError
+from modelog.store.readonly_sql import (
+    DEFAULT_MAX_ROWS,
+    DEFAULT_TIMEOUT,
+    lock_down,
+    run_read_query,
+)
 
-__all__ = [
-    "ARROW_STREAM",
-    "DEFAULT_MAX_ROWS",
-    "DEFAULT_TIMEOUT",
-    "PROJECTOR_RUNTIME_FILE",
-    "QueryServer",
-    "read_statements",
-    "run_read_query",
-]
+__all__ = ["ARROW_STREAM", "PROJECTOR_RUNTIME_FILE", "QueryServer"]
 
 #: The file (in the data dir) where the projector advertises its query server.
 PROJECTOR_RUNTIME_FILE = "projector.json"
@@ -54,198 +59,120 @@ PROJECTOR_RUNTIME_FILE = "projector.json"
 log = logging.getLogger(__name__)
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-DEFAULT_MAX_ROWS = 1_000_000
-DEFAULT_TIMEOUT = 60.0
 MAX_BODY = 1 << 20
 
-_READ_TYPES = frozenset({"SELECT", "EXPLAIN"})
-_READ_PRAGMAS = frozenset({
-    "table_info", "show", "show_tables", "show_tables_expanded", "database_size",
-    "database_list", "storage_info", "version", "functions", "platform", "metadata_info",
-    "user_agent", "collations",
-})
-_PRAGMA = re.compile(r"^\s*pragma\s+([A-Za-z_]+)", re.IGNORECASE)
+
+def _error(status: int, kind: str, message: str, **extra: str) -> Response:
+    return JSONResponse({"error": kind, "message": message, **extra}, status_code=status)
 
 
-def read_statements(sql: str) -> list[str]:
-    """Split ``sql`` into statements and check that each one only reads.
+class _BearerAuth:
+    """ASGI middleware: every HTTP request must carry ``Authorization: Bearer <token>``."""
 
-    Raises
-    ------
-    ReadOnlyQueryError
-        Naming the first statement that is not a read.
-    QueryError
-        When ``sql`` does not parse or holds no statement.
-    """
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryError(f"the SQL does not parse: {exc}") from None
-    if not statements:
-        raise QueryError("no SQL statement given; try `select * from alerts`")
-    out: list[str] = []
-    for st in statements:
-        kind = st.type.name
-        # DuckDB 1.x keeps the separator with the statement, 2.x does not.
-        text = st.query.strip().rstrip(";").strip()
-        if kind == "PRAGMA":
-            m = _PRAGMA.match(text)
-            if m is None or m.group(1).lower() not in _READ_PRAGMAS:
-                raise ReadOnlyQueryError("PRAGMA (changing a setting)", text)
-        elif kind not in _READ_TYPES:
-            raise ReadOnlyQueryError(kind, text)
-        out.append(text)
-    return out
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scheme, _, given = (Headers(scope=scope).get("authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not given.strip():
+                refusal = ("this query server requires a token: send the header "
+                           "`Authorization: Bearer <token>` (modelog clients send "
+                           "MODELOG_QUERY_TOKEN)")
+            elif not token_matches(given.strip(), self.token):
+                refusal = ("wrong query token: set MODELOG_QUERY_TOKEN to the projector's "
+                           "token")
+            else:
+                refusal = ""
+            if refusal:
+                response = _error(401, "unauthorized", refusal)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="modelog"'
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
-def run_read_query(
-    con: duckdb.DuckDBPyConnection,
-    sql: str,
-    params: Sequence[Any] | dict[str, Any] | None = None,
-    *,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    timeout: float = DEFAULT_TIMEOUT,
-) -> pa.Table:
-    """Run read-only ``sql`` on a fresh cursor of ``con``; return the last statement's rows.
+class _Endpoints:
+    """The routes: ``GET /`` or ``/health``, ``POST /query``."""
 
-    Parameters
-    ----------
-    con
-        A DuckDB connection; a cursor of it runs the query (safe from any thread).
-    sql
-        One or more read statements; ``params`` bind to the last one.
-    max_rows
-        Refuse results larger than this (add a ``LIMIT`` or aggregate).
-    timeout
-        Interrupt the query after this many seconds.
+    def __init__(self, con: duckdb.DuckDBPyConnection, max_rows: int, timeout: float,
+                 info: dict[str, Any]) -> None:
+        self.con = con
+        self.max_rows = max_rows
+        self.timeout = timeout
+        self.info = info
 
-    Examples
-    --------
-    >>> import duckdb
-    >>> run_read_query(duckdb.connect(), "select 40 + ? as x", [2]).to_pylist()
-    [{'x': 42}]
-    """
-    statements = read_statements(sql)
-    cur = con.cursor()
-    timer = threading.Timer(timeout, cur.interrupt)
-    timer.daemon = True
-    timer.start()
-    try:
-        for text in statements[:-1]:
-            cur.execute(text).fetchall()
-        rel = cur.sql(statements[-1], params=params)
-        if rel is None:  # pragma: no cover - reads always return a relation
-            return pa.table({})
-        reader = rel.to_arrow_reader(65_536)
-        batches: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in reader:
-            rows += batch.num_rows
-            if rows > max_rows:
-                raise QueryError(
-                    f"the result has more than {max_rows:,} rows; add a LIMIT or aggregate "
-                    "(e.g. `select count(*) ...`)"
-                )
-            batches.append(batch)
-        return pa.Table.from_batches(batches, schema=reader.schema)
-    except duckdb.InterruptException:
-        raise QueryError(
-            f"the query ran longer than {timeout:g} s and was stopped; narrow it down "
-            "(filter on time or model) or aggregate"
-        ) from None
-    except duckdb.Error as exc:
-        raise QueryError(f"the query failed: {exc}") from None
-    finally:
-        timer.cancel()
-        cur.close()
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True, **self.info})
 
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        return _error(404, "not_found", "use POST /query with the SQL as the body, or GET "
+                                        "/health")
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("query server: " + format, *args)
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(self, status: int, kind: str, message: str, **extra: str) -> None:
-        body = json.dumps({"error": kind, "message": message, **extra}).encode()
-        self._send(status, body, "application/json")
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") in ("", "/health"):
-            info = {"ok": True, **self.server.info}
-            self._send(200, json.dumps(info).encode(), "application/json")
-        else:
-            self._error(404, "not_found", "use POST /query or GET /health")
-
-    def do_POST(self) -> None:
-        if self.path.rstrip("/") != "/query":
-            self._error(404, "not_found", "use POST /query with the SQL as the body")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._error(413, "query", f"the SQL is longer than {MAX_BODY} bytes")
-            return
-        raw = self.rfile.read(length)
+    async def query(self, request: Request) -> Response:
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            return _error(413, "query", f"the SQL is longer than {MAX_BODY} bytes")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                return _error(413, "query", f"the SQL is longer than {MAX_BODY} bytes")
         params: Any = None
         try:
-            if (self.headers.get("Content-Type") or "").startswith("application/json"):
-                request = json.loads(raw)
-                sql, params = str(request["sql"]), request.get("params")
+            if (request.headers.get("content-type") or "").startswith("application/json"):
+                body = json.loads(raw)
+                sql, params = str(body["sql"]), body.get("params")
             else:
                 sql = raw.decode()
         except (ValueError, KeyError, TypeError) as exc:
-            self._error(400, "query", f"bad request body: {exc}")
-            return
+            return _error(400, "query", f"bad request body: {exc}")
+        return await run_in_threadpool(self._answer, sql, params)
+
+    def _answer(self, sql: str, params: Any) -> Response:
         try:
-            table = run_read_query(
-                self.server.con, sql, params,
-                max_rows=self.server.max_rows, timeout=self.server.query_timeout,
-            )
+            table = run_read_query(self.con, sql, params, max_rows=self.max_rows,
+                                   timeout=self.timeout)
         except ReadOnlyQueryError as exc:
-            self._error(403, "read_only", str(exc), statement_type=exc.statement_type,
-                        statement=exc.statement)
-            return
+            extra = {"reason": exc.reason} if isinstance(exc, QueryRuleError) else {}
+            return _error(403, "read_only", str(exc), statement_type=exc.statement_type,
+                          statement=exc.statement, **extra)
         except QueryError as exc:
-            self._error(400, "query", str(exc))
-            return
+            return _error(400, "query", str(exc))
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        self._send(200, sink.getvalue(), ARROW_STREAM)
+        return Response(sink.getvalue(), media_type=ARROW_STREAM)
 
-
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], con: duckdb.DuckDBPyConnection, max_rows: int,
-        timeout: float, info: dict[str, Any],
-    ) -> None:
-        super().__init__(address, _Handler)
-        self.con = con
-        self.max_rows = max_rows
-        self.query_timeout = timeout
-        self.info = info
+    def app(self, token: str | None) -> Starlette:
+        """The ASGI application (behind :class:`_BearerAuth` when ``token`` is set)."""
+        return Starlette(
+            routes=[Route("/", self.health, methods=["GET"]),
+                    Route("/health", self.health, methods=["GET"]),
+                    Route("/query", self.query, methods=["POST"])],
+            middleware=[Middleware(_BearerAuth, token=token)] if token else [],
+            exception_handlers={404: self.not_found, 405: self.not_found},
+        )
 
 
 class QueryServer:
-    """Serve read-only SQL over a DuckDB connection, on loopback, in a background thread.
+    """Serve read-only SQL over a DuckDB connection, in a background thread.
+
+    HTTP is Starlette's, served by uvicorn on the server's own event loop.
 
     Parameters
     ----------
     con
-        The writer's connection; each request uses its own cursor.
+        The writer's connection; each request uses its own cursor. :meth:`start`
+        applies :func:`lock_down` to its database instance (no external access,
+        locked settings -- for the writer too, which keeps writing its file).
     bind
-        ``host:port`` to listen on; port ``0`` picks a free one. Only loopback
-        addresses are accepted: the server has no authentication.
+        ``host:port`` to listen on; port ``0`` picks a free one. A host beyond
+        loopback (e.g. ``0.0.0.0`` in a container) needs a ``token``.
+    token
+        When set, every request must send ``Authorization: Bearer <token>``
+        (compared in constant time); others get ``401`` and nothing else.
+        Required unless ``bind`` is a loopback address (``MODELOG_QUERY_TOKEN``).
     max_rows
         Largest result served.
     timeout
@@ -253,14 +180,24 @@ class QueryServer:
     info
         Extra fields reported by ``GET /health``.
 
+    Raises
+    ------
+    ConfigurationError
+        ``bind`` is beyond loopback and there is no ``token``.
+
     Examples
     --------
     >>> import duckdb, urllib.request
-    >>> with QueryServer(duckdb.connect()) as srv:
-    ...     req = urllib.request.Request(srv.url + "/query", data=b"select 42 as x")
+    >>> with QueryServer(duckdb.connect(), token="s3cret") as srv:
+    ...     req = urllib.request.Request(srv.url + "/query", data=b"select 42 as x",
+    ...                                  headers={"Authorization": "Bearer s3cret"})
     ...     body = urllib.request.urlopen(req).read()
     >>> pa.ipc.open_stream(body).read_all().to_pylist()
     [{'x': 42}]
+    >>> QueryServer(duckdb.connect(), "0.0.0.0:8765")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    modelog.errors.ConfigurationError: the query server would bind 0.0.0.0:8765, beyond ...
     """
 
     def __init__(
@@ -268,69 +205,103 @@ class QueryServer:
         con: duckdb.DuckDBPyConnection,
         bind: str = "127.0.0.1:0",
         *,
+        token: str | None = None,
         max_rows: int = DEFAULT_MAX_ROWS,
         timeout: float = DEFAULT_TIMEOUT,
         info: dict[str, Any] | None = None,
     ) -> None:
         host, _, port = bind.rpartition(":")
-        host = host or "127.0.0.1"
-        if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
-            raise QueryError(
-                f"the query server only binds loopback (it has no authentication); got "
-                f"{bind!r}. Set MODELOG_QUERY_BIND=127.0.0.1:<port>."
+        host = host.strip().strip("[]") or "127.0.0.1"
+        if not token and not is_loopback(host):
+            raise ConfigurationError(
+                f"the query server would bind {bind}, beyond loopback, without a token: set "
+                "MODELOG_QUERY_TOKEN to a long random string (e.g. `openssl rand -hex 32`) "
+                "and give its readers the same value, or bind loopback "
+                "(MODELOG_QUERY_BIND=127.0.0.1:<port>)."
             )
         try:
             port_no = int(port or 0)
         except ValueError:
             raise QueryError(f"MODELOG_QUERY_BIND={bind!r} needs a numeric port") from None
-        self._address = (host.strip("[]"), port_no)
-        self._con = con
-        self._max_rows = max_rows
-        self._timeout = timeout
-        self._info = dict(info or {})
-        self._server: _HTTPServer | None = None
+        self._address = (host, port_no)
+        self._token = token or None
+        self._endpoints = _Endpoints(con, max_rows, timeout, dict(info or {}))
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         """The port listened on (after :meth:`start`)."""
-        if self._server is None:
+        if self._socket is None:
             raise QueryError("the query server is not started")
-        return int(self._server.server_address[1])
+        return int(self._socket.getsockname()[1])
 
     @property
     def url(self) -> str:
-        """Base URL of the server, e.g. ``http://127.0.0.1:41234``."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base URL of the server, e.g. ``http://127.0.0.1:41234``.
+
+        The bound host, or loopback when it binds every interface (``0.0.0.0``).
+        """
+        host = self._address[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def _bind(self) -> socket.socket:
+        host, port = self._address
+        sock: socket.socket | None = None
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            raise QueryError(f"cannot bind the query server to {host}:{port} ({exc}); "
+                             "choose another MODELOG_QUERY_BIND") from None
+        return sock
 
     def start(self) -> QueryServer:
-        """Bind and serve in a daemon thread."""
-        if self._server is None:
-            try:
-                self._server = _HTTPServer(
-                    self._address, self._con, self._max_rows, self._timeout, self._info
-                )
-            except OSError as exc:
-                raise QueryError(
-                    f"cannot bind the query server to {self._address[0]}:{self._address[1]}"
-                    f" ({exc}); choose another MODELOG_QUERY_BIND port"
-                ) from None
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                name="modelog-query-server", daemon=True,
-            )
-            self._thread.start()
+        """Lock the database instance down (:func:`lock_down`), bind and serve in a thread."""
+        if self._server is not None:
+            return self
+        lock_down(self._endpoints.con)
+        sock = self._bind()
+        config = uvicorn.Config(
+            self._endpoints.app(self._token), log_config=None, log_level="warning",
+            access_log=False, lifespan="off", loop="asyncio", timeout_graceful_shutdown=2,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                  name="modelog-query-server", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not server.started:
+            server.should_exit = True
+            thread.join(5)
+            sock.close()
+            raise QueryError("the query server did not start (see the log above)")
+        self._server, self._thread, self._socket = server, thread, sock
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.should_exit = True
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
 
     def __enter__(self) -> QueryServer:
         return self.start()

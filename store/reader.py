@@ -1,9 +1,13 @@
 """Read the projection from any process, while the projector runs or not.
 
 :class:`Reader` asks the projector's query server when one is advertised in
-``<data_dir>/projector.json`` (or ``MODELOG_QUERY_URL``) and answers; otherwise
+``<data_dir>/projector.json`` (or ``MODELOG_QUERY_URL``) and answers (sending
+``MODELOG_QUERY_TOKEN`` as ``Authorization: Bearer``, when set); otherwise
 it opens the DuckDB file read-only for the duration of one query (so it never
-keeps a lock that would stop the projector from starting).
+keeps a lock that would stop the projector from starting), with the same
+restrictions as the server (:data:`~modelog.store.readonly_sql.LOCKED_CONFIG`:
+no external access, locked settings; one read statement in a read-only
+transaction, see :func:`~modelog.store.readonly_sql.run_read_query`).
 
 Examples
 --------
@@ -29,13 +33,15 @@ import duckdb
 import pyarrow as pa
 
 from modelog.config import Settings
-from modelog.store.errors import DatabaseBusyError, NoDataError, QueryError, ReadOnlyQueryError
-from modelog.store.query_server import (
-    ARROW_STREAM,
-    PROJECTOR_RUNTIME_FILE,
-    read_statements,
-    run_read_query,
+from modelog.store.errors import (
+    DatabaseBusyError,
+    NoDataError,
+    QueryError,
+    QueryRuleError,
+    ReadOnlyQueryError,
 )
+from modelog.store.query_server import ARROW_STREAM, PROJECTOR_RUNTIME_FILE
+from modelog.store.readonly_sql import LOCKED_CONFIG, read_statement, run_read_query
 
 __all__ = ["Reader"]
 
@@ -54,7 +60,8 @@ class Reader:
     Parameters
     ----------
     settings
-        Where the data directory (and so ``projector.json`` and the DuckDB file) is.
+        Where the data directory (and so ``projector.json`` and the DuckDB file) is;
+        ``settings.query_token`` is sent to the query server as a bearer token.
     timeout
         Seconds to wait for the query server's answer.
     """
@@ -79,12 +86,15 @@ class Reader:
         return None
 
     def query(self, sql: str, params: Params = None) -> pa.Table:
-        """Run read-only ``sql`` (``params`` bind to ``?``/``$1`` of its last statement).
+        """Run one read statement ``sql`` (``params`` bind to its ``?``/``$1``).
 
         Raises
         ------
         ReadOnlyQueryError
-            ``sql`` holds a statement that is not a read.
+            ``sql`` holds a statement that is not a read, or
+            (:class:`~modelog.store.errors.QueryRuleError`) breaks a rule of the
+            read-only path: more than one statement, a write, files, network,
+            extensions, settings.
         QueryError
             The query failed, timed out or returned too many rows.
         NoDataError
@@ -92,7 +102,7 @@ class Reader:
         DatabaseBusyError
             The file is locked by a writer that serves no queries.
         """
-        read_statements(sql)  # refuse writes the same way on either path
+        read_statement(sql)  # refuse non-reads before touching the server or the file
         url = self.server_url()
         if url is not None:
             table = self._query_server(url, sql, params)
@@ -114,9 +124,11 @@ class Reader:
                      else [_jsonable(v) for v in params])
             body = json.dumps({"sql": sql, "params": plain}).encode()
             ctype = "application/json"
-        request = urllib.request.Request(
-            f"{url}/query", data=body, method="POST", headers={"Content-Type": ctype}
-        )
+        headers = {"Content-Type": ctype}
+        if self.settings.query_token:
+            headers["Authorization"] = f"Bearer {self.settings.query_token}"
+        request = urllib.request.Request(f"{url}/query", data=body, method="POST",
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 payload = resp.read()
@@ -136,6 +148,11 @@ class Reader:
         except ValueError:
             info = {}
         message = str(info.get("message") or f"HTTP {exc.code} from {url}")
+        if exc.code == 401:
+            return QueryError(f"the query server at {url} refused the request: {message}")
+        if info.get("error") == "read_only" and info.get("reason"):
+            return QueryRuleError(str(info.get("statement_type", "?")),
+                                  str(info.get("statement", "")), str(info["reason"]))
         if info.get("error") == "read_only":
             return ReadOnlyQueryError(str(info.get("statement_type", "?")),
                                       str(info.get("statement", "")))
@@ -150,7 +167,7 @@ class Reader:
                 "directory."
             )
         try:
-            con = duckdb.connect(str(path), read_only=True)
+            con = duckdb.connect(str(path), read_only=True, config=LOCKED_CONFIG)
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             raise DatabaseBusyError(
                 f"{path} is locked by a process that serves no queries ({exc}). If a "

@@ -29,8 +29,12 @@ from modelog.streams.topics import Topics
 
 __all__ = ["DEFAULT_STREAMS", "RestoreReport", "restore_to_broker"]
 
-DEFAULT_STREAMS: tuple[str, ...] = ("datasets", "runs", "registry", "monitoring", "subscriptions")
-"""Stream families restored by default (everything but serving traffic and commands)."""
+DEFAULT_STREAMS: tuple[str, ...] = ("datasets", "runs", "registry", "registry_commands",
+                                    "monitoring", "subscriptions")
+"""Stream families restored by default (everything but serving traffic). The registry
+commands come along: a registry answer counts only with its command
+(:mod:`modelog.models.registry_fold`), and the registry worker, re-reading them, finds
+each one answered already."""
 
 _CHUNK = 5_000
 

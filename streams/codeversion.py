@@ -29,6 +29,7 @@ from typing import Protocol
 import msgspec
 
 from modelog.models.events import CodeVersion
+from modelog.streams.errors import GitError, GitUnusableError
 
 __all__ = ["KEY_PACKAGES", "BytesStore", "capture_code_version", "entry_point", "strip_credentials"]
 
@@ -45,14 +46,6 @@ class BytesStore(Protocol):
     def put_bytes(self, data: bytes, suffix: str = "") -> tuple[str, str]: ...
 
 
-class _GitError(Exception):
-    """Internal: a git command failed (for instance: not a repository)."""
-
-
-class _GitUnusableError(_GitError):
-    """Internal: git is not installed or does not answer in time."""
-
-
 def _git(cwd: Path, *args: str) -> bytes:
     try:
         done = subprocess.run(
@@ -60,18 +53,18 @@ def _git(cwd: Path, *args: str) -> bytes:
             env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
         )
     except FileNotFoundError:
-        raise _GitUnusableError("git is not installed") from None
+        raise GitUnusableError("git is not installed") from None
     except subprocess.TimeoutExpired:
-        raise _GitUnusableError(f"git {args[0]} took longer than {GIT_TIMEOUT:g}s") from None
+        raise GitUnusableError(f"git {args[0]} took longer than {GIT_TIMEOUT:g}s") from None
     if done.returncode != 0:
-        raise _GitError(done.stderr.decode(errors="replace").strip() or f"git {args[0]} failed")
+        raise GitError(done.stderr.decode(errors="replace").strip() or f"git {args[0]} failed")
     return done.stdout
 
 
 def _git_text(cwd: Path, *args: str) -> str | None:
     try:
         return _git(cwd, *args).decode(errors="replace").strip() or None
-    except _GitError:
+    except GitError:
         return None
 
 
@@ -199,9 +192,9 @@ def _describe(cwd: Path, artifact_store: BytesStore | None,
     py, pkgs = platform.python_version(), _packages(packages)
     try:
         root = Path(_git(cwd, "rev-parse", "--show-toplevel").decode().strip())
-    except _GitUnusableError as exc:
+    except GitUnusableError as exc:
         return CodeVersion(entry_point=entry_point(), note=str(exc), python=py, packages=pkgs)
-    except _GitError:
+    except GitError:
         return CodeVersion(entry_point=entry_point(), note="not a git repository", python=py,
                            packages=pkgs)
     except OSError as exc:  # cwd does not exist, permission denied
@@ -221,7 +214,7 @@ def _describe(cwd: Path, artifact_store: BytesStore | None,
     else:
         try:
             diff = _git(root, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff")
-        except _GitError as exc:
+        except GitError as exc:
             note = f"could not diff the working tree: {exc}"
         else:
             if diff:

@@ -145,7 +145,7 @@ def run_demo(
                 compose.Select("usage", "tenure", "spend"),
                 preprocessing.StandardScaler(), linear_model.LogisticRegression())
             challenger = client.register_model(
-                cfg.model, learner, flavor="river", online=True, dataset=ds,
+                cfg.model, learner, online=True, dataset=ds,  # a spec: flavor river-spec
                 target="churned", description="online River challenger (learns on the stream)",
                 timeout=cfg.registry_timeout)
             client.set_alias(cfg.model, "challenger", challenger,

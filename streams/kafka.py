@@ -11,8 +11,8 @@ every consumer of modelog does the same way:
   they last;
 * **decode or dead-letter** (:func:`decode_or_dead_letter`): a record that is not
   a valid modelog event is copied unchanged, with the reason and its source in
-  the headers (:func:`dead_letter_headers`, read back by :class:`DeadLetter`),
-  to the dead-letter topic, and processing continues;
+  the headers (:mod:`modelog.models.deadletter`), to the dead-letter topic, and
+  processing continues;
 * **writing and waiting** (:func:`produce_and_wait`): the records a batch decided,
   flushed before the consumer's positions may be committed;
 * **resuming from a stored position** (:func:`resume_offset`): positions are
@@ -20,7 +20,8 @@ every consumer of modelog does the same way:
   cluster id; a different cluster, or a position past the end of the log, starts
   the partition over (event ids make the replay harmless).
 
-It may import ``modelog.config``, ``modelog.models`` and ``modelog.streams.errors``.
+It may import ``modelog.config``, ``modelog.models``, ``modelog.store.positions``
+and ``modelog.streams.errors``.
 
 Examples
 --------
@@ -30,6 +31,7 @@ Examples
 ('k:9092', True, 'all', 'modelog-test')
 >>> consumer_config(Settings(broker="k:9092"), client_id="c", group="g")["enable.auto.commit"]
 False
+>>> from modelog.models.deadletter import DeadLetter
 >>> out = dead_letter_copy("acme.dead-letter", b"k", b"{oops", "not JSON",
 ...                        topic="acme.serving", partition=1, offset=9, consumer="worker")
 >>> out.topic, out.key, out.value, DeadLetter.from_headers(out.headers).source_offset
@@ -41,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -48,8 +51,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from modelog.config import Settings
 from modelog.models import codec
+from modelog.models.deadletter import dead_letter_headers
 from modelog.models.errors import EventDecodeError
 from modelog.models.events import Event
+from modelog.store.positions import StoredPosition
 from modelog.streams.errors import DeliveryError, StreamsError
 
 if TYPE_CHECKING:
@@ -57,13 +62,10 @@ if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
 
 __all__ = [
-    "DeadLetter",
     "ErrorPolicy",
     "Outgoing",
-    "StoredPosition",
     "consumer_config",
     "dead_letter_copy",
-    "dead_letter_headers",
     "decode_or_dead_letter",
     "faust_credentials",
     "new_admin",
@@ -76,6 +78,59 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelog.kafka")
+
+
+class _RateLimit(logging.Filter):
+    """Lets a kind of log line through once, then once per ``every`` seconds with a count.
+
+    librdkafka retries a lost broker every few milliseconds and reports each
+    attempt; an operator needs to hear it once, then now and then while it lasts.
+    Lines are grouped by their text with digits removed (offsets, ports, times).
+    """
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._muted: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = "".join(ch for ch in record.getMessage() if not ch.isdigit())[:200]
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.every:
+                self._muted[kind] = self._muted.get(kind, 0) + 1
+                return False
+            self._last[kind] = now
+            muted = self._muted.pop(kind, 0)
+        if muted:
+            record.msg = f"{record.msg} ({muted} more like this since the last report)"
+        return True
+
+
+client_log = logging.getLogger("modelog.kafka.client")
+"""Where librdkafka's own log lines go (rate-limited: see :class:`_RateLimit`)."""
+client_log.addFilter(_RateLimit())
+
+
+def _on_client_error(err: Any) -> None:
+    """librdkafka's client-level errors (e.g. every broker down): logged, rate-limited."""
+    client_log.warning("Kafka client: %s -- if this lasts, check that the broker is running "
+                       "and reachable (MODELOG_BROKER)", err)
+
+
+def _common(settings: Settings, client_id: str) -> dict[str, Any]:
+    """What every client gets: servers and security, its id, quiet logs, reconnect backoff."""
+    return {
+        **settings.kafka_config(),
+        "client.id": client_id,
+        "logger": client_log,
+        "error_cb": _on_client_error,
+        "reconnect.backoff.ms": 100,
+        "reconnect.backoff.max.ms": 5_000,
+    }
 
 Headers = list[tuple[str, bytes]]
 Fetch = Literal["default", "bulk", "tail"]
@@ -104,8 +159,7 @@ def consumer_config(
         librdkafka settings (or callbacks) of the caller's own, applied last.
     """
     conf: dict[str, Any] = {
-        **settings.kafka_config(),
-        "client.id": client_id,
+        **_common(settings, client_id),
         "group.id": group or f"{settings.topic_prefix}{client_id}-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -132,8 +186,7 @@ def producer_config(
     settings (or callbacks) of the caller's own, applied last.
     """
     conf: dict[str, Any] = {
-        **settings.kafka_config(),
-        "client.id": client_id,
+        **_common(settings, client_id),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": linger_ms,
@@ -171,7 +224,7 @@ def new_admin(settings: Settings) -> AdminClient:
     """A confluent-kafka ``AdminClient`` for the same broker and security settings."""
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(settings.kafka_config())
+    return AdminClient(_common(settings, "modelog-admin"))
 
 
 def faust_credentials(settings: Settings) -> Any:
@@ -274,26 +327,6 @@ class Outgoing:
     event: Any = None
 
 
-def dead_letter_headers(
-    reason: str, topic: str, partition: int, offset: int, consumer: str
-) -> Headers:
-    """Headers to put on a dead-lettered copy of a record.
-
-    Examples
-    --------
-    >>> hs = dead_letter_headers("unknown event type 'Foo'", "modelog.serving", 3, 42, "worker")
-    >>> DeadLetter.from_headers(hs).reason
-    "unknown event type 'Foo'"
-    """
-    return [
-        ("modelog-error", reason[:4000].encode()),
-        ("modelog-source-topic", topic.encode()),
-        ("modelog-source-partition", str(partition).encode()),
-        ("modelog-source-offset", str(offset).encode()),
-        ("modelog-consumer", consumer.encode()),
-    ]
-
-
 def dead_letter_copy(
     dead_letter_topic: str, key: bytes | None, value: bytes, reason: str, *,
     topic: str, partition: int, offset: int, consumer: str,
@@ -311,10 +344,11 @@ def decode_or_dead_letter(
 
     Examples
     --------
+    >>> from modelog.models.deadletter import DeadLetter
     >>> bad = decode_or_dead_letter(b"{oops", b"k", topic="t", partition=0, offset=3,
     ...                             dead_letter_topic="dlq", consumer="worker")
-    >>> bad.topic, DeadLetter.from_headers(bad.headers).reason.startswith("malformed")
-    ('dlq', True)
+    >>> bad.topic, DeadLetter.from_headers(bad.headers).reason[:40]
+    ('dlq', 'not a modelog event: JSON is malformed: ')
     """
     try:
         if value is None:
@@ -323,36 +357,6 @@ def decode_or_dead_letter(
     except EventDecodeError as exc:
         return dead_letter_copy(dead_letter_topic, key, value or b"", exc.reason, topic=topic,
                                 partition=partition, offset=offset, consumer=consumer)
-
-
-@dataclasses.dataclass(frozen=True)
-class DeadLetter:
-    """What the dead-letter headers say."""
-
-    reason: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    consumer: str
-
-    @classmethod
-    def from_headers(cls, headers: Sequence[tuple[str, bytes | None]] | None) -> DeadLetter:
-        """Read the headers :func:`dead_letter_headers` wrote (missing ones get defaults)."""
-        h = {k: (v or b"").decode(errors="replace") for k, v in (headers or [])}
-
-        def as_int(key: str) -> int:
-            try:
-                return int(h.get(key, "-1"))
-            except ValueError:
-                return -1
-
-        return cls(
-            reason=h.get("modelog-error", "unknown"),
-            source_topic=h.get("modelog-source-topic", ""),
-            source_partition=as_int("modelog-source-partition"),
-            source_offset=as_int("modelog-source-offset"),
-            consumer=h.get("modelog-consumer", ""),
-        )
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -393,14 +397,6 @@ def produce_and_wait(producer: Producer, records: Sequence[Outgoing], *, what: s
 
 
 # -- resuming ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class StoredPosition:
-    """A consumer position kept with its effects: the next offset and the broker's cluster id."""
-
-    next_offset: int
-    cluster_id: str | None
-
-
 def resume_offset(
     consumer: Consumer, settings: Settings, tp: tuple[str, int], stored: StoredPosition | None,
     cluster_id: str | None, *, service: str,

@@ -13,9 +13,18 @@ are dense and alias changes are serialized per model.
 
 The pieces:
 
-* :class:`RegistryProcessor` -- pure: raw command record in, records to write
-  out (the answer, or a dead-letter copy of a malformed record); it keeps the
-  :class:`~modelog.models.registry.RegistryState` in memory.
+* :class:`RegistryRouter` -- raw command record in, records to write out (the
+  answer, or a dead-letter copy of a malformed record); the decision is the
+  pure :class:`~modelog.models.registry.RegistryDecider`, which keeps the
+  :class:`~modelog.models.registry.RegistryState` in memory. What it folds
+  from the registry topic goes through the verified fold first
+  (:class:`~modelog.models.registry_fold.RegistryFold`): only its own answers
+  to recorded commands count, and a forged record is dead-lettered with the
+  reason.
+* :class:`RegistryFollower` -- follows the registry *and* the commands topic
+  and returns only verified answers (registry topic first, then the commands
+  up to their end, so every legitimate answer read has its command): what the
+  registry worker, the monitoring loop and the SDK's registry reads use.
 * :class:`~modelog.streams.logtail.LogTail` (re-exported here) -- reads a
   topic with ``assign()`` (no consumer group), from the beginning or from its
   current end; used to fold the registry topic and, by the SDK, to wait for
@@ -39,17 +48,17 @@ Examples
 >>> from modelog.models import codec
 >>> from modelog.models.events import ModelVersionRequested
 >>> from modelog.streams.topics import Topics
->>> proc = RegistryProcessor(Topics("acme."))
+>>> proc = RegistryRouter(Topics("acme."))
 >>> cmd = ModelVersionRequested(
 ...     id="c-1", time=dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc), aggregate="churn",
 ...     command_id="c-1", model="churn", flavor="sklearn")
->>> [out] = proc.process(b"churn", codec.encode(cmd), "acme.registry-commands", 0, 0)
+>>> [out] = proc.route(b"churn", codec.encode(cmd), "acme.registry-commands", 0, 0)
 >>> out.topic, out.key, out.event.model_version
 ('acme.registry', b'churn', 1)
 >>> proc.observe(out.event)
->>> proc.process(b"churn", codec.encode(cmd), "acme.registry-commands", 0, 1)  # redelivered
+>>> proc.route(b"churn", codec.encode(cmd), "acme.registry-commands", 0, 1)  # redelivered
 []
->>> [bad] = proc.process(b"churn", b"{oops", "acme.registry-commands", 0, 2)
+>>> [bad] = proc.route(b"churn", b"{oops", "acme.registry-commands", 0, 2)
 >>> bad.topic, bad.value
 ('acme.dead-letter', b'{oops')
 """
@@ -57,6 +66,7 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -65,15 +75,11 @@ from typing import Any
 from modelog.config import Settings
 from modelog.models import codec
 from modelog.models.errors import EventDecodeError
-from modelog.models.events import AliasChangeRequested, Event, ModelVersionRequested
-from modelog.models.registry import (
-    RegistryState,
-    apply,
-    decide,
-    decide_registration,
-)
+from modelog.models.events import Event
+from modelog.models.registry import COMMANDS, RegistryDecider, RegistryEvent, RegistryState
+from modelog.models.registry_fold import RegistryFold
 from modelog.streams.errors import StreamsError
-from modelog.streams.kafka import Outgoing, dead_letter_copy, new_producer
+from modelog.streams.kafka import Outgoing, dead_letter_copy, decode_or_dead_letter, new_producer
 from modelog.streams.logtail import LogTail, RawRecord, decode_records
 from modelog.streams.topics import Topics
 
@@ -81,7 +87,9 @@ __all__ = [
     "CONSUMER_NAME",
     "LogTail",
     "RawRecord",
-    "RegistryProcessor",
+    "RecordSource",
+    "RegistryFollower",
+    "RegistryRouter",
     "RegistryService",
     "decode_records",
     "register_agents",
@@ -91,8 +99,14 @@ CONSUMER_NAME = "registry"
 """The consumer name written in dead-letter headers."""
 
 
-class RegistryProcessor:
-    """Decide each raw registry command record (pure: no Kafka, no clock unless asked).
+class RegistryRouter:
+    """The registry's record edge: raw command records in, records to write out.
+
+    Decodes each record of the ``registry-commands`` topic; a record that does
+    not decode, is not a command, or is not keyed by its model goes to the
+    dead-letter topic with the reason. Commands go to the pure
+    :class:`~modelog.models.registry.RegistryDecider`, whose answer is encoded
+    for the ``registry`` topic, keyed by the model.
 
     Parameters
     ----------
@@ -105,8 +119,9 @@ class RegistryProcessor:
 
     Attributes
     ----------
-    state
-        The registry folded from the log plus every answer :meth:`observe` saw.
+    decider
+        The :class:`~modelog.models.registry.RegistryDecider` (its ``state`` is
+        the registry folded from the log plus every answer :meth:`observe` saw).
     """
 
     def __init__(
@@ -117,17 +132,45 @@ class RegistryProcessor:
         clock: Callable[[], Any] = codec.utcnow,
     ) -> None:
         self.topics = topics
-        self.require_reason_for = require_reason_for
-        self.clock = clock
-        self.state = RegistryState()
-        self.decided = 0
+        self.decider = RegistryDecider(require_reason_for=require_reason_for, clock=clock)
+        self.verifier = RegistryFold(require_reason_for=require_reason_for)
         self.dead_lettered = 0
 
-    def observe(self, event: Event) -> None:
-        """Fold an event of the registry topic (or an answer once it is acknowledged)."""
-        self.state = apply(self.state, event)
+    @property
+    def state(self) -> RegistryState:
+        """The registry as folded so far."""
+        return self.decider.state
 
-    def process(
+    @property
+    def decided(self) -> int:
+        """Commands answered so far."""
+        return self.decider.decided
+
+    def observe(self, event: Event, source: object = None) -> None:
+        """Fold an event of either registry topic (or an answer once it is acknowledged).
+
+        It is verified first (:attr:`verifier`): only answers to recorded
+        commands that repeat the decision reach the decider.
+        """
+        self.accept(self.verifier.feed(event, source))
+
+    def accept(self, answers: list[RegistryEvent]) -> None:
+        """Fold answers the verifier accepted into the decider."""
+        for answer in answers:
+            self.decider.process(answer)
+
+    def dead_letters(self) -> list[Outgoing]:
+        """Dead-letter copies of the registry records the verifier refused since the last call."""
+        out: list[Outgoing] = []
+        for refused in self.verifier.take_unverified():
+            src = refused.source
+            if isinstance(src, RecordSource):
+                out.append(self._dead_letter(src.key, src.value,
+                                             f"not a registry fact: {refused.reason}",
+                                             src.topic, src.partition, src.offset))
+        return out
+
+    def route(
         self, key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
     ) -> list[Outgoing]:
         """The records to write for one command record: its answer, a dead letter, or nothing.
@@ -136,33 +179,25 @@ class RegistryProcessor:
         redelivered command). The answer is not folded into the state here:
         call :meth:`observe` with ``record.event`` once the broker acknowledged it.
         """
-        raw = value if value is not None else b""
-        try:
-            command = codec.decode(raw)
-        except EventDecodeError as exc:
-            return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
-        if not isinstance(command, ModelVersionRequested | AliasChangeRequested):
-            reason = (f"{command.type_name()} does not belong on the registry-commands topic; "
+        decoded = decode_or_dead_letter(value, key, topic=topic, partition=partition,
+                                        offset=offset, dead_letter_topic=self.topics.dead_letter,
+                                        consumer=CONSUMER_NAME)
+        if isinstance(decoded, Outgoing):
+            self.dead_lettered += 1
+            return [decoded]
+        raw = value or b""
+        if not isinstance(decoded, COMMANDS):
+            reason = (f"{decoded.type_name()} does not belong on the registry-commands topic; "
                       "the registry worker reads only ModelVersionRequested and "
                       "AliasChangeRequested")
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
-        if key is not None and key != command.model.encode():
-            reason = (f"key {key!r} is not the model name {command.model!r}: registry commands "
+        if key is not None and key != decoded.model.encode():
+            reason = (f"key {key!r} is not the model name {decoded.model!r}: registry commands "
                       "must be keyed by their model, so one worker owns each model")
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
-        now = self.clock()
-        answer: Event
-        if isinstance(command, ModelVersionRequested):
-            answer = decide_registration(self.state, command, now=now)
-        else:
-            answer = decide(self.state, command, now=now,
-                            require_reason_for=self.require_reason_for)
-        model = self.state.model(command.model)
-        if model is not None and answer.id in model.seen:
-            return []
-        self.decided += 1
-        return [Outgoing(self.topics.registry, command.model.encode(), codec.encode(answer),
-                         event=answer)]
+        self.accept(self.verifier.command(decoded))
+        return [Outgoing(self.topics.registry, answer.aggregate.encode(), codec.encode(answer),
+                         event=answer) for answer in self.decider.process(decoded)]
 
     def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
                      partition: int, offset: int) -> Outgoing:
@@ -171,34 +206,131 @@ class RegistryProcessor:
                                 partition=partition, offset=offset, consumer=CONSUMER_NAME)
 
 
-class _Follower:
-    """Keeps a processor's state caught up with the registry topic (lazily connected)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordSource:
+    """Where a registry record was read (to dead-letter it unchanged)."""
 
-    def __init__(self, settings: Settings, processor: RegistryProcessor) -> None:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class RegistryFollower:
+    """Follows the ``registry`` and ``registry-commands`` topics; returns verified answers only.
+
+    Every record goes through a :class:`~modelog.models.registry_fold.RegistryFold`
+    (:attr:`fold`): an answer counts only as the registry worker's decision of
+    a recorded command. The registry topic is always read *before* the
+    commands topic, so once the commands are read to their end every
+    legitimate answer read has its command; what is still waiting then is
+    refused (:meth:`~modelog.models.registry_fold.RegistryFold.settle`).
+    Refused records collect in ``fold.unverified`` (with a :class:`RecordSource`).
+
+    Parameters
+    ----------
+    settings
+        Broker, topic prefix and security.
+    fold
+        The verified fold to feed (default: a new one).
+    """
+
+    def __init__(self, settings: Settings, fold: RegistryFold | None = None) -> None:
         self.settings = settings
-        self.processor = processor
-        self._tail: LogTail | None = None
+        self.topics = Topics.from_settings(settings)
+        self.fold = fold if fold is not None else RegistryFold()
+        self.undecodable = 0
+        self._tails: tuple[LogTail, LogTail] | None = None
 
-    def catch_up(self) -> None:
-        if self._tail is None:
-            self._tail = LogTail(self.settings, Topics.from_settings(self.settings).registry)
-        for event in decode_records(self._tail.read_to_end()):
-            self.processor.observe(event)
+    def _open(self) -> tuple[LogTail, LogTail]:
+        if self._tails is None:
+            registry = LogTail(self.settings, self.topics.registry)
+            try:
+                self._tails = (registry, LogTail(self.settings, self.topics.registry_commands))
+            except BaseException:
+                registry.close()
+                raise
+        return self._tails
+
+    def read_to_end(self, timeout: float = 30.0) -> list[RegistryEvent]:
+        """Read both topics up to their ends now; the answers newly accepted, in fold order."""
+        registry, commands = self._open()
+        out = self._feed(registry, registry.read_to_end(timeout))
+        out += self._feed(commands, commands.read_to_end(timeout))
+        return out + self.fold.settle()
+
+    def poll(self) -> list[RegistryEvent]:
+        """What arrived on both topics (no waiting); the answers newly accepted.
+
+        When an answer waits for its command, the commands topic is read to its
+        end (rare: the worker writes answers after their commands).
+        """
+        registry, commands = self._open()
+        out = self._feed(registry, registry.poll(0.0))
+        out += self._feed(commands, commands.poll(0.0))
+        if self.fold.pending:
+            out += self._feed(commands, commands.read_to_end()) + self.fold.settle()
+        return out
+
+    def _feed(self, tail: LogTail, records: list[RawRecord]) -> list[RegistryEvent]:
+        is_commands = tail.topic == self.topics.registry_commands
+        out: list[RegistryEvent] = []
+        for partition, offset, key, value in records:
+            try:
+                event = codec.decode(value)
+            except EventDecodeError:
+                self.undecodable += 1
+                continue
+            if isinstance(event, COMMANDS) != is_commands:
+                continue  # a command is recorded only from the commands topic
+            out += self.fold.feed(event, RecordSource(tail.topic, partition, offset, key, value))
+        return out
 
     def close(self) -> None:
-        if self._tail is not None:
-            self._tail.close()
-            self._tail = None
+        """Close both readers (idempotent)."""
+        tails, self._tails = self._tails, None
+        for tail in tails or ():
+            tail.close()
+
+    def __enter__(self) -> RegistryFollower:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class _Follower:
+    """Keeps a router's state caught up with both registry topics (lazily connected)."""
+
+    def __init__(self, settings: Settings, processor: RegistryRouter) -> None:
+        self.processor = processor
+        self.follower = RegistryFollower(settings, processor.verifier)
+
+    def catch_up(self) -> list[Outgoing]:
+        """Fold what is new (verified); the dead letters of the refused records."""
+        self.processor.accept(self.follower.read_to_end())
+        return self.processor.dead_letters()
+
+    def poll(self) -> list[Outgoing]:
+        """Like :meth:`catch_up`, without waiting for the ends (for an idle loop)."""
+        self.processor.accept(self.follower.poll())
+        return self.processor.dead_letters()
+
+    def close(self) -> None:
+        self.follower.close()
 
 
 # -- the Faust edge -------------------------------------------------------------------
 def register_agents(app: Any, settings: Settings, *, batch_size: int = 100,
-                    batch_within: float = 0.05) -> None:
+                    batch_within: float = 0.05, idle_check: float = 2.0) -> None:
     """Add the registry agent to a Faust app (idempotent: a second call adds nothing).
 
     The agent reads the ``registry-commands`` topic as raw bytes in batches;
     before each batch it folds what is new on the ``registry`` topic (the
-    whole topic the first time), then decides each command, sends the answer
+    whole topic the first time; verified, refused records are dead-lettered),
+    then decides each command, sends the answer
     keyed by the model and waits for the broker's acknowledgement before
     folding it and moving on, so a command's offset is committed only after
     its answer is durable. Malformed records go to the dead-letter topic.
@@ -211,6 +343,9 @@ def register_agents(app: Any, settings: Settings, *, batch_size: int = 100,
         Topic prefix and broker settings.
     batch_size, batch_within
         Up to ``batch_size`` commands, or what arrived within ``batch_within`` s.
+    idle_check
+        Seconds between reads of the registry topic between commands (records
+        there that are not the worker's answers are dead-lettered then).
 
     Notes
     -----
@@ -219,7 +354,7 @@ def register_agents(app: Any, settings: Settings, *, batch_size: int = 100,
     if getattr(app, "modelog_registry", None) is not None:
         return
     topics = Topics.from_settings(settings)
-    processor = RegistryProcessor(topics)
+    processor = RegistryRouter(topics)
     follower = _Follower(settings, processor)
     app.modelog_registry = processor
 
@@ -231,19 +366,30 @@ def register_agents(app: Any, settings: Settings, *, batch_size: int = 100,
     outputs = {topics.registry: raw_topic(topics.registry),
                topics.dead_letter: raw_topic(topics.dead_letter)}
 
+    lock = asyncio.Lock()  # the follower and the processor serve one task at a time
+
+    async def send(records: list[Outgoing]) -> None:
+        for rec in records:
+            pending = await outputs[rec.topic].send(
+                key=rec.key, value=rec.value, headers=rec.headers or None, force=True)
+            await pending  # acknowledged before the command counts as done
+            if rec.event is not None:
+                processor.observe(rec.event)
+
     @app.agent(commands, name=f"{topics.prefix}registry")  # type: ignore[untyped-decorator]
     async def registry_agent(stream: Any) -> None:
         async for batch in stream.take_events(batch_size, within=batch_within):
-            await asyncio.to_thread(follower.catch_up)
-            for item in batch:
-                msg = item.message
-                for rec in processor.process(msg.key, msg.value, msg.topic, msg.partition,
-                                             msg.offset):
-                    pending = await outputs[rec.topic].send(
-                        key=rec.key, value=rec.value, headers=rec.headers or None, force=True)
-                    await pending  # acknowledged before the command counts as done
-                    if rec.event is not None:
-                        processor.observe(rec.event)
+            async with lock:
+                await send(await asyncio.to_thread(follower.catch_up))
+                for item in batch:
+                    msg = item.message
+                    await send(processor.route(msg.key, msg.value, msg.topic, msg.partition,
+                                               msg.offset))
+
+    @app.timer(interval=idle_check)  # type: ignore[untyped-decorator]
+    async def _watch_registry() -> None:  # dead-letter forged records between commands too
+        async with lock:
+            await send(await asyncio.to_thread(follower.poll))
 
     @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
     async def _close_follower(sender: Any, **kwargs: Any) -> None:
@@ -277,7 +423,7 @@ class RegistryService:
     def __init__(self, settings: Settings | None = None, *, poll_interval: float = 0.1) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.poll_interval = poll_interval
-        self.processor = RegistryProcessor(Topics.from_settings(self.settings))
+        self.processor = RegistryRouter(Topics.from_settings(self.settings))
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -290,26 +436,29 @@ class RegistryService:
             return self
         ensure_topics(self.settings)
         follower = _Follower(self.settings, self.processor)
-        follower.catch_up()
+        early = follower.catch_up()
         commands = LogTail(self.settings, self.processor.topics.registry_commands)
         producer = new_producer(self.settings, client_id="modelog-registry", linger_ms=0)
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, args=(follower, commands, producer),
+            target=self._run, args=(follower, commands, producer, early),
             name="modelog-registry", daemon=True)
         self._thread.start()
         return self
 
-    def _run(self, follower: _Follower, commands: LogTail, producer: Any) -> None:
+    def _run(self, follower: _Follower, commands: LogTail, producer: Any,
+             early: list[Outgoing]) -> None:
         topic = self.processor.topics.registry_commands
         try:
+            self._send(producer, early)
             while not self._stop.is_set():
                 batch = commands.poll(self.poll_interval)
-                if not batch:
+                if not batch:  # idle: still watch the registry topic for forged records
+                    self._send(producer, follower.poll())
                     continue
-                follower.catch_up()
+                self._send(producer, follower.catch_up())
                 for partition, offset, key, value in batch:
-                    for rec in self.processor.process(key, value, topic, partition, offset):
+                    for rec in self.processor.route(key, value, topic, partition, offset):
                         producer.produce(rec.topic, rec.value, rec.key,
                                          headers=rec.headers or None)
                         if producer.flush(30.0):
@@ -323,6 +472,14 @@ class RegistryService:
         finally:
             commands.close()
             follower.close()
+
+    @staticmethod
+    def _send(producer: Any, records: list[Outgoing]) -> None:
+        for rec in records:
+            producer.produce(rec.topic, rec.value, rec.key, headers=rec.headers or None)
+        if records and producer.flush(30.0):
+            raise StreamsError("the broker did not acknowledge registry dead letters within "
+                               "30 s; the registry service stopped")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread; re-raises an error that stopped it (idempotent)."""

@@ -139,7 +139,12 @@ class ServingLoop:
     batch_size, batch_within
         Records per batch, and seconds to wait for a batch to fill.
     session_timeout
-        Consumer-group session timeout in seconds.
+        Consumer-group session timeout in seconds. A worker killed without
+        leaving the group (``kill -9``, a crash) keeps its partitions until it
+        expires, so it bounds the failover: with the embedded broker, ``1``
+        gives a replacement its partitions about a second after it joins
+        (``modelog bench --failover``); brokers may impose a minimum (Apache
+        Kafka's ``group.min.session.timeout.ms`` is 6 s).
     """
 
     def __init__(self, settings: Settings, make_router: Callable[[], Any], *, group: str,
@@ -155,6 +160,7 @@ class ServingLoop:
         self.records = 0
         self.published = 0
         self.replayed = 0
+        self.registry_refused = 0
         self._pending: set[int] = set()
         self._owned: set[int] = set()
         self._stop = threading.Event()
@@ -167,29 +173,38 @@ class ServingLoop:
         self._stop.set()
 
     def run(self) -> None:
-        """Consume, route, publish and commit until :meth:`stop` (blocking; run it in a thread)."""
-        from modelog.streams.logtail import LogTail
+        """Consume, route, publish and commit until :meth:`stop` (blocking; run it in a thread).
+
+        The registry reaches the routers only verified
+        (:class:`~modelog.streams.registry_agent.RegistryFollower`): a record
+        that is not the registry worker's answer to a recorded command is
+        counted in :attr:`registry_refused` and logged (the registry worker
+        dead-letters it), never fed to the monitor.
+        """
+        from modelog.streams.registry_agent import RegistryFollower
 
         consumer = new_consumer(self.settings, client_id="modelog-worker", group=self.group,
                                 extra={
                                     "partition.assignment.strategy": "range",
                                     "session.timeout.ms": int(self.session_timeout * 1000),
+                                    # a fifth of the session (librdkafka needs it
+                                    # below); short sessions make a fast failover
                                     "heartbeat.interval.ms": max(
-                                        500, int(self.session_timeout * 200)),
+                                        100, int(self.session_timeout * 200)),
                                     "fetch.wait.max.ms": 50,
                                 })
         producer = new_producer(self.settings, client_id="modelog-worker", linger_ms=5,
                                 extra={"compression.type": "lz4"})
-        registry = LogTail(self.settings, self.topics.registry)
+        registry = RegistryFollower(self.settings)
         try:
-            self.routers.observe_registry(_decode(registry.read_to_end()))
+            self.routers.observe_registry(self._verified(registry, registry.read_to_end()))
             consumer.subscribe([self.topics.serving, self.topics.monitoring],
                                on_assign=self._on_assign, on_revoke=self._on_revoke)
             self.started.set()
             while not self._stop.is_set():
                 msgs = consumer.consume(self.batch_size, self.batch_within)
                 self._publish(producer, self.routers.observe_registry(
-                    _decode(registry.poll(timeout=0.0))))
+                    self._verified(registry, registry.poll())))
                 if self._pending:
                     self._rebuild(consumer)
                 committed = self._route(consumer, producer, msgs)
@@ -202,6 +217,13 @@ class ServingLoop:
                 self._flush(producer)
             finally:
                 consumer.close()
+
+    def _verified(self, follower: Any, accepted: Sequence[Event]) -> Sequence[Event]:
+        """``accepted``, after counting and logging what ``follower`` refused."""
+        for refused in follower.fold.take_unverified():
+            self.registry_refused += 1
+            _log.warning("ignoring a registry record that is not a registry fact: %s", refused)
+        return accepted
 
     # -- rebalancing -------------------------------------------------------------------------
 
@@ -369,8 +391,3 @@ def _read_range(settings: Settings, topic: str, partition: int,
     finally:
         consumer.close()
 
-
-def _decode(records: Sequence[tuple[int, int, bytes | None, bytes]]) -> list[Event]:
-    from modelog.streams.logtail import decode_records
-
-    return decode_records(records)

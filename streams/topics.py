@@ -143,14 +143,17 @@ def ensure_topics(settings: Settings, timeout: float = 15.0) -> list[str]:
 
     admin = new_admin(settings)
     deadline = time.monotonic() + timeout
-    try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
-    except KafkaException as exc:
-        raise BrokerUnavailableError(
-            f"cannot reach the Kafka broker at {settings.bootstrap_servers} ({exc}). "
-            "Start one with `modelog broker` (or `modelog up`), or point MODELOG_BROKER "
-            "at a running cluster."
-        ) from None
+    existing: set[str] | None = None
+    while existing is None:  # short calls, so that a signal handler runs between them
+        try:
+            existing = set(admin.list_topics(timeout=min(1.0, timeout)).topics)
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailableError(
+                    f"cannot reach the Kafka broker at {settings.bootstrap_servers} ({exc}). "
+                    "Start one with `modelog broker` (or `modelog up`), or point "
+                    "MODELOG_BROKER at a running cluster."
+                ) from None
     wanted = [s for s in Topics.from_settings(settings).specs(settings) if s.name not in existing]
     if not wanted:
         return []

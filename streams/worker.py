@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from modelog.config import Settings
 from modelog.models import codec
+from modelog.models.deadletter import DeadLetter
 from modelog.models.errors import EventDecodeError, MonitorConfigError
 from modelog.models.events import (
     Event,
@@ -50,11 +50,17 @@ from modelog.models.events import (
     OnlineModelCheckpointed,
     PredictionMade,
 )
-from modelog.models.monitor import MonitorConfig, ServingMonitor
-from modelog.streams.kafka import Outgoing, dead_letter_copy
+from modelog.models.monitor import ServingMonitor
+from modelog.models.monitor_config import MonitorConfig
+from modelog.streams.kafka import (
+    Outgoing,
+    dead_letter_copy,
+    decode_or_dead_letter,
+    faust_credentials,
+)
 from modelog.streams.topics import Topics, ensure_topics
 
-__all__ = ["CONSUMER_NAME", "Outgoing", "RecordRouter", "broker_credentials", "build_app",
+__all__ = ["CONSUMER_NAME", "RecordRouter", "build_app",
            "run_worker"]
 
 _log = logging.getLogger("modelog.worker")
@@ -82,7 +88,7 @@ class RecordRouter:
         self.topics = topics
         self.monitor = monitor
         self.consumer = consumer
-        #: Optional :class:`~modelog.streams.online.OnlineModelProcessor`.
+        #: Optional :class:`~modelog.models.online_models.OnlineModelProcessor`.
         self.online = online
         #: Optional :class:`~modelog.models.retrain.RetrainTrigger`.
         self.retrain = retrain
@@ -107,7 +113,7 @@ class RecordRouter:
                 self.monitor.observe_registry(event)
         if self.online is None:
             return []
-        from modelog.streams.online import OnlineModelError
+        from modelog.models.errors import OnlineModelError
 
         if not self._resumed:
             self._resumed = True
@@ -157,17 +163,17 @@ class RecordRouter:
             return self._on_monitoring(key, raw, topic, partition, offset)
         event = self._decoded.pop(offset, None) if self._decoded else None
         if event is None:
-            try:
-                event = codec.decode(raw)
-            except EventDecodeError as exc:
-                return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
+            decoded = self._decode(key, raw, topic, partition, offset)
+            if isinstance(decoded, Outgoing):
+                return [decoded]
+            event = decoded
         if not isinstance(event, PredictionMade | LabelObserved):
             reason = (f"{event.type_name()} does not belong on the serving topic; "
                       f"the monitoring worker reads only PredictionMade and LabelObserved")
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
         derived = self.monitor.process(event)
         if self.retrain is not None:
-            derived += [r for d in list(derived) if (r := self.retrain.process(d)) is not None]
+            derived += self.retrain.process_many(derived)
         if self.online is not None:
             derived += self.online.process(event, partition, offset)
         return [self._outgoing(d) for d in derived]
@@ -177,12 +183,12 @@ class RecordRouter:
         if b"MonitorConfigured" not in raw:  # our own alerts and stats: no decoding
             self.monitoring_skipped += 1
             return []
-        try:
-            event = codec.decode(raw)
-        except EventDecodeError as exc:
+        event = self._decode(key, raw, topic, partition, offset)
+        if isinstance(event, Outgoing):
             self.configs_rejected += 1
-            _log.warning("monitor configuration not applied: %s", exc.reason)
-            return [self._dead_letter(key, raw, exc.reason, topic, partition, offset)]
+            _log.warning("monitor configuration not applied: %s",
+                         DeadLetter.from_headers(event.headers).reason)
+            return [event]
         if not isinstance(event, MonitorConfigured):
             self.monitoring_skipped += 1
             return []
@@ -195,31 +201,20 @@ class RecordRouter:
         self.configs_applied += 1
         return []
 
+    def _decode(self, key: bytes | None, raw: bytes, topic: str, partition: int,
+                offset: int) -> Event | Outgoing:
+        decoded = decode_or_dead_letter(raw, key, topic=topic, partition=partition,
+                                        offset=offset, dead_letter_topic=self.topics.dead_letter,
+                                        consumer=self.consumer)
+        if isinstance(decoded, Outgoing):
+            self.dead_lettered += 1
+        return decoded
+
     def _dead_letter(self, key: bytes | None, value: bytes, reason: str, topic: str,
                      partition: int, offset: int) -> Outgoing:
         self.dead_lettered += 1
         return dead_letter_copy(self.topics.dead_letter, key, value, reason, topic=topic,
                                 partition=partition, offset=offset, consumer=self.consumer)
-
-
-def broker_credentials(settings: Settings) -> Any:
-    """Faust broker credentials for the security settings (``None`` for PLAINTEXT)."""
-    import faust
-
-    protocol = settings.security_protocol.upper()
-    context: ssl.SSLContext | None = None
-    if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ssl_cafile)
-        if settings.ssl_certfile:
-            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
-    if protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=settings.sasl_username, password=settings.sasl_password,
-            mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=context,
-        )
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    return None
 
 
 def build_app(
@@ -231,6 +226,8 @@ def build_app(
     batch_size: int = 5_000,
     batch_within: float = 0.2,
     web_port: int | None = None,
+    monitor_session_timeout: float | None = None,
+    hosted: bool = True,
 ) -> Any:
     """Build the Faust app of the monitoring worker (does not start it).
 
@@ -250,6 +247,17 @@ def build_app(
         arrived within ``batch_within`` seconds, at a time.
     web_port
         Serve Faust's web interface on this port; ``None`` disables it.
+    monitor_session_timeout
+        Session timeout of the monitoring consumer (default ``session_timeout``).
+        A worker killed without leaving the group keeps its partitions until it
+        expires, so it bounds the failover (``modelog up`` gives 1 s with the
+        embedded broker; Apache Kafka accepts no less than 6 s by default).
+    hosted
+        ``True``: the app starts the monitoring data plane as one of its services,
+        after the registry agents' group has settled. ``False``: the caller
+        starts ``app.modelog_serving_service`` itself, e.g. as a service of
+        ``faust.Worker(app, app.modelog_serving_service)``, which runs it at
+        once (what :func:`run_worker` does: monitoring resumes sooner).
 
     Returns
     -------
@@ -260,22 +268,25 @@ def build_app(
     import faust
     import mode
 
+    from modelog.models.online_models import OnlineModelProcessor
     from modelog.models.retrain import RetrainTrigger
     from modelog.store.artifacts import ArtifactStore
-    from modelog.streams.online import OnlineModelProcessor
+    from modelog.store.worker_key import worker_key
     from modelog.streams.serving_loop import ServingLoop
 
     topics = Topics.from_settings(settings)
     artifacts = ArtifactStore.from_settings(settings)
 
     def make_router() -> RecordRouter:
-        return RecordRouter(topics, ServingMonitor(monitor_config),
-                            online=OnlineModelProcessor(artifacts), retrain=RetrainTrigger())
+        online = OnlineModelProcessor(artifacts, allow_pickle=settings.online_allow_pickle,
+                                      checkpoint_key=worker_key(settings.data_dir))
+        return RecordRouter(topics, ServingMonitor(monitor_config), online=online,
+                            retrain=RetrainTrigger())
 
     app = faust.App(
         app_id or f"{settings.topic_prefix}worker",
         broker=f"kafka://{settings.bootstrap_servers}",
-        broker_credentials=broker_credentials(settings),
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         broker_session_timeout=session_timeout,
@@ -289,10 +300,10 @@ def build_app(
     )
     group = f"{app_id or settings.topic_prefix + 'worker'}.monitor"
     serving = ServingLoop(settings, make_router, group=group, batch_size=batch_size,
-                          batch_within=batch_within, session_timeout=session_timeout)
+                          batch_within=batch_within,
+                          session_timeout=monitor_session_timeout or session_timeout)
     app.modelog_serving = serving  # type: ignore[attr-defined]
 
-    @app.service
     class ServingMonitorService(mode.Service):
         """Runs the batch data plane in a thread for the life of the worker."""
 
@@ -302,6 +313,12 @@ def build_app(
         @mode.Service.task
         async def _consume(self) -> None:
             await asyncio.get_running_loop().run_in_executor(None, serving.run)
+
+    if hosted:
+        app.service(ServingMonitorService)
+    else:
+        app.modelog_serving_service = ServingMonitorService(  # type: ignore[attr-defined]
+            loop=app.loop, beacon=app.beacon)
 
     # Registry commands (alias changes, registrations): one writer per model partition.
     from modelog.streams.registry_agent import register_agents
@@ -319,12 +336,16 @@ def run_worker(
     rebuild: bool = False,
     loglevel: str = "warning",
     web_port: int | None = None,
+    monitor_session_timeout: float | None = None,
 ) -> None:
     """Create the topics, then run the monitoring worker until interrupted (blocking).
 
     ``rebuild=True`` consumes under a new group id, replaying the serving log
     from the beginning so the in-memory state is rebuilt exactly (alerts
-    published again have the same ids).
+    published again have the same ids). The monitoring data plane starts with
+    the process, not after the registry agents' group settled, and
+    ``monitor_session_timeout`` (see :func:`build_app`) bounds how long a
+    predecessor killed without leaving holds its partitions.
     """
     import faust
 
@@ -333,6 +354,7 @@ def run_worker(
     if rebuild:
         group = f"{group}-rebuild-{int(time.time())}"
     app = build_app(settings, app_id=group, monitor_config=monitor_config,
-                    session_timeout=session_timeout, web_port=web_port)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+                    session_timeout=session_timeout, web_port=web_port,
+                    monitor_session_timeout=monitor_session_timeout, hosted=False)
+    worker = faust.Worker(app, app.modelog_serving_service, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -15,8 +15,9 @@ import pytest
 
 import modelog
 from modelog.config import Settings
+from modelog.models.errors import ArtifactDigestMismatch
 from modelog.store.artifacts import ArtifactStore, RemoteArtifactStore, open_store
-from modelog.store.errors import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactPathError
+from modelog.store.errors import ArtifactNotFoundError, ArtifactPathError
 from modelog.streams.projector import Projector
 from modelog.streams.registry_agent import RegistryService
 from modelog.streams.topics import ensure_topics
@@ -37,7 +38,7 @@ def test_memory_uri_round_trip_and_integrity() -> None:
     assert store.read_table(turi).equals(table) and turi.endswith(".table.parquet")
     # an object altered behind the store's back is refused, not returned
     fsspec.filesystem("memory").pipe(uri.removeprefix("memory:/"), b"tampered")
-    with pytest.raises(ArtifactIntegrityError, match="corrupt"):
+    with pytest.raises(ArtifactDigestMismatch, match="digest mismatch in "):
         store.get_bytes(uri)
     with pytest.raises(ArtifactPathError, match="not an artifact of the store"):
         store.get_bytes("memory://modelog-test/artifacts/sha256/../../secrets")

@@ -14,22 +14,21 @@ import pytest
 
 from modelog.config import Settings
 from modelog.models.codec import encode
+from modelog.models.errors import MonitorConfigError
 from modelog.models.events import Event
-from modelog.models.monitor import MonitorConfig
-from modelog.store.backtest import (
-    BacktestError,
-    MonitorConfigError,
-    backtest,
-    compare,
-    config_from_mapping,
-    config_to_dict,
-    load_monitor_config,
+from modelog.models.monitor_config import (
+    AnomalyConfig,
+    ConceptDriftConfig,
+    MonitorConfig,
+    parse_monitor_config,
 )
+from modelog.store.backtest import backtest, compare, load_monitor_config
+from modelog.store.errors import BacktestError
 from modelog.store.reader import Reader
 from modelog.store.schema import create_schema, derive
 from modelog.streams.bench.quality import SCENARIOS, Detection, detect, scenario_events
 
-LIVE = MonitorConfig(anomaly=False)
+LIVE = MonitorConfig(anomaly=AnomalyConfig(enabled=False))
 SCENARIO = dataclasses.replace(SCENARIOS["friedman-abrupt"], n=5_600, label_delay=2)
 
 
@@ -122,8 +121,8 @@ def test_render_and_to_dict(ledger: dict[str, Any]) -> None:
 
 
 def test_compare_shows_what_a_stricter_configuration_catches(ledger: dict[str, Any]) -> None:
-    strict = MonitorConfig(anomaly=False, detector="page_hinkley",
-                           detector_params={"threshold": 5.0}, drift_warm_up=50)
+    strict = parse_monitor_config({"anomaly": False, "detector": "page_hinkley",
+                                   "detector_params": {"threshold": 5.0}, "drift_warm_up": 50})
     comparison = compare(ledger["reader"], SCENARIO.name, LIVE, strict)
     assert comparison.a.candidate == backtest(ledger["reader"], SCENARIO.name, LIVE).candidate
     assert len(comparison.b.candidate) > len(comparison.a.candidate)
@@ -139,23 +138,24 @@ def test_load_toml_and_yaml(tmp_path: Path) -> None:
     toml.write_text('detector = "page_hinkley"\npending_ttl = "12h"\nanomaly = false\n'
                     "[detector_params]\nthreshold = 20.0\n")
     cfg = load_monitor_config(toml)
-    assert cfg == MonitorConfig(detector="page_hinkley", pending_ttl=dt.timedelta(hours=12),
-                                anomaly=False, detector_params={"threshold": 20.0})
+    assert cfg == MonitorConfig(
+        concept=ConceptDriftConfig(detector="page_hinkley", params={"threshold": 20.0}),
+        pending_ttl=dt.timedelta(hours=12), anomaly=AnomalyConfig(enabled=False))
     yaml = tmp_path / "monitor.yaml"
     yaml.write_text("monitor:\n  stats_every: 50\n  pending_ttl: 90\n")
     assert load_monitor_config(yaml) == MonitorConfig(stats_every=50,
                                                       pending_ttl=dt.timedelta(seconds=90))
     # round trip through plain data
-    assert config_from_mapping(config_to_dict(cfg)) == cfg
+    assert parse_monitor_config(cfg.to_mapping()) == cfg
 
 
 @pytest.mark.parametrize(("name", "text", "message"), [
-    ("m.toml", 'detectr = "adwin"\n', "unknown monitor setting 'detectr'; valid settings: "
-                                      "detector, detector_params"),
+    ("m.toml", 'detectr = "adwin"\n', "setting 'detectr' = 'adwin' is invalid: unknown setting; "
+                                      "valid settings: detector, detector_params"),
     ("m.yaml", "stats_every: 0\n", "stats_every"),
-    ("m.yaml", "pending_ttl: soon\n", "'soon' is not a duration"),
-    ("m.yaml", "- a\n- b\n", "must hold a mapping"),
-    ("m.toml", "detector = \n", "is not valid TOML"),
+    ("m.yaml", "pending_ttl: soon\n", "'pending_ttl' = 'soon' is invalid: not a duration"),
+    ("m.yaml", "- a\n- b\n", "must be a mapping of monitor settings, not list"),
+    ("m.toml", "detector = \n", "not valid TOML"),
     ("m.json", "{}", "use a .toml, .yaml or .yml file"),
     ("m.toml", 'detector = "nope"\n', "nope"),
 ])
@@ -182,7 +182,7 @@ def test_cli_backtest_and_compare(ledger: dict[str, Any], tmp_path: Path,
     reader: Reader = ledger["reader"]
     monkeypatch.setenv("MODELOG_DATA_DIR", str(reader.settings.data_dir))
     live = tmp_path / "live.toml"
-    live.write_text(f"anomaly = false\ndetector = \"{LIVE.detector}\"\n")
+    live.write_text(f"anomaly = false\ndetector = \"{LIVE.concept.detector}\"\n")
     strict = tmp_path / "strict.yaml"
     strict.write_text("anomaly: false\ndetector: page_hinkley\ndetector_params:\n"
                       "  threshold: 5.0\ndrift_warm_up: 50\n")

@@ -16,6 +16,7 @@ import pytest
 
 from modelog.config import Settings
 from modelog.streams.bench import tracking as bt
+from modelog.streams.errors import MlflowUnavailableError
 from modelog.streams.topics import ensure_topics
 
 METRICS = 2_000
@@ -59,9 +60,9 @@ def test_mlflow_side_script_builds_the_same_runs() -> None:
 
 def test_missing_mlflow_is_a_clear_error(tmp_path: Path) -> None:
     # This environment has no MLflow: the script fails and says so.
-    with pytest.raises(bt.MlflowUnavailableError, match="exited with 1"):
+    with pytest.raises(MlflowUnavailableError, match="exited with 1"):
         bt.run_mlflow_side(Path(sys.executable), tmp_path, metrics=10, runs=3, timeout=60)
-    with pytest.raises(bt.MlflowUnavailableError, match="venv"):
+    with pytest.raises(MlflowUnavailableError, match="venv"):
         bt.ensure_mlflow_venv(Path("/dev/null/mlflow-venv"))
 
 

@@ -54,3 +54,36 @@ def test_dockerfile_entrypoint_is_the_cli() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["modelog"]' in text
     assert "whl/cpu" in text  # CPU torch, no CUDA wheels
+
+
+def _host_of(bind: str) -> str:
+    return bind.rpartition(":")[0].strip("[]")
+
+
+def test_services_beyond_loopback_require_their_token(compose: dict[str, Any]) -> None:
+    """The query server and the dashboard listen on every interface of their container:
+    their tokens come from .env (or the shell), with no default, and compose refuses to
+    start without them (``${VAR:?...}``)."""
+    from modelog.config import is_loopback
+
+    services = compose["services"]
+    projector = services["projector"]["environment"]
+    assert not is_loopback(_host_of(projector["MODELOG_QUERY_BIND"]))
+    dashboard = services["dashboard"]
+    address = dashboard["command"][dashboard["command"].index("--address") + 1]
+    assert not is_loopback(address)
+    for env, variable in [(projector, "MODELOG_QUERY_TOKEN"),
+                          (dashboard["environment"], "MODELOG_DASHBOARD_TOKEN"),
+                          (dashboard["environment"], "MODELOG_QUERY_TOKEN")]:
+        assert str(env[variable]).startswith(f"${{{variable}:?"), (variable, env[variable])
+    assert "TOKEN" not in (ROOT / "Dockerfile").read_text()
+
+
+def test_dashboard_reaches_the_projector_by_service_name(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    bind = services["projector"]["environment"]["MODELOG_QUERY_BIND"]
+    url = services["dashboard"]["environment"]["MODELOG_QUERY_URL"]
+    assert url == f"http://projector:{bind.rpartition(':')[2]}"
+    shared = set(services["projector"]["volumes"]) & set(
+        services["dashboard"]["volumes"])
+    assert shared == {"modelog-data:/data"}

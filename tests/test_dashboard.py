@@ -19,6 +19,7 @@ import pytest
 
 from modelog.config import Settings, env_for
 from modelog.dashboard import charts, data
+from modelog.dashboard.errors import DashboardQueryError
 from modelog.dashboard.launch import APP_PATH, dashboard_command
 from modelog.errors import ConfigurationError
 from modelog.store.reader import Reader
@@ -28,8 +29,8 @@ BASE = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 DRIFT_MESSAGE = "error rate of churn rose from 0.10 to 0.50"
 DRIFT_ID = "019a0000-0000-7000-8000-00000000d001"
 # 400 churn predictions (all labelled) + 100 price predictions (60 labelled),
-# 4 alerts, 20 monitor stats, 1 alias change.
-EXPECTED = {"events": 400 + 100 + 400 + 60 + 4 + 20 + 1, "predictions": 500, "labels": 460,
+# 4 alerts, 20 monitor stats, 1 alias change (its command and the registry's answer).
+EXPECTED = {"events": 400 + 100 + 400 + 60 + 4 + 20 + 2, "predictions": 500, "labels": 460,
             "alerts": 4, "open_alerts": 1, "dead_letters": 1}
 
 _SCENARIO_SQL = """
@@ -87,8 +88,12 @@ FROM (SELECT event_id AS id, 'PredictionMade' AS type, time, model FROM predicti
       UNION ALL SELECT event_id, type, time, model FROM alerts
       UNION ALL SELECT event_id, 'MonitorStatsReported', time, model FROM monitor_stats);
 INSERT INTO events VALUES
-  ('e-alias', 'AliasSet', 1, $base, 'churn', 'pytest', 'modelog.registry', 0, 1, now(),
-   '{"model": "churn", "alias": "production", "model_version": 1, "actor": "ci"}');
+  ('c-alias', 'AliasChangeRequested', 1, $base, 'churn', 'pytest', 'modelog.registry-commands',
+   0, 1, now(), '{"command_id": "cmd-1", "model": "churn", "alias": "production",
+   "model_version": 1, "actor": "ci", "reason": "first"}'),
+  ('e-alias', 'AliasSet', 1, $base, 'churn', 'modelog-registry', 'modelog.registry', 0, 1,
+   now(), '{"command_id": "cmd-1", "model": "churn", "alias": "production",
+   "model_version": 1, "actor": "ci", "reason": "first"}');
 INSERT INTO dead_letters VALUES
   ('modelog.dead-letter', 0, 0, $base + INTERVAL 50 SECOND,
    'decode: not JSON', 'modelog.serving', 1, 17, 'projector', 'churn', 'garbage');
@@ -106,7 +111,8 @@ def fill_scenario(path: Path) -> None:
             params = {"base": BASE, "message": DRIFT_MESSAGE, "drift_id": DRIFT_ID}
             con.execute(statement, {k: params[k] for k in names})
         # The scenario writes the hot tables directly; registry views derive from the ledger.
-        derive(con, "(SELECT * FROM events WHERE type IN ('AliasSet', 'AliasRemoved'))")
+        derive(con, "(SELECT * FROM events WHERE type IN ('AliasSet', 'AliasRemoved', "
+                    "'AliasChangeRequested'))")
         # an online River challenger of churn (v2) and its prequential accuracy
         con.execute("INSERT INTO model_versions (model, model_version, run_id, flavor, online, "
                     "time, event_id) VALUES ('churn', 2, NULL, 'river', true, ?, 'mv-2')", [BASE])
@@ -192,7 +198,7 @@ def test_alert_feed_filters(source: Reader) -> None:
 ])
 def test_alert_feed_rejects_bad_arguments(source: Reader, kwargs: dict[str, object],
                                           text: str) -> None:
-    with pytest.raises(data.DashboardQueryError, match=text):
+    with pytest.raises(DashboardQueryError, match=text):
         data.alert_feed(source, **kwargs)  # type: ignore[arg-type]
 
 
@@ -294,7 +300,7 @@ def test_page_shows_metrics_alerts_and_dead_letters(scenario: Settings,
     assert not at.exception, at.exception
     assert not at.error
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Events projected": "985", "Predictions": "500", "Labels": "460",
+    assert metrics == {"Events projected": "986", "Predictions": "500", "Labels": "460",
                        "Open alerts": "1", "Dead-lettered": "1"}
     labels = [e.label for e in at.expander]
     assert any(DRIFT_MESSAGE in label and "CRITICAL" in label for label in labels)

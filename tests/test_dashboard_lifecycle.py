@@ -23,14 +23,16 @@ import pytest
 from modelog.config import Settings
 from modelog.dashboard import lifecycle_charts as charts
 from modelog.dashboard import lifecycle_data as ld
-from modelog.dashboard.data import ConnectionSource, DashboardQueryError
+from modelog.dashboard.data import ConnectionSource
+from modelog.dashboard.errors import DashboardQueryError
 from modelog.models import events as ev
 from modelog.models.codec import encode
 from modelog.models.profile import profile_table
-from modelog.store import schema
+from modelog.models.registry_fold import answered
 from modelog.store.errors import FilterSyntaxError
 from modelog.store.reader import Reader
 from modelog.store.schema import create_schema, rebuild_projections
+from modelog.store.views import VIEWS
 
 BASE = dt.datetime(2026, 1, 1, 9, 0, tzinfo=dt.UTC)
 RUN = {name: f"019a0000-0000-7000-8000-0000000000{i:02d}" for i, name in
@@ -128,29 +130,29 @@ def _dataset_events() -> list[ev.Event]:
 
 
 def _registry_events() -> list[ev.Event]:
-    out: list[ev.Event] = []
+    """Registry commands and the registry worker's answers to them (only those count)."""
+    commands: list[tuple[ev.ModelVersionRequested | ev.AliasChangeRequested, dt.datetime]] = []
     for version, run in ((1, "rf-baseline"), (2, "rf-deep"), (3, "fold-1")):
-        out.append(ev.ModelVersionRegistered(
-            **_env(40 + version), aggregate="churn", model="churn", model_version=version,
-            run_id=RUN[run], flavor="sklearn", artifact_uri=f"file:///models/churn/{version}",
+        env = _env(40 + version)
+        commands.append((ev.ModelVersionRequested(
+            **env, aggregate="churn", command_id=env["id"], model="churn", run_id=RUN[run],
+            flavor="sklearn", artifact_uri=f"file:///models/churn/{version}",
             artifact_digest=f"{version}e" * 32,
-            signature=[ev.ColumnSchema(name="age", type="double")]))
+            signature=[ev.ColumnSchema(name="age", type="double")]), env["time"]))
 
-    def alias(at: dt.datetime, alias: str, version: int, prev: int | None, actor: str,
+    def alias(at: dt.datetime, alias: str, version: int | None, actor: str,
               reason: str) -> None:
-        env = _env(0) | {"time": at}
-        out.append(ev.AliasSet(**env, aggregate="churn", model="churn", alias=alias,
-                               model_version=version, previous_version=prev, actor=actor,
-                               reason=reason))
+        env = _env(0) | {"time": at - dt.timedelta(seconds=1)}
+        commands.append((ev.AliasChangeRequested(
+            **env, aggregate="churn", command_id=env["id"], model="churn", alias=alias,
+            model_version=version, actor=actor, reason=reason), at))
 
-    alias(T_PROMOTE_2, "production", 2, None, "ci", "beats v1 on the holdout")
-    alias(T_PROMOTE_2 + dt.timedelta(hours=1), "staging", 3, None, "ci", "candidate")
-    alias(T_PROMOTE_3, "production", 3, 2, "ana", "retrained on customers v2")
-    alias(T_ROLLBACK, "production", 2, 3, "bob", ROLLBACK_REASON)
-    out.append(ev.AliasRemoved(**(_env(0) | {"time": T_ROLLBACK + dt.timedelta(minutes=5)}),
-                               aggregate="churn", model="churn", alias="staging",
-                               previous_version=3, actor="bob", reason="v3 withdrawn"))
-    return out
+    alias(T_PROMOTE_2, "production", 2, "ci", "beats v1 on the holdout")
+    alias(T_PROMOTE_2 + dt.timedelta(hours=1), "staging", 3, "ci", "candidate")
+    alias(T_PROMOTE_3, "production", 3, "ana", "retrained on customers v2")
+    alias(T_ROLLBACK, "production", 2, "bob", ROLLBACK_REASON)
+    alias(T_ROLLBACK + dt.timedelta(minutes=5), "staging", None, "bob", "v3 withdrawn")
+    return answered(commands)
 
 
 # Objects ``create_schema`` may not provide yet; each is created only when missing.
@@ -213,7 +215,7 @@ def fill_lifecycle(path: Path) -> None:
         if "profile" not in columns:  # the view of schema v2 lacks it
             con.execute(f"""CREATE OR REPLACE VIEW datasets AS
                 SELECT d.*, json_extract(e.payload, '$.profile') AS profile
-                FROM ({schema.VIEWS['datasets']}) d JOIN events e ON e.id = d.event_id""")
+                FROM ({VIEWS['datasets']}) d JOIN events e ON e.id = d.event_id""")
     finally:
         con.close()
 
@@ -313,14 +315,13 @@ def test_registry_versions_history_and_as_of(source: Reader) -> None:
     assert versions["run"].tolist() == ["fold-1", "rf-deep", "rf-baseline"]
     history = ld.alias_history(source, "churn")
     assert history["action"].tolist() == ["set", "set", "set", "set", "removed"]
-    now = ld.aliases_as_of(history)
+    now = ld.aliases_as_of(source, "churn")
     assert now[["alias", "model_version", "reason"]].values.tolist() == [
         ["production", 2, ROLLBACK_REASON]]
-    before = ld.aliases_as_of(ld.alias_history(source, "churn",
-                                               at=T_ROLLBACK - dt.timedelta(hours=1)))
+    before = ld.aliases_as_of(source, "churn", T_ROLLBACK - dt.timedelta(hours=1))
     assert before[["alias", "model_version", "actor"]].values.tolist() == [
         ["production", 3, "ana"], ["staging", 3, "ci"]]
-    assert ld.aliases_as_of(ld.alias_history(source, "churn", at=BASE)).empty
+    assert ld.aliases_as_of(source, "churn", BASE).empty
     periods = ld.alias_periods(history, T_ROLLBACK + dt.timedelta(days=1))
     prod = periods[periods["alias"] == "production"]
     assert prod["model_version"].tolist() == [2, 3, 2]

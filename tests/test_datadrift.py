@@ -10,17 +10,15 @@ import pytest
 from scipy import stats
 
 from modelog.models.datadrift import (
-    AlertBook,
     CategoricalDrift,
     DataDriftMonitor,
     DriftThresholds,
     NumericDrift,
-    chi2_homogeneity,
-    ks_critical_value,
-    ks_p_value,
 )
 from modelog.models.errors import InvalidParameterError
+from modelog.models.monitor_state import AlertBook
 from modelog.models.profile import profile_table, psi
+from modelog.models.tabular import chi2_homogeneity, ks_critical_value, ks_p_value
 
 
 def feed(tracker: NumericDrift | CategoricalDrift, values: object) -> None:
@@ -136,12 +134,16 @@ def test_max_categories_bounds_the_window_state() -> None:
 # -- many features --------------------------------------------------------------------------------
 def test_monitor_flags_only_the_shifted_feature() -> None:
     rng = np.random.default_rng(6)
-    m = DataDriftMonitor(reference_size=1_000, window=500)
+    m = DataDriftMonitor(reference_size=1_000, window=500, check_every=250)
     for i in range(3_000):
         m.update({"a": float(rng.normal(1.5 if i >= 2_000 else 0.0)), "b": float(rng.normal()),
                   "k": int(rng.integers(0, 4)), "plan": str(rng.choice(["x", "y"]))})
-    breached = {(c.feature, c.detector) for c in m.check() if c.breached}
-    assert breached == {("a", "psi"), ("a", "ks")}
+        assert bool(m.checks) == (i >= 1_499 and (i + 1) % 250 == 0)  # reference + full window
+        if i < 2_000:
+            assert not m.drift_detected, i
+    breached = {(c.feature, c.detector) for c in m.findings}
+    assert breached == {("a", "psi"), ("a", "ks")} and m.drift_detected
+    assert {c.feature for c in m.checks} == {"a", "b", "k", "plan"}
     assert isinstance(m.trackers["plan"], CategoricalDrift)
     assert isinstance(m.trackers["k"], NumericDrift)
 
@@ -149,11 +151,11 @@ def test_monitor_flags_only_the_shifted_feature() -> None:
 def test_profile_reference_is_used_from_the_first_observation() -> None:
     rng = np.random.default_rng(7)
     training = pa.table({"a": rng.normal(0, 1, 5_000), "plan": rng.choice(["x", "y"], 5_000)})
-    m = DataDriftMonitor(reference=profile_table(training), window=300)
+    m = DataDriftMonitor(reference=profile_table(training), window=300, check_every=300)
     assert set(m.trackers) == {"a", "plan"}
     for _ in range(300):
         m.update({"a": float(rng.normal(2.0)), "plan": str(rng.choice(["x", "y"]))})
-    checks = {(c.feature, c.detector): c for c in m.check()}
+    checks = {(c.feature, c.detector): c for c in m.checks}
     assert checks["a", "psi"].breached and checks["a", "ks"].breached
     assert not checks["plan", "chi2"].breached
     assert m.trackers["a"].source == "profile"

@@ -1,10 +1,14 @@
 """Alert subscriptions and webhook delivery: the pure rules, then the worker with a real
-broker, a real SQLite ledger and a real HTTP receiver (``ThreadingHTTPServer``)."""
+broker, a real SQLite ledger and a real HTTP receiver (``ThreadingHTTPServer``).
+
+The receiver listens on 127.0.0.1, so these tests run with
+``webhook_allow_private`` on (and a deployment key for signing secrets); what
+happens with it off is tests/test_webhook_security.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import hmac
 import json
 import os
 import signal
@@ -22,6 +26,21 @@ import pytest
 
 from modelog.config import Settings
 from modelog.models import codec
+from modelog.models.alerts import (
+    KNOWN_KINDS,
+    Outcome,
+    SubscriptionBook,
+    alert_severity,
+    backoff_delay,
+    delivered_event,
+    is_alert,
+    is_retryable,
+    matches,
+    open_secret,
+    subscription_event,
+    verify_signature,
+)
+from modelog.models.deadletter import DeadLetter
 from modelog.models.errors import EventValidationError
 from modelog.models.events import (
     AlertDelivered,
@@ -36,27 +55,11 @@ from modelog.models.events import (
     SkewDetected,
 )
 from modelog.models.ids import new_id
-from modelog.streams.delivery import (
-    KNOWN_KINDS,
-    DeliveryLedger,
-    Outcome,
-    SubscriptionBook,
-    UnknownSubscriptionError,
-    alert_severity,
-    backoff_delay,
-    deliver_once,
-    delivered_event,
-    is_alert,
-    is_retryable,
-    list_subscriptions,
-    matches,
-    signature,
-    subscribe,
-    subscription_event,
-    unsubscribe,
-)
-from modelog.streams.kafka import DeadLetter
+from modelog.store.outbox import DeliveryLedger
+from modelog.streams.delivery import deliver_once
+from modelog.streams.errors import UnknownSubscriptionError
 from modelog.streams.registry_agent import LogTail
+from modelog.streams.subscriptions import list_subscriptions, subscribe, unsubscribe
 from modelog.streams.topics import Topics
 
 T0 = dt.datetime(2026, 3, 3, 12, 0, tzinfo=dt.UTC)
@@ -149,8 +152,9 @@ def test_subscription_validation_names_field_value_and_rule() -> None:
         assert (info.value.field, info.value.value) == (field, value)
         assert info.value.rule
     ok = subscription_event("https://x.test/h", models=["churn"], kinds=["concept"],
-                            min_severity="critical", secret="k")
-    assert ok.aggregate == ok.subscription_id and ok.secret == "k"
+                            min_severity="critical", secret="k", secret_key="deployment key")
+    assert ok.aggregate == ok.subscription_id and ok.secret_ciphertext is not None
+    assert open_secret("deployment key", ok.secret_ciphertext, ok.subscription_id) == "k"
 
 
 def test_retry_policy_and_report_ids() -> None:
@@ -222,6 +226,13 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture
+def topics(topics: Settings) -> Settings:
+    """The shared fixture, for a receiver on this machine: loopback allowed, a deployment key."""
+    return dataclasses.replace(topics, webhook_allow_private=True,
+                               secret_key="test deployment key")
+
+
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -283,7 +294,7 @@ def test_delivers_matching_alerts_with_headers_and_valid_body(
     assert headers["Content-Type"] == "application/json"
     assert headers["Modelog-Event-Type"] == "DriftDetected"
     assert headers["Modelog-Subscription-Id"] == churn_sid
-    assert hmac.compare_digest(headers["Modelog-Signature"], signature("s3cret", body))
+    assert verify_signature("s3cret", headers["Modelog-Signature"], body)
     jsonschema.validate(json.loads(body), codec.json_schemas()["DriftDetected"])
     assert codec.decode(body) == critical
     everything = receiver.at(all_url)
@@ -409,7 +420,8 @@ def test_killed_worker_never_reposts_recorded_deliveries(
     receiver.delay = 0.03
     env = {**os.environ, "MODELOG_BROKER": topics.bootstrap_servers,
            "MODELOG_DATA_DIR": str(topics.data_dir), "MODELOG_TOPIC_PREFIX": topics.topic_prefix,
-           "MODELOG_PARTITIONS": str(topics.partitions)}
+           "MODELOG_PARTITIONS": str(topics.partitions), "MODELOG_WEBHOOK_ALLOW_PRIVATE": "1",
+           "MODELOG_SECRET_KEY": str(topics.secret_key)}
     proc = subprocess.Popen([sys.executable, "-m", "modelog.streams.delivery"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -489,7 +501,7 @@ def test_sdk_and_cli_subscriptions_round_trip(topics: Settings, monkeypatch: pyt
 
     import modelog
     from modelog.cli import app
-    from modelog.streams.delivery import list_subscriptions
+    from modelog.streams.subscriptions import list_subscriptions
 
     with modelog.connect(settings=topics) as client:
         sid = client.subscribe_alerts("http://127.0.0.1:9/hook", models=["churn"],

@@ -32,9 +32,9 @@ def bernoulli_errors(seed: int, before: float = 0.05, after: float = 0.5,
 def run(monitor: ConceptDriftMonitor, errors: list[float]) -> list[tuple[int, object]]:
     out = []
     for i, e in enumerate(errors):
-        d = monitor.update(e)
-        if d is not None:
-            out.append((i, d))
+        monitor.update(e)
+        if monitor.drift_detected:
+            out.append((i, monitor.findings[0]))
     return out
 
 
@@ -157,9 +157,9 @@ def gaussian_inputs(seed: int, shift_at: int, total: int) -> list[dict[str, obje
 def feed(monitor: AnomalyMonitor, rows: list[dict[str, object]]) -> list[tuple[int, object]]:
     out = []
     for i, x in enumerate(rows):
-        d = monitor.update(x, key=f"p-{i}")  # type: ignore[arg-type]
-        if d is not None:
-            out.append((i, d))
+        monitor.update(x, key=f"p-{i}")  # type: ignore[arg-type]
+        if monitor.drift_detected:
+            out.append((i, monitor.findings[0]))
     return out
 
 
@@ -200,7 +200,8 @@ def test_non_numeric_features_are_ignored() -> None:
         monitor.update(x, key=str(i))  # type: ignore[arg-type]
     assert monitor.features_seen == ("a", "b", "c")
     before = monitor.n_observations
-    assert monitor.update({"city": "Paris", "note": None}, key="x") is None
+    monitor.update({"city": "Paris", "note": None}, key="x")
+    assert not monitor.drift_detected and monitor.findings == ()
     assert monitor.n_observations == before
     assert monitor.last_score is not None and 0.0 <= monitor.last_score <= 1.0
     mean = monitor.rolling_mean_score
@@ -221,3 +222,20 @@ def test_binomial_helpers() -> None:
     assert binomial_tail(5, 5, 0.5) == pytest.approx(1 / 32)
     k = binomial_critical_count(200, 0.05, 1e-4)
     assert binomial_tail(k, 200, 0.05) < 1e-4 <= binomial_tail(k - 1, 200, 0.05)
+
+
+def test_every_detector_follows_the_detector_protocol() -> None:
+    from modelog.models.datadrift import DataDriftMonitor
+    from modelog.models.processor import Detector
+    from modelog.models.skew import SkewMonitor
+
+    detectors: list[tuple[Detector, object]] = [
+        (ConceptDriftMonitor(), 0.0),
+        (AnomalyMonitor(warm_up=5, window=5), {"x": 1.0}),
+        (DataDriftMonitor(reference_size=5, window=5, check_every=1), {"x": 1.0}),
+        (SkewMonitor({"x": "double"}, block=1), {"x": 1.0}),
+    ]
+    for detector, x in detectors:
+        assert isinstance(detector, Detector), type(detector).__name__
+        assert detector.update(x) is None  # type: ignore[func-returns-value]
+        assert detector.drift_detected is False and list(detector.findings) == []

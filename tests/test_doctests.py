@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # Entry points that run the program on import are not documentation.
-SKIP = {"modelog.__main__", "modelog.dashboard.app"}
+SKIP = {"modelog.__main__", "modelog.cli.__main__", "modelog.dashboard.app"}
 
 
 def _modules() -> list[str]:
-    names = ["modelog", "modelog.cli", "modelog.config", "modelog.errors"]
-    for sub in ("streams", "models", "store", "dashboard"):
+    names = ["modelog", "modelog.config", "modelog.errors"]
+    for sub in ("streams", "models", "store", "dashboard", "cli"):
         pkg = importlib.import_module(f"modelog.{sub}")
         names.append(pkg.__name__)
         names += [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=f"{pkg.__name__}.")]

@@ -144,5 +144,5 @@ def test_an_allowed_import_passes(layer: str, source: str) -> None:
 
 def test_modules_stay_small_enough_to_hold_in_the_head() -> None:
     long = {str(p.relative_to(ROOT)): n for p in SOURCES
-            if (n := len(p.read_text().splitlines())) > 650}
+            if (n := len(p.read_text().splitlines())) > 620}
     assert not long, f"split these by concern (~600 lines at most): {long}"

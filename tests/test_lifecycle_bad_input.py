@@ -28,10 +28,11 @@ from modelog.models.events import (
     ParamsLogged,
 )
 from modelog.store.errors import NoDataError, NotFoundError
+from modelog.streams.errors import AliasChangeRejectedError
 from modelog.streams.logtail import LogTail, decode_records
 from modelog.streams.projector import Projector
 from modelog.streams.registry_agent import RegistryService
-from modelog.streams.sdk import AliasChangeRejectedError, Client
+from modelog.streams.sdk import Client
 from modelog.streams.topics import Topics, ensure_topics
 
 pytestmark = [pytest.mark.broker]

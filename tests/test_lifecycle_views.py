@@ -26,20 +26,23 @@ from modelog.models.codec import encode
 from modelog.models.errors import ProfileError
 from modelog.models.ids import new_id
 from modelog.models.profile import profile_table
+from modelog.models.registry_fold import answered
+from modelog.store import lineage as lin
 from modelog.store import queries as q
+from modelog.store import registry as reg
+from modelog.store.derivations import DERIVED_TABLES
 from modelog.store.errors import NotFoundError
 from modelog.store.filters import select_runs
+from modelog.store.ledger import LEDGER_SCHEMA
 from modelog.store.reader import Reader
 from modelog.store.schema import (
-    DERIVED_TABLES,
     SCHEMA_VERSION,
-    VIEWS,
     create_schema,
     derive,
     rebuild_projections,
     stored_schema_version,
 )
-from modelog.streams.projector import LEDGER_SCHEMA
+from modelog.store.views import VIEWS
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 RAW = "a0" * 32
@@ -115,25 +118,27 @@ def scenario() -> list[ev.Event]:
     run("run-d", 16, name="rf-2", commit="def456", params={"model": "rf", "lr": 0.05},
         f1=[(0, 0.8), (5, 0.95)], dataset=f"churn-train@{TRAIN_V2}", end="finished")
 
-    def register(version: int, rid: str, minute: float) -> None:
-        out.append(ev.ModelVersionRegistered(
-            **_env(minute, "churn"), model="churn", model_version=version, run_id=rid,
-            flavor="sklearn", artifact_uri=f"file:///{rid}.pkl", artifact_digest="e5" * 32,
-            library_versions={"sklearn": "1.5"}, command_id=f"cmd-{version}"))
+    # the registry: commands and the registry worker's answers (only those count)
+    commands: list[tuple[ev.AliasChangeRequested | ev.ModelVersionRequested, dt.datetime]] = []
 
-    def alias(minute: float, name: str, version: int, prev: int | None, actor: str,
-              reason: str) -> None:
-        out.append(ev.AliasSet(**_env(minute, "churn"), model="churn", alias=name,
-                               model_version=version, previous_version=prev, actor=actor,
-                               reason=reason))
+    def register(version: int, rid: str, minute: float) -> None:
+        commands.append((ev.ModelVersionRequested(
+            **_env(minute - 0.1, "churn"), command_id=f"cmd-{version}", model="churn",
+            run_id=rid, flavor="sklearn", artifact_uri=f"file:///{rid}.pkl",
+            artifact_digest="e5" * 32, library_versions={"sklearn": "1.5"}), at(minute)))
+
+    def alias(minute: float, name: str, version: int | None, actor: str, reason: str) -> None:
+        commands.append((ev.AliasChangeRequested(
+            **_env(minute - 0.1, "churn"), command_id=f"alias-{minute}", model="churn",
+            alias=name, model_version=version, actor=actor, reason=reason), at(minute)))
 
     register(1, "run-a", 20)
     register(2, "run-d", 21)
-    alias(30, "production", 1, None, "ana", "first model")
-    alias(40, "staging", 2, None, "ci", "candidate")
-    alias(50, "production", 2, 1, "bob", "better f1")
-    out.append(ev.AliasRemoved(**_env(55, "churn"), model="churn", alias="staging",
-                               previous_version=2, actor="bob", reason="promoted"))
+    alias(30, "production", 1, "ana", "first model")
+    alias(40, "staging", 2, "ci", "candidate")
+    alias(50, "production", 2, "bob", "better f1")
+    alias(55, "staging", None, "bob", "promoted")
+    out += answered(commands)
     for i in range(5):
         version = 1 if i < 2 else 2
         out.append(ev.PredictionMade(**_env(31 + i * 5, "churn"), prediction_id=f"p-{i}",
@@ -396,12 +401,12 @@ def test_datasets_and_diff(reader: Reader) -> None:
 
 
 def test_lineage_up_from_the_serving_model(reader: Reader) -> None:
-    tree = q.lineage(reader, "churn@production", "up")
-    assert tree.root == q.Node("model", "churn@v2")
+    tree = lin.lineage(reader, "churn@production", "up")
+    assert tree.root == lin.Node("model", "churn@v2")
     up = set(tree.upstream())
-    assert {q.Node("run", "run-d"), q.Node("git", "git:def456"),
-            q.Node("dataset", f"churn-train@{TRAIN_V2[:12]}"),
-            q.Node("dataset", f"raw@{RAW[:12]}")} == up
+    assert {lin.Node("run", "run-d"), lin.Node("git", "git:def456"),
+            lin.Node("dataset", f"churn-train@{TRAIN_V2[:12]}"),
+            lin.Node("dataset", f"raw@{RAW[:12]}")} == up
     text = tree.render()
     assert "upstream" in text and "git:def456" in text and "downstream" not in text
     graph = tree.to_dict()
@@ -409,45 +414,45 @@ def test_lineage_up_from_the_serving_model(reader: Reader) -> None:
 
 
 def test_lineage_down_from_a_dataset_version(reader: Reader) -> None:
-    tree = q.lineage(reader, "churn-train@2", "down")
+    tree = lin.lineage(reader, "churn-train@2", "down")
     down = set(tree.downstream())
-    assert {q.Node("run", "run-b"), q.Node("run", "run-d"), q.Node("model", "churn@v2"),
-            q.Node("alias", "churn@production"), q.Node("alias", "churn@staging"),
-            q.Node("predictions", "churn@v2/predictions"),
-            q.Node("dataset", f"churn-train@{TRAIN_V3[:12]}")} == down
+    assert {lin.Node("run", "run-b"), lin.Node("run", "run-d"), lin.Node("model", "churn@v2"),
+            lin.Node("alias", "churn@production"), lin.Node("alias", "churn@staging"),
+            lin.Node("predictions", "churn@v2/predictions"),
+            lin.Node("dataset", f"churn-train@{TRAIN_V3[:12]}")} == down
     assert "served 3 predictions" in tree.render()
-    assert q.lineage(reader, "run-a", "both", depth=1).upstream() == [
-        q.Node("dataset", f"churn-train@{TRAIN_V1[:12]}"), q.Node("git", "git:abc123")]
-    with pytest.raises(NotFoundError, match="model churn has no version 7: it has versions "
-                                            "1, 2"):
-        q.lineage(reader, "churn@v7")
+    assert lin.lineage(reader, "run-a", "both", depth=1).upstream() == [
+        lin.Node("dataset", f"churn-train@{TRAIN_V1[:12]}"), lin.Node("git", "git:abc123")]
+    with pytest.raises(NotFoundError, match=r"version 7 of churn does not exist "
+                                            r"\(versions: 1, 2\)"):
+        lin.lineage(reader, "churn@v7")
     with pytest.raises(NotFoundError, match="models: churn; datasets: churn-train, raw"):
-        q.lineage(reader, "nothing@1")
+        lin.lineage(reader, "nothing@1")
 
 
 def test_lineage_of_a_prediction(reader: Reader) -> None:
-    tree = q.lineage_of_prediction(reader, "p-4")
+    tree = lin.lineage_of_prediction(reader, "p-4")
     up = tree.upstream()
-    assert up[0] in (q.Node("model", "churn@v2"), q.Node("git", "git:srv-9"))
-    assert {q.Node("run", "run-d"), q.Node("git", "git:def456"),
-            q.Node("dataset", f"churn-train@{TRAIN_V2[:12]}")} <= set(up)
+    assert up[0] in (lin.Node("model", "churn@v2"), lin.Node("git", "git:srv-9"))
+    assert {lin.Node("run", "run-d"), lin.Node("git", "git:def456"),
+            lin.Node("dataset", f"churn-train@{TRAIN_V2[:12]}")} <= set(up)
     assert tree.render().splitlines()[0] == "prediction p-4"
     with pytest.raises(NotFoundError, match="no prediction 'nope'"):
-        q.lineage_of_prediction(reader, "nope")
+        lin.lineage_of_prediction(reader, "nope")
 
 
 def test_registry_state_as_of_and_history(reader: Reader) -> None:
-    now = q.registry_state(reader, "churn")
+    now = reg.registry_state(reader, "churn")
     assert now.aliases["production"].version == 2
     assert set(now.versions) == {1, 2}
-    then = q.registry_state(reader, "churn", as_of=at(45).replace(tzinfo=None))  # naive = UTC
+    then = reg.registry_state(reader, "churn", as_of=at(45).replace(tzinfo=None))  # naive = UTC
     assert {a: i.version for a, i in then.aliases.items()} == {"production": 1, "staging": 2}
     assert then.aliases["production"].reason == "first model"
-    assert q.registry_state(reader, "churn", as_of=at(-1)).versions == {}
-    hist = q.registry_history(reader, "churn")
+    assert reg.registry_state(reader, "churn", as_of=at(-1)).versions == {}
+    hist = reg.registry_history(reader, "churn")
     assert list(hist["action"]) == ["set", "set", "set", "removed"]
     with pytest.raises(NotFoundError, match="models: churn"):
-        q.registry_history(reader, "fraud")
+        reg.registry_history(reader, "fraud")
 
 
 # -- performance -------------------------------------------------------------------------

@@ -18,8 +18,17 @@ from modelog.models.events import (
     RunStarted,
 )
 from modelog.models.ids import id_time_ms
-from modelog.models.monitor import PRODUCER, MonitorConfig, ServingMonitor, prediction_error
+from modelog.models.monitor import ServingMonitor
+from modelog.models.monitor_config import (
+    AnomalyConfig,
+    ConceptDriftConfig,
+    MonitorConfig,
+    parse_monitor_config,
+)
+from modelog.models.monitor_events import PRODUCER
+from modelog.models.monitor_state import prediction_error
 
+NO_ANOMALY = MonitorConfig(anomaly=AnomalyConfig(enabled=False))
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 CHANGE = 3_000
 
@@ -66,12 +75,12 @@ def concept_stream(seed: int, n: int = 6_000, change: int = CHANGE,
 @pytest.fixture(scope="module")
 def drift_run() -> tuple[list[Event], list[Event]]:
     events = concept_stream(seed=7)
-    return events, ServingMonitor(MonitorConfig(anomaly=False)).process_many(events)
+    return events, ServingMonitor(NO_ANOMALY).process_many(events)
 
 
 # -- join -------------------------------------------------------------------------
 def test_label_after_prediction_joins() -> None:
-    m = ServingMonitor(MonitorConfig(anomaly=False))
+    m = ServingMonitor(NO_ANOMALY)
     m.process(prediction(1, "yes"))
     assert m.counters("churn")["pending"] == 1
     assert m.process(label(1, "no")) == []
@@ -81,7 +90,7 @@ def test_label_after_prediction_joins() -> None:
 
 
 def test_label_before_prediction_is_an_orphan_and_prediction_stays_pending() -> None:
-    m = ServingMonitor(MonitorConfig(anomaly=False))
+    m = ServingMonitor(NO_ANOMALY)
     m.process(label(1, 1, seconds=0.5))
     m.process(prediction(1, 1))
     c = m.counters("churn")
@@ -90,7 +99,8 @@ def test_label_before_prediction_is_an_orphan_and_prediction_stays_pending() -> 
 
 
 def test_label_never_arrives_keeps_prediction_pending_until_ttl() -> None:
-    m = ServingMonitor(MonitorConfig(anomaly=False, pending_ttl=dt.timedelta(hours=1)))
+    m = ServingMonitor(MonitorConfig(anomaly=AnomalyConfig(enabled=False),
+                                     pending_ttl=dt.timedelta(hours=1)))
     m.process(prediction(1))
     m.process(prediction(2, seconds=1_800))
     assert m.counters("churn")["pending"] == 2
@@ -102,7 +112,7 @@ def test_label_never_arrives_keeps_prediction_pending_until_ttl() -> None:
 
 
 def test_pending_bound_evicts_oldest() -> None:
-    m = ServingMonitor(MonitorConfig(anomaly=False, max_pending=3))
+    m = ServingMonitor(MonitorConfig(anomaly=AnomalyConfig(enabled=False), max_pending=3))
     for i in range(5):
         m.process(prediction(i))
     c = m.counters("churn")
@@ -114,7 +124,7 @@ def test_pending_bound_evicts_oldest() -> None:
 
 
 def test_duplicates_are_ignored_and_counted() -> None:
-    m = ServingMonitor(MonitorConfig(anomaly=False))
+    m = ServingMonitor(NO_ANOMALY)
     m.process(prediction(1, 1))
     m.process(prediction(1, 0))  # same prediction id again (a retried send)
     m.process(label(1, 0))
@@ -128,7 +138,7 @@ def test_duplicates_are_ignored_and_counted() -> None:
 
 
 def test_models_and_versions_are_separate() -> None:
-    m = ServingMonitor(MonitorConfig(anomaly=False))
+    m = ServingMonitor(NO_ANOMALY)
     m.process(prediction(1, 1, model="a"))
     m.process(prediction(2, 1, model="b", version=3))
     m.process(label(2, 1, model="a"))  # p2 belongs to model b
@@ -193,7 +203,7 @@ def test_stats_are_reported_every_n_predictions(drift_run) -> None:
 
 def test_replay_into_fresh_monitor_gives_identical_events(drift_run) -> None:
     events, derived = drift_run
-    again = ServingMonitor(MonitorConfig(anomaly=False)).process_many(events)
+    again = ServingMonitor(NO_ANOMALY).process_many(events)
     assert [e.id for e in again] == [e.id for e in derived]
     assert again == derived
 
@@ -212,7 +222,7 @@ def test_anomaly_on_input_shift() -> None:
     assert first.detector == "hst" and first.params["q"] == 0.95
     assert first.window.size == 200 and first.window.start is not None
     assert "expected" in first.message
-    assert len(anomalies) <= 1 + (4_000 - 3_000) // cfg.anomaly_cooldown
+    assert len(anomalies) <= 1 + (4_000 - 3_000) // cfg.anomaly.cooldown
     assert not [e for e in derived if isinstance(e, DriftDetected) and e.kind == "concept"]
     # the shifted input is also data drift, on feature "a" only
     assert {e.feature for e in derived if isinstance(e, DriftDetected)} == {"a"}
@@ -226,7 +236,7 @@ def test_bad_config_fails_early() -> None:
     from modelog.models.errors import InvalidParameterError, UnknownDetectorError
 
     with pytest.raises(UnknownDetectorError):
-        MonitorConfig(detector="nope")
+        ConceptDriftConfig(detector="nope")
     with pytest.raises(InvalidParameterError, match="stats_every"):
         MonitorConfig(stats_every=0)
 
@@ -252,7 +262,6 @@ def alerts(events: list[Event]) -> list[Event]:
                                                    "SkewDetected", "AnomalyDetected")]
 
 
-NO_ANOMALY = MonitorConfig(anomaly=False)
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +397,8 @@ def test_monitor_configured_overrides_a_threshold_at_run_time(shift_run) -> None
     assert set(detected) == {"ks"}  # PSI never reaches 50
     stats = [e for e in derived if isinstance(e, MonitorStatsReported)][-1].stats
     assert stats["psi_threshold.a"] == 50.0
-    assert m.config_for("m").psi_threshold == 50.0 and m.config_for("other").psi_threshold == 0.2
+    assert m.config_for("m").drift.psi_threshold == 50.0
+    assert m.config_for("other").drift.psi_threshold == 0.2
 
 
 def test_a_bad_configuration_is_rejected_and_changes_nothing() -> None:
@@ -441,7 +451,8 @@ def test_bench_monitor_reports_throughput() -> None:
 
 
 def test_stats_carry_the_rolling_live_metric_per_version() -> None:
-    m = ServingMonitor(MonitorConfig(anomaly=False, stats_every=100, error_window=100))
+    m = ServingMonitor(MonitorConfig(anomaly=AnomalyConfig(enabled=False), stats_every=100,
+                                     concept=ConceptDriftConfig(error_window=100)))
     events: list[Event] = []
     for i in range(100):  # classifier v1: predicts 1; truth is 1 for i % 4 != 0
         events += [prediction(i, 1), label(i, 0 if i % 4 == 0 else 1)]
@@ -457,3 +468,92 @@ def test_stats_carry_the_rolling_live_metric_per_version() -> None:
     assert v1["rolling_mae"] is None
     v2 = next(s.stats for s in stats if s.model_version == 2)
     assert v2["rolling_mae"] == pytest.approx(2.5) and v2["rolling_accuracy"] is None
+
+
+def test_snapshot_mid_stream_then_restore_continues_identically() -> None:
+    from modelog.models.processor import Processor
+
+    cfg = parse_monitor_config({"anomaly_warm_up": 300, "anomaly_cooldown": 200,
+                                "stats_every": 200, "check_every": 50, "reference_size": 300,
+                                "drift_window": 200, "drift_warm_up": 50})
+    events = concept_stream(seed=5, n=2_400, change=1_000, shift_inputs_at=1_600)
+    events.insert(900, configured({"psi_threshold": 0.3, "ks_alpha": 1e-4}, model="churn"))
+    whole = ServingMonitor(cfg)
+    assert isinstance(whole, Processor)
+    expected = whole.process_many(events)
+    kinds = {e.type_name() for e in expected}
+    assert {"DriftDetected", "AnomalyDetected", "MonitorStatsReported"} <= kinds
+    for cut in (450, 2_000, 3_500):
+        first = ServingMonitor(cfg)
+        head = first.process_many(events[:cut])
+        resumed = ServingMonitor()
+        resumed.restore(first.snapshot())
+        assert head + resumed.process_many(events[cut:]) == expected
+
+
+WIRE_KEYS = [
+    "detector", "detector_params", "drift_warm_up", "error_window", "anomaly", "anomaly_n_trees",
+    "anomaly_height", "anomaly_window_size", "anomaly_seed", "anomaly_q", "anomaly_window",
+    "anomaly_alpha", "anomaly_min_count", "anomaly_warm_up", "anomaly_cooldown", "max_pending",
+    "pending_ttl", "stats_every", "max_evidence_ids", "anomaly_learn_every",
+    "anomaly_sample_every", "data_drift", "prediction_drift", "skew", "reference_size",
+    "drift_window", "check_every", "psi_bins", "psi_threshold", "ks_alpha", "chi2_alpha",
+    "new_category_share", "vanished_category_share", "nulls_tolerance", "max_categories",
+    "max_features", "reference", "signature",
+]
+
+
+def test_the_flat_wire_keys_and_the_nested_form_parse_alike() -> None:
+    from modelog.models.monitor_config import SETTINGS
+
+    defaults = MonitorConfig().to_mapping()
+    assert list(defaults) == WIRE_KEYS  # the keys users send in MonitorConfigured.config
+    special: dict[str, object] = {
+        "detector": "page_hinkley", "detector_params": {"threshold": 20.0},
+        "pending_ttl": 3600.0, "signature": {"a": "double"},
+        "reference": {"columns": {"a": {"kind": "numeric", "null_fraction": 0.0,
+                                        "histogram": {"edges": [0.0, 1.0], "counts": [5]}}}}}
+    flat: dict[str, object] = {}
+    for key, value in defaults.items():
+        if key in special:
+            flat[key] = special[key]
+        elif isinstance(value, bool):
+            flat[key] = not value
+        elif isinstance(value, int):
+            flat[key] = value + 1
+        else:
+            assert isinstance(value, float), key
+            flat[key] = value / 2
+    for key, value in flat.items():  # one at a time, as a MonitorConfigured sends them
+        extra = {"detector": "page_hinkley"} if key == "detector_params" else {}
+        assert parse_monitor_config({key: value, **extra}).to_mapping()[key] == value, key
+    cfg = parse_monitor_config(flat)
+    assert cfg.to_mapping() == flat
+    nested: dict[str, dict[str, object]] = {}
+    top: dict[str, object] = {}
+    for key, (section, name) in SETTINGS.items():
+        if section is None:
+            top[key] = flat[key]
+        else:
+            nested.setdefault(section, {})[name] = flat[key]
+    assert parse_monitor_config({**nested, **top}) == cfg
+    assert cfg.concept.detector == "page_hinkley" and cfg.anomaly.alpha == 5e-5
+    assert cfg.drift.window == 501 and cfg.skew.enabled is False and not cfg.anomaly.enabled
+
+
+def test_configuration_errors_name_the_setting_as_it_was_written() -> None:
+    from modelog.models.errors import MonitorConfigError
+
+    for config, field in (({"anomaly_alpha": 2.0}, "anomaly_alpha"),
+                          ({"anomaly": {"alpha": 2.0}}, "anomaly.alpha"),
+                          ({"anomaly": {"alfa": 0.1}}, "anomaly.alfa"),
+                          ({"drift_window": 0}, "drift_window"),
+                          ({"psi_threshold": -1.0}, "psi_threshold"),
+                          ({"detector": "cusum"}, "detector"),
+                          ({"detector_params": {"threshold": 1.0}}, "detector_params"),
+                          ({"concept": {"params": {"threshold": 1.0}}}, "concept.params"),
+                          ({"pending_ttl": "soon"}, "pending_ttl")):
+        with pytest.raises(MonitorConfigError) as info:
+            parse_monitor_config(config, model="m")
+        assert info.value.field == field, config
+        assert "MonitorConfigured" in str(info.value)

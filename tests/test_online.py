@@ -13,7 +13,7 @@ import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, stream
 
 from modelog.models import codec
-from modelog.models.errors import ArtifactDigestMismatch, InvalidParameterError
+from modelog.models.errors import ArtifactDigestMismatch, InvalidParameterError, OnlineModelError
 from modelog.models.events import (
     Event,
     LabelObserved,
@@ -24,11 +24,12 @@ from modelog.models.events import (
 )
 from modelog.models.flavors import dump
 from modelog.models.online import OnlineLearner
+from modelog.models.online_models import OnlineModelProcessor
 from modelog.store.artifacts import ArtifactStore
-from modelog.streams.online import OnlineModelError, OnlineModelProcessor
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 MODEL = "phish"
+KEY = b"worker-key-for-tests-0123456789ab"  # the worker's <data_dir>/worker.key
 
 
 def make_model() -> Any:
@@ -46,11 +47,11 @@ def agrawal(n: int) -> list[tuple[dict[str, Any], Any]]:
 def registration(store: ArtifactStore, model: Any = None, *, version: int = 1,
                  online: bool = True, digest: str | None = None,
                  run_id: str | None = None) -> ModelVersionRegistered:
-    art = dump(model if model is not None else make_model(), "river")
-    d, uri = store.put_bytes(art.data, suffix=".pkl")
+    art = dump(model if model is not None else make_model(), "river-spec")
+    d, uri = store.put_bytes(art.data, suffix=".json")
     return ModelVersionRegistered(
         id=f"reg-{version}", time=T0, aggregate=MODEL, model=MODEL, model_version=version,
-        run_id=run_id, flavor="river", artifact_uri=uri, artifact_digest=digest or d,
+        run_id=run_id, flavor="river-spec", artifact_uri=uri, artifact_digest=digest or d,
         online=online)
 
 
@@ -153,14 +154,16 @@ def test_restart_from_checkpoint_equals_uninterrupted_run(store: ArtifactStore) 
     reg = registration(store)
     records = list(serving_events(data, delay=7))  # predictions pending across the checkpoint
 
-    whole = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500)
+    whole = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500,
+                                 checkpoint_key=KEY)
     whole.process(reg)
     whole_out = [out for offset, ev in enumerate(records)
                  for out in whole.process(ev, partition=0, offset=offset)]
     uninterrupted = whole.learner(MODEL, 1)
     assert uninterrupted is not None and uninterrupted.n_learned == 3000
 
-    first = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500)
+    first = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500,
+                                 checkpoint_key=KEY)
     first.process(reg)
     checkpoints: list[OnlineModelCheckpointed] = []
     for offset, ev in enumerate(records):
@@ -175,7 +178,8 @@ def test_restart_from_checkpoint_equals_uninterrupted_run(store: ArtifactStore) 
     assert first.counters(MODEL, 1)["pending"] > 0  # carried by the checkpoint
 
     # resume: restore, re-read the registry (ignored: already restored), replay from the offset
-    second = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500)
+    second = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500,
+                                  checkpoint_key=KEY)
     assert second.resume(checkpoints) == 1
     assert second.process(reg) == []
     start = second.start_offsets()[0]
@@ -192,7 +196,8 @@ def test_restart_from_checkpoint_equals_uninterrupted_run(store: ArtifactStore) 
     assert [e.id for e in second_out] == [e.id for e in tail]
 
     # replaying the whole log into a restored processor learns nothing twice
-    third = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500)
+    third = OnlineModelProcessor(store, checkpoint_every=1500, metrics_every=500,
+                                 checkpoint_key=KEY)
     third.resume(checkpoints)
     for o, ev in enumerate(records):
         third.process(ev, partition=0, offset=o)
@@ -328,3 +333,17 @@ def test_through_the_broker_serialization_does_not_change_the_result(
     assert codec.decode(codec.encode(cp)) == cp
     assert all(math.isfinite(m.value) for e in out if isinstance(e, MetricsLogged)
                for m in e.metrics)
+
+
+def test_snapshot_restored_mid_stream_gives_the_same_events(store: ArtifactStore) -> None:
+    events = list(serving_events(agrawal(600), delay=5))
+    whole = OnlineModelProcessor(store, metrics_every=50, checkpoint_every=10_000)
+    expected = run(whole, [registration(store), *events])
+    assert any(isinstance(e, MetricsLogged) for e in expected)
+
+    first = OnlineModelProcessor(store, metrics_every=50, checkpoint_every=10_000)
+    head = run(first, [registration(store), *events[:500]])
+    resumed = OnlineModelProcessor(store, metrics_every=50, checkpoint_every=10_000)
+    resumed.restore(first.snapshot())
+    assert resumed.artifacts is store  # the store is not part of the snapshot
+    assert head + run(resumed, events[500:]) == expected

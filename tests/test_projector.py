@@ -21,15 +21,14 @@ import pytest
 from modelog.config import Settings
 from modelog.models.codec import encode
 from modelog.models.events import (
-    AliasRemoved,
-    AliasSet,
+    AliasChangeRequested,
     DatasetVersionCreated,
     DriftDetected,
     Event,
     LabelObserved,
     MetricPoint,
     MetricsLogged,
-    ModelVersionRegistered,
+    ModelVersionRequested,
     MonitorStatsReported,
     ParamsLogged,
     PredictionMade,
@@ -38,10 +37,13 @@ from modelog.models.events import (
     Window,
 )
 from modelog.models.ids import new_id
+from modelog.models.registry_fold import answered
+from modelog.store.derivations import DERIVED_TABLES
+from modelog.store.ledger import build_batch
 from modelog.store.reader import Reader
-from modelog.store.schema import DERIVED_TABLES, VIEWS
+from modelog.store.views import VIEWS
 from modelog.streams.broker import EmbeddedBroker
-from modelog.streams.projector import Projector, ProjectorProgress, build_batch
+from modelog.streams.projector import Projector, ProjectorProgress
 from modelog.streams.topics import Topics, ensure_topics
 
 T0 = dt.datetime(2026, 3, 3, 12, 0, tzinfo=dt.UTC)
@@ -62,6 +64,19 @@ def produce(settings: Settings, records: Sequence[Event | tuple[str, bytes, byte
             producer.produce(rec[0], key=rec[1], value=rec[2])
         producer.poll(0)
     assert producer.flush(30) == 0
+
+
+def register_command(command_id: str, version: int, run: str) -> ModelVersionRequested:
+    return ModelVersionRequested(
+        id=command_id, time=T0, aggregate=MODEL, command_id=command_id, model=MODEL,
+        run_id=run, flavor="sklearn", artifact_uri=f"file:///a/{version}",
+        artifact_digest="cd" * 8)
+
+
+def alias_command(command_id: str, alias: str, version: int | None) -> AliasChangeRequested:
+    return AliasChangeRequested(
+        id=command_id, time=T0, aggregate=MODEL, command_id=command_id, model=MODEL,
+        alias=alias, model_version=version, actor="ci", reason="test")
 
 
 def prediction(i: int, model: str = MODEL, output: Any = None) -> PredictionMade:
@@ -114,17 +129,15 @@ def lifecycle_events() -> list[Event]:
         MetricsLogged(id=new_id(), time=T0, aggregate=run, run_id=run, metrics=[
             MetricPoint(key="auc", value=0.8, step=0), MetricPoint(key="auc", value=0.9, step=1),
         ]),
-        ModelVersionRegistered(id=new_id(), time=T0, aggregate=MODEL, model=MODEL,
-                               model_version=1, run_id=run, flavor="sklearn",
-                               artifact_uri="file:///a/1", artifact_digest="cd" * 8),
-        AliasSet(id=new_id(), time=T0 + dt.timedelta(minutes=1), aggregate=MODEL, model=MODEL,
-                 alias="production", model_version=1),
-        AliasSet(id=new_id(), time=T0 + dt.timedelta(minutes=2), aggregate=MODEL, model=MODEL,
-                 alias="production", model_version=2, previous_version=1),
-        AliasSet(id=new_id(), time=T0 + dt.timedelta(minutes=3), aggregate=MODEL, model=MODEL,
-                 alias="staging", model_version=2),
-        AliasRemoved(id=new_id(), time=T0 + dt.timedelta(minutes=4), aggregate=MODEL,
-                     model=MODEL, alias="staging", previous_version=2),
+        # the registry as the registry worker writes it: each command, then its answer
+        *answered([
+            (register_command("c-reg-1", 1, run), T0),
+            (register_command("c-reg-2", 2, run), T0),
+            (alias_command("c-a1", "production", 1), T0 + dt.timedelta(minutes=1)),
+            (alias_command("c-a2", "production", 2), T0 + dt.timedelta(minutes=2)),
+            (alias_command("c-a3", "staging", 2), T0 + dt.timedelta(minutes=3)),
+            (alias_command("c-a4", "staging", None), T0 + dt.timedelta(minutes=4)),
+        ]),
     ]
     preds = [prediction(i) for i in range(6)]
     evs += preds
@@ -194,7 +207,7 @@ class _Rec:
 
 
 def test_build_batch_dedupes_upcasts_and_sorts_out_bad_records() -> None:
-    from modelog.streams.kafka import dead_letter_headers
+    from modelog.models.deadletter import dead_letter_headers
 
     p = prediction(1)
     recs = [
@@ -242,8 +255,8 @@ def test_build_batch_decodes_every_record_as_the_codec_does() -> None:
 def test_positions_only_move_forward_unless_the_cluster_changed() -> None:
     import pyarrow as pa
 
+    from modelog.store.recorder import _UPSERT_POSITIONS
     from modelog.store.schema import create_schema
-    from modelog.streams.projector import _UPSERT_POSITIONS
 
     con = duckdb.connect()
     create_schema(con)
@@ -312,8 +325,9 @@ def test_lifecycle_views(projected: dict[str, Any]) -> None:
     assert params == [("depth", "3"), ("kind", "tree"), ("lr", "0.1")]
     assert con.execute("SELECT key, value, step FROM run_metrics ORDER BY step").fetchall() == [
         ("auc", 0.8, 0), ("auc", 0.9, 1)]
-    assert con.execute("SELECT model, model_version, flavor FROM model_versions").fetchall() == [
-        (MODEL, 1, "sklearn")]
+    assert con.execute("SELECT model, model_version, flavor FROM model_versions "
+                       "ORDER BY model_version").fetchall() == [
+        (MODEL, 1, "sklearn"), (MODEL, 2, "sklearn")]
     hist = con.execute("SELECT alias, action, model_version FROM alias_history").fetchall()
     assert hist == [("production", "set", 1), ("production", "set", 2), ("staging", "set", 2),
                     ("staging", "removed", None)]

@@ -14,7 +14,7 @@ import pytest
 from modelog.config import Settings
 from modelog.models.codec import encode
 from modelog.models.events import LabelObserved, PredictionMade
-from modelog.models.monitor import MonitorConfig
+from modelog.models.monitor_config import AnomalyConfig, ConceptDriftConfig, MonitorConfig
 from modelog.store.backtest import backtest
 from modelog.store.reader import Reader
 from modelog.streams.bench.quality import (
@@ -29,7 +29,7 @@ from modelog.streams.projector import Projector
 from modelog.streams.topics import Topics
 
 # Concept drift quality: anomaly scoring is off (it is slow and the inputs do not drift).
-CONFIG = MonitorConfig(anomaly=False)
+CONFIG = MonitorConfig(anomaly=AnomalyConfig(enabled=False))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,8 @@ def test_no_drift_raises_no_alarm(results: dict[str, ScenarioResult]) -> None:
 def test_a_blunter_detector_is_slower(results: dict[str, ScenarioResult]) -> None:
     """The suite discriminates configurations: a tiny ADWIN delta detects later."""
     blunt = run_scenario(SCENARIOS["friedman-abrupt"],
-                         MonitorConfig(anomaly=False, detector_params={"delta": 1e-9}),
+                         MonitorConfig(anomaly=AnomalyConfig(enabled=False),
+                                       concept=ConceptDriftConfig(params={"delta": 1e-9})),
                          seeds=range(2))
     sharp = results["friedman-abrupt"]
     assert blunt.delay_mean is not None and sharp.delay_mean is not None

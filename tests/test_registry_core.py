@@ -17,8 +17,10 @@ from modelog.models.events import (
     ModelVersionRegistered,
 )
 from modelog.models.ids import derived_id
+from modelog.models.processor import Processor
 from modelog.models.registry import (
     PRODUCER,
+    RegistryDecider,
     RegistryState,
     apply,
     as_of,
@@ -263,3 +265,46 @@ def test_naive_now_is_refused(registered: tuple[RegistryState, list[Event]]) -> 
     state, _ = registered
     with pytest.raises(EventValidationError, match="time"):
         decide(state, command("c1", 50, "production", 1), now=dt.datetime(2026, 3, 3))
+
+
+def _decide_all(decider: RegistryDecider, commands: list[Event]) -> list[Event]:
+    """Answer each command and fold its answer, as the edge does after the broker's ack."""
+    answers: list[Event] = []
+    for cmd in commands:
+        for answer in decider.process(cmd):
+            answers.append(answer)
+            assert decider.process(answer) == []
+    return answers
+
+
+def test_decider_snapshot_restored_mid_stream_gives_the_same_answers() -> None:
+    log: list[Event] = [register(1, 0), register(2, 24), register(3, 48)]
+    commands: list[Event] = [
+        command("a", 50, "production", 1), command("b", 51, "challenger", 2),
+        command("c", 52, "production", 3, expected=1), command("d", 53, "production", 9),
+        command("e", 54, "challenger", None), command("b", 51, "challenger", 2),
+    ]
+    whole = RegistryDecider(clock=lambda: at(60))
+    assert whole.process_many(log) == []
+    expected = _decide_all(whole, commands)
+    assert isinstance(whole, Processor)
+    assert [type(e).__name__ for e in expected] == [
+        "AliasSet", "AliasSet", "AliasSet", "AliasChangeRejected", "AliasRemoved"]
+
+    first = RegistryDecider(clock=lambda: at(60))
+    first.process_many(log)
+    head = _decide_all(first, commands[:3])
+    resumed = RegistryDecider(clock=lambda: at(60))
+    resumed.restore(first.snapshot())
+    assert resumed.clock() == at(60)  # collaborators are not part of the snapshot
+    assert head + _decide_all(resumed, commands[3:]) == expected
+    assert resumed.state == whole.state
+
+
+def test_decider_ignores_events_that_are_not_registry_facts() -> None:
+    decider = RegistryDecider(clock=lambda: at(1))
+    assert decider.process(command("x", 0, "production", 1)) != []  # a rejection
+    before = decider.state
+    label = LabelObserved(id="l-1", time=at(0), aggregate="churn", prediction_id="p",
+                          model="churn", label=1)
+    assert decider.process(label) == [] and decider.state == before

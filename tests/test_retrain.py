@@ -48,16 +48,23 @@ def stats(i: int, minutes: float, error: float | None, version: int = 3) -> Moni
 
 
 def requests(trigger: RetrainTrigger, events: list[Any]) -> list[RetrainRequested]:
-    return [r for r in map(trigger.process, events) if r is not None]
+    return [r for e in events for r in trigger.process(e) if isinstance(r, RetrainRequested)]
+
+
+def one(trigger: RetrainTrigger, event: Any) -> RetrainRequested | None:
+    """The request ``event`` triggers, if any (``process`` returns at most one)."""
+    out = trigger.process(event)
+    assert len(out) <= 1 and all(isinstance(r, RetrainRequested) for r in out)
+    return out[0] if out else None  # type: ignore[return-value]
 
 
 def test_one_drift_one_request_cooldown_then_another() -> None:
     trigger = RetrainTrigger(RetrainPolicy(cooldown=HOUR, window_margin=dt.timedelta(minutes=30)))
-    first = trigger.process(concept(1, 0))
+    first = one(trigger, concept(1, 0))
     assert first is not None
-    assert trigger.process(concept(2, 20)) is None       # same drift reported again
-    assert trigger.process(concept(3, 59)) is None
-    second = trigger.process(concept(4, 61))
+    assert one(trigger, concept(2, 20)) is None       # same drift reported again
+    assert one(trigger, concept(3, 59)) is None
+    second = one(trigger, concept(4, 61))
     assert second is not None and second.trigger_id == "drift-4"
     assert trigger.counters("churn") == {"requests": 2, "suppressed": 2}
 
@@ -86,12 +93,12 @@ def test_models_are_independent_and_ids_are_deterministic() -> None:
 
 def test_concept_drift_can_be_switched_off_and_own_requests_are_ignored() -> None:
     trigger = RetrainTrigger(RetrainPolicy(on_concept_drift=False))
-    assert trigger.process(concept(1, 0)) is None
-    own = RetrainTrigger().process(concept(1, 0))
+    assert one(trigger, concept(1, 0)) is None
+    own = one(RetrainTrigger(), concept(1, 0))
     assert own is not None
     fresh = RetrainTrigger()
-    assert fresh.process(own) is None                    # reading its own output: no state
-    assert fresh.process(concept(1, 0)) is not None
+    assert one(fresh, own) is None                    # reading its own output: no state
+    assert one(fresh, concept(1, 0)) is not None
 
 
 def test_sustained_data_drift_by_checks_and_resolution_resets() -> None:
@@ -100,10 +107,10 @@ def test_sustained_data_drift_by_checks_and_resolution_resets() -> None:
     assert requests(trigger, [data_drift(1, 0), data_drift(2, 5)]) == []
     resolved = DriftResolved(id="res", time=at(6), aggregate="churn", model="churn",
                              kind="data", feature="age", detector="ks", detected_id="data-1")
-    assert trigger.process(resolved) is None
+    assert one(trigger, resolved) is None
     # after a resolution the count starts again
     assert requests(trigger, [data_drift(3, 10), data_drift(4, 15)]) == []
-    request = trigger.process(data_drift(5, 20, feature="plan"))
+    request = one(trigger, data_drift(5, 20, feature="plan"))
     assert request is not None
     assert request.trigger_id == "data-5"
     assert request.window.start == at(10) and request.window.end == at(20)
@@ -114,9 +121,9 @@ def test_sustained_data_drift_by_checks_and_resolution_resets() -> None:
 def test_sustained_data_drift_by_duration() -> None:
     trigger = RetrainTrigger(RetrainPolicy(data_drift_sustained=dt.timedelta(minutes=30),
                                            on_concept_drift=False))
-    assert trigger.process(data_drift(1, 0)) is None
-    assert trigger.process(stats(1, 29, 0.1)) is None
-    request = trigger.process(stats(2, 31, 0.1))          # any later event measures time
+    assert one(trigger, data_drift(1, 0)) is None
+    assert one(trigger, stats(1, 29, 0.1)) is None
+    request = one(trigger, stats(2, 31, 0.1))          # any later event measures time
     assert request is not None and request.policy["trigger"] == "data_drift"
     assert request.policy["data_drift_s"] == 1800.0
     assert "31 minutes" in request.reason
@@ -129,7 +136,7 @@ def test_metric_floor_must_be_sustained() -> None:
               stats(4, 15, None),                                          # no value: no change
               stats(5, 20, 0.40), stats(6, 25, 0.41)]
     assert requests(trigger, events) == []
-    request = trigger.process(stats(7, 30, 0.45))
+    request = one(trigger, stats(7, 30, 0.45))
     assert request is not None
     assert request.trigger_id == "stats-7" and request.model_version == 3
     assert request.window.start is None and request.window.end == at(30)  # first: all data
@@ -137,7 +144,7 @@ def test_metric_floor_must_be_sustained() -> None:
     assert "rolling_error = 0.45 above the floor 0.25 in 3 consecutive" in request.reason
     # still failing: suppressed in the cooldown, fires again on a check after it
     assert requests(trigger, [stats(8, 40, 0.5), stats(9, 50, 0.5), stats(10, 60, 0.5)]) == []
-    again = trigger.process(stats(11, 95, 0.5))
+    again = one(trigger, stats(11, 95, 0.5))
     assert again is not None and again.window.start == at(30)  # since the last retrain
 
 
@@ -148,8 +155,8 @@ def test_metric_floor_for_a_higher_is_better_metric() -> None:
                               stats={"accuracy": 0.9})
     bad = MonitorStatsReported(id="s2", time=at(1), aggregate="m", model="m",
                                stats={"accuracy": 0.7})
-    assert trigger.process(ok) is None
-    request = trigger.process(bad)
+    assert one(trigger, ok) is None
+    request = one(trigger, bad)
     assert request is not None and "below the floor" in request.reason
     assert request.model_version is None
 
@@ -158,15 +165,15 @@ def test_schedule_from_event_time() -> None:
     trigger = RetrainTrigger(RetrainPolicy(schedule=dt.timedelta(days=1), on_concept_drift=False))
     anomaly = AnomalyDetected(id="a1", time=at(0), aggregate="churn", model="churn",
                               model_version=4, detector="hst", statistic=0.2, threshold=0.1)
-    assert trigger.process(anomaly) is None               # first seen: the clock starts
-    assert trigger.process(stats(1, 23 * 60, 0.1, version=4)) is None
-    request = trigger.process(stats(2, 24 * 60, 0.1, version=4))
+    assert one(trigger, anomaly) is None               # first seen: the clock starts
+    assert one(trigger, stats(1, 23 * 60, 0.1, version=4)) is None
+    request = one(trigger, stats(2, 24 * 60, 0.1, version=4))
     assert request is not None
     assert request.policy["trigger"] == "schedule" and request.policy["schedule_s"] == 86400.0
     assert request.model_version == 4 and request.window.start is None
     assert "scheduled retrain: 1 days since first seen" in request.reason
-    assert trigger.process(stats(3, 47 * 60, 0.1)) is None
-    nxt = trigger.process(stats(4, 48 * 60, 0.1))
+    assert one(trigger, stats(3, 47 * 60, 0.1)) is None
+    nxt = one(trigger, stats(4, 48 * 60, 0.1))
     assert nxt is not None and nxt.window.start == at(24 * 60)
     assert "since the last request" in nxt.reason
 
@@ -179,3 +186,24 @@ def test_invalid_policies_name_the_parameter(bad: dict[str, Any]) -> None:
     [(name, _)] = bad.items()
     with pytest.raises(InvalidParameterError, match=name):
         RetrainPolicy(**bad)
+
+
+def test_snapshot_mid_stream_then_restore_continues_identically() -> None:
+    from modelog.models.processor import Processor
+
+    policy = RetrainPolicy(cooldown=dt.timedelta(minutes=30), data_drift_sustained=3,
+                           metric_floor=0.3, metric_sustained=2, schedule=dt.timedelta(hours=6))
+    events: list[Any] = []
+    for i in range(60):
+        events += [concept(i, i * 20.0), data_drift(i, i * 20.0 + 1, feature=f"f{i % 3}"),
+                   stats(i, i * 20.0 + 2, 0.5 if i % 5 else 0.1)]
+    whole = RetrainTrigger(policy)
+    assert isinstance(whole, Processor)
+    expected = whole.process_many(events)
+    assert len(expected) > 5
+    for cut in (1, len(events) // 3, len(events) - 1):
+        first = RetrainTrigger(policy)
+        head = first.process_many(events[:cut])
+        resumed = RetrainTrigger(policy)
+        resumed.restore(first.snapshot())
+        assert head + resumed.process_many(events[cut:]) == expected

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 import modelog
 from modelog.config import Settings
 from modelog.models import codec
-from modelog.models.errors import EventValidationError
+from modelog.models.errors import ArtifactDigestMismatch, EventValidationError
 from modelog.models.events import (
     AliasSet,
     Event,
@@ -35,13 +35,15 @@ from modelog.models.events import (
     RunFinished,
     RunStarted,
 )
+from modelog.models.ids import UuidV7
+from modelog.models.validation import check_output, check_scalars
 from modelog.store.artifacts import ArtifactStore, table_digest
-from modelog.store.errors import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactPathError
+from modelog.store.errors import ArtifactNotFoundError, ArtifactPathError
 from modelog.streams.broker import free_port
-from modelog.streams.errors import BrokerUnavailableError
+from modelog.streams.errors import BrokerUnavailableError, RunNotActiveError
 from modelog.streams.producer import EventProducer
 from modelog.streams.registry_agent import RegistryService
-from modelog.streams.sdk import Client, RunNotActiveError, _UuidV7, check_output, check_scalars
+from modelog.streams.sdk import Client
 from modelog.streams.topics import Topics, ensure_topics
 
 
@@ -161,7 +163,7 @@ def test_log_prediction_encodes_a_valid_event(offline: tuple[Client, _Recorder])
 
 
 def test_ids_are_unique_increasing_uuid7() -> None:
-    gen = _UuidV7()
+    gen = UuidV7()
     ids = [gen() for _ in range(20_000)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert {uuid.UUID(i).version for i in ids} == {7}
@@ -222,7 +224,7 @@ def test_artifact_store_is_idempotent_and_verifies(tmp_path: Path) -> None:
     assert store.get_bytes(digest) in (b"weights",) and store.get_bytes(uri) == b"weights"
     path = Path(uri.removeprefix("file://"))
     path.write_bytes(b"tampered")
-    with pytest.raises(ArtifactIntegrityError, match="corrupt"):
+    with pytest.raises(ArtifactDigestMismatch, match="digest mismatch in "):
         store.get_bytes(uri)
     with pytest.raises(ArtifactNotFoundError):
         store.get_bytes("0" * 64)

@@ -12,7 +12,7 @@ GOOD = {"age": 40, "income": 1_000.5, "plan": "pro", "active": True}
 
 
 def kinds(monitor: SkewMonitor) -> dict[tuple[str, str], tuple[str | None, str | None, int]]:
-    return {(f.feature, f.kind): (f.expected, f.observed, f.count) for f in monitor.check()}
+    return {(f.feature, f.kind): (f.expected, f.observed, f.count) for f in monitor.findings}
 
 
 def test_type_families() -> None:
@@ -28,21 +28,22 @@ def test_conforming_inputs_raise_nothing() -> None:
     m = SkewMonitor(SIGNATURE, reference_size=10, window=10, block=10)
     for i in range(100):
         m.update({**GOOD, "income": i, "age": float(i)}, key=f"p{i}")  # int as double, 3.0 as int
-        if i % 10 == 9:
-            assert m.check() == []
+        assert m.findings == () and not m.drift_detected
     assert sum(m.counts.values()) == 0
 
 
 def test_missing_unexpected_and_type_are_reported_once_with_keys() -> None:
-    m = SkewMonitor(SIGNATURE, max_keys=3)
+    m = SkewMonitor(SIGNATURE, max_keys=3, block=8)
     for i in range(5):
         x = {**GOOD, "income": "1000", "extra": 1}  # a string where double is expected
         del x["plan"]
         m.update(x, key=f"p{i}")
     m.update({**GOOD, "age": 1.5}, key="p5")  # a fraction where int64 is expected
     m.update({**GOOD, "active": 1}, key="p6")  # an int is not a bool
+    assert not m.drift_detected  # checked every 8th input
     m.update({**GOOD, "age": True}, key="p7")  # a bool is not a number
-    found = {(f.feature, f.kind): f for f in m.check()}
+    assert m.drift_detected
+    found = {(f.feature, f.kind): f for f in m.findings}
     assert set(found) == {("income", "type"), ("extra", "unexpected"), ("plan", "missing"),
                           ("age", "type"), ("active", "type")}
     assert found["income", "type"].expected == "double"
@@ -50,15 +51,16 @@ def test_missing_unexpected_and_type_are_reported_once_with_keys() -> None:
     assert found["income", "type"].count == 5 and found["income", "type"].keys == ("p0", "p1", "p2")
     assert found["plan", "missing"].observed is None
     assert found["age", "type"].keys == ("p5", "p7")
-    m.update({**GOOD, "income": "again"}, key="p8")
-    assert m.check() == []  # already reported: counted only
-    assert m.counts["type"] == 9
+    for i in range(8, 16):
+        m.update({**GOOD, "income": "again"}, key=f"p{i}")
+    assert m.findings == ()  # already reported: counted only
+    assert m.counts["type"] == 16
 
 
 def test_no_signature_means_no_structural_checks() -> None:
-    m = SkewMonitor(None)
+    m = SkewMonitor(None, block=1)
     m.update({"anything": "goes"}, key="p1")
-    assert m.check() == []
+    assert m.findings == () and not m.drift_detected
 
 
 def test_null_share_against_the_reference_profile() -> None:

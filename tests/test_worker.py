@@ -17,13 +17,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from modelog.config import Settings
 from modelog.models import codec
+from modelog.models.deadletter import DeadLetter
 from modelog.models.events import (
     AnomalyDetected,
     ColumnSchema,
     DriftDetected,
     Event,
     LabelObserved,
-    ModelVersionRegistered,
+    ModelVersionRequested,
     MonitorConfigured,
     MonitorStatsReported,
     PredictionMade,
@@ -31,7 +32,7 @@ from modelog.models.events import (
     SkewDetected,
 )
 from modelog.models.ids import new_id
-from modelog.streams.kafka import DeadLetter
+from modelog.models.registry_fold import answered
 from modelog.streams.topics import Topics, ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -116,12 +117,14 @@ def produced(worker_settings: Settings) -> dict[str, bytes]:
     wrong_topic = codec.encode(RunStarted(id=new_id(), time=T0, aggregate="churn",
                                           run_id="r2", experiment="exp"))
     # a signature (with a feature the serving inputs lack) and two run-time configurations
-    registered = ModelVersionRegistered(
-        id=new_id(), time=T0, aggregate="churn", producer="pytest", model="churn",
-        model_version=1, flavor="river", artifact_uri="file:///churn", artifact_digest="0" * 64,
+    # the registration as the registry worker records it: the command, then its answer
+    requested = ModelVersionRequested(
+        id=new_id(), time=T0, aggregate="churn", producer="pytest", command_id="reg-churn-1",
+        model="churn", flavor="river", artifact_uri="file:///churn", artifact_digest="0" * 64,
         signature=[ColumnSchema("a", "double"), ColumnSchema("b", "double"),
                    ColumnSchema("plan", "string"), ColumnSchema("tenure", "int64")])
-    producer.produce(topics.registry, key=b"churn", value=codec.encode(registered))
+    for event in answered([(requested, T0)]):
+        producer.produce(topics.for_event(event), key=b"churn", value=codec.encode(event))
     good = codec.encode(MonitorConfigured(id=new_id(), time=T0, aggregate="churn",
                                           producer="pytest", model="churn",
                                           config={"psi_threshold": 0.25, "check_every": 50}))

@@ -23,7 +23,7 @@ from river import datasets, evaluate, linear_model, metrics, preprocessing
 import modelog
 from modelog.config import Settings
 from modelog.models.events import MetricsLogged, OnlineModelCheckpointed
-from modelog.streams.online import online_run_id
+from modelog.models.online_models import online_run_id
 from modelog.streams.registry_agent import LogTail, decode_records
 from modelog.streams.topics import ensure_topics
 
@@ -59,8 +59,8 @@ def test_online_model_learns_in_the_worker_like_progressive_validation(worker: S
     data = list(itertools.islice(datasets.Phishing(), N))
     expected = evaluate.progressive_val_score(data, model(), metrics.Accuracy()).get()
     with modelog.connect(settings=worker) as client:
-        version = client.register_model("phish", copy.deepcopy(model()), flavor="river",
-                                        online=True, timeout=120)
+        version = client.register_model("phish", copy.deepcopy(model()), online=True,
+                                        timeout=120)  # registered as a spec (river-spec)
         time.sleep(1.0)  # let the worker's registry tail see the registration
         for x, y in data:
             pid = client.log_prediction("phish", version, x, False)
@@ -80,3 +80,6 @@ def test_online_model_learns_in_the_worker_like_progressive_validation(worker: S
                                              .read_to_end())
                    if isinstance(e, OnlineModelCheckpointed)]
     assert checkpoints and checkpoints[-1].n_learned == N
+    # signed with the worker's own key, kept private in its data directory
+    assert checkpoints[-1].mac is not None
+    assert (worker.data_dir / "worker.key").stat().st_mode & 0o777 == 0o600

@@ -3,7 +3,7 @@
 A standalone script run by the *MLflow* virtualenv's Python, never imported by
 modelog (it imports only the standard library and MLflow)::
 
-    <venv>/bin/python bench_mlflow_side.py --workdir /tmp/x --metrics 100000 --runs 10000
+    <venv>/bin/python mlflow_side.py --workdir /tmp/x --metrics 100000 --runs 10000
 
 It uses MLflow's SQLite tracking store (``sqlite:///<workdir>/mlflow.db``) and
 measures, in this order:

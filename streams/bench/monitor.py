@@ -6,7 +6,7 @@ output; every prediction labelled a few events later), then times
 ``ServingMonitor.process`` over it with concept drift, per-feature data drift,
 prediction drift, skew (against a signature) and anomaly scoring on. Event
 construction is not timed. ``anomaly_sample_every`` trades anomaly coverage
-for speed (see :class:`~modelog.models.monitor.MonitorConfig`).
+for speed (see :class:`~modelog.models.monitor_config.MonitorConfig`).
 
 Run ``python -m modelog.streams.bench.monitor`` for the figures.
 
@@ -33,7 +33,8 @@ from modelog.models.events import (
     ModelVersionRegistered,
     PredictionMade,
 )
-from modelog.models.monitor import MonitorConfig, ServingMonitor
+from modelog.models.monitor import ServingMonitor
+from modelog.models.monitor_config import MonitorConfig
 
 __all__ = ["bench_events", "bench_monitor", "main"]
 
@@ -83,7 +84,8 @@ def bench_monitor(n: int = 50_000, *, anomaly: bool = True, anomaly_sample_every
         monitor emitted), ``us_per_prediction`` and the settings used.
     """
     cfg = config or MonitorConfig()
-    cfg = dataclasses.replace(cfg, anomaly=anomaly, anomaly_sample_every=anomaly_sample_every)
+    cfg = dataclasses.replace(cfg, anomaly=dataclasses.replace(
+        cfg.anomaly, enabled=anomaly, sample_every=anomaly_sample_every))
     events = bench_events(n, seed=seed)
     monitor = ServingMonitor(cfg)
     monitor.process(ModelVersionRegistered(

@@ -22,8 +22,9 @@ ledger after a trip through Kafka -- raises identical alerts.
 
 Examples
 --------
->>> from modelog.models.monitor import MonitorConfig
->>> result = run_scenario(SCENARIOS["agrawal-abrupt"], MonitorConfig(anomaly=False), seeds=[0])
+>>> from modelog.models.monitor_config import AnomalyConfig, MonitorConfig
+>>> no_anomaly = MonitorConfig(anomaly=AnomalyConfig(enabled=False))
+>>> result = run_scenario(SCENARIOS["agrawal-abrupt"], no_anomaly, seeds=[0])
 >>> result.detected_share, result.false_alarms, result.delay_max < 200
 (1.0, 0, True)
 """
@@ -42,7 +43,8 @@ from typing import Any, Literal
 
 from modelog.models.events import Event, LabelObserved, PredictionMade, Scalar
 from modelog.models.ids import derived_id, epoch_ms
-from modelog.models.monitor import MonitorConfig, ServingMonitor
+from modelog.models.monitor import ServingMonitor
+from modelog.models.monitor_config import AnomalyConfig, ConceptDriftConfig, MonitorConfig
 
 __all__ = [
     "ALERT_TYPES",
@@ -280,7 +282,7 @@ def run_scenario(scenario: Scenario, config: MonitorConfig,
     drifted = scenario.drift_start is not None
     return ScenarioResult(
         scenario=scenario,
-        detector=config.detector,
+        detector=config.concept.detector,
         outcomes=outcomes,
         delay_mean=statistics.fmean(delays) if delays else None,
         delay_max=max(delays) if delays else None,
@@ -444,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "monitor's anomaly alerts count as alarms too)")
     args = parser.parse_args(argv)
     results = [
-        run_scenario(SCENARIOS[name], MonitorConfig(detector=detector, anomaly=args.anomaly),
+        run_scenario(SCENARIOS[name], MonitorConfig(
+            concept=ConceptDriftConfig(detector=detector),
+            anomaly=AnomalyConfig(enabled=args.anomaly)),
                      seeds=range(args.seeds))
         for detector in args.detector or ["adwin"]
         for name in args.scenario or list(SCENARIOS)

@@ -7,7 +7,7 @@ What is measured, on both sides:
 
 * **logging metrics**: ``metrics`` (default 100,000) values logged to one run.
   modelog: ``run.log_metric(key, value, step)`` in a loop (the SDK batches
-  the points into ``MetricsLogged`` events of :data:`~modelog.streams.sdk.METRIC_BATCH`),
+  the points into ``MetricsLogged`` events of :data:`~modelog.streams.run.METRIC_BATCH`),
   the clock stopping when ``client.flush()`` returns, i.e. when Kafka
   acknowledged every event; then the end-to-end rate until all points are
   in DuckDB's ``run_metrics`` through the projector (started after the
@@ -51,15 +51,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from modelog.config import Settings
-from modelog.store.errors import StoreError
+from modelog.streams.errors import BenchmarkError, MlflowUnavailableError
 
 __all__ = [
     "MLFLOW_SIDE_SCRIPT",
     "SEARCH_FILTER",
     "TARGET_RATIO",
     "TARGET_SEARCH_S",
-    "BenchmarkError",
-    "MlflowUnavailableError",
     "RunSpec",
     "bench_tracking",
     "ensure_mlflow_venv",
@@ -76,7 +74,7 @@ TARGET_RATIO = 20.0
 """modelog's acknowledged metrics/s must be at least this multiple of MLflow's batched rate."""
 TARGET_SEARCH_S = 0.050
 """A filtered search over 10,000 runs must take less than this (seconds)."""
-MLFLOW_SIDE_SCRIPT = Path(__file__).with_name("bench_mlflow_side.py")
+MLFLOW_SIDE_SCRIPT = Path(__file__).with_name("mlflow_side.py")
 """The standalone script the MLflow virtualenv runs."""
 
 _MODELS = ("rf", "gbm", "lr")
@@ -88,14 +86,6 @@ _LATEST_METRICS_VIEW = (
     "SELECT run_id, key, arg_max(value, (step, time)) AS value FROM run_metrics GROUP BY ALL"
 )
 """Stand-in until the projection provides ``run_latest_metrics`` (then this is a no-op)."""
-
-
-class BenchmarkError(StoreError):
-    """The benchmark could not complete (data never arrived, a side failed)."""
-
-
-class MlflowUnavailableError(BenchmarkError):
-    """MLflow could not be installed or run; the reason says why."""
 
 
 class RunSpec(NamedTuple):

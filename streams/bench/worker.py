@@ -36,9 +36,10 @@ from modelog.models.events import (
     ColumnSchema,
     Event,
     LabelObserved,
-    ModelVersionRegistered,
+    ModelVersionRequested,
     PredictionMade,
 )
+from modelog.models.registry_fold import answered
 from modelog.streams.kafka import new_consumer, new_producer
 from modelog.streams.topics import Topics, ensure_topics
 
@@ -92,11 +93,19 @@ def serving_events(model: str, n: int, *, seed: int, start: dt.datetime,
             )
 
 
-def _registration(model: str, t: dt.datetime) -> ModelVersionRegistered:
-    return ModelVersionRegistered(
-        id=f"reg-{model}", time=t, aggregate=model, producer="bench", model=model,
-        model_version=1, flavor="sklearn", artifact_uri="file:///bench",
-        artifact_digest="0" * 64, signature=[ColumnSchema(n, t_) for n, t_ in SIGNATURE])
+def _registration(model: str, t: dt.datetime) -> list[Event]:
+    """Version 1 of ``model`` as the registry worker records it: the command and its answer."""
+    return answered([(ModelVersionRequested(
+        id=f"req-{model}", time=t, aggregate=model, producer="bench", command_id=f"reg-{model}",
+        model=model, flavor="sklearn", artifact_uri="file:///bench", artifact_digest="0" * 64,
+        signature=[ColumnSchema(n, t_) for n, t_ in SIGNATURE]), t)])
+
+
+def _register(producer: Any, topics: Topics, models: list[str], t: dt.datetime) -> None:
+    """Register version 1 of each model: commands and answers, each on its own topic."""
+    for stream in (topics.registry_commands, topics.registry):
+        _produce(producer, stream, [(m.encode(), codec.encode(e)) for m in models
+                                    for e in _registration(m, t) if topics.for_event(e) == stream])
 
 
 def _producer(settings: Settings) -> Any:
@@ -176,8 +185,7 @@ def bench_worker(settings: Settings, *, predictions: int = 100_000, latency_mode
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     backlog_models = [f"bench-{i}" for i in range(4)]
     producer = _producer(settings)
-    regs = [(m.encode(), codec.encode(_registration(m, t0))) for m in backlog_models]
-    _produce(producer, topics.registry, regs)
+    _register(producer, topics, backlog_models, t0)
     per_model = predictions // len(backlog_models)
     streams = [serving_events(m, per_model, seed=i, start=t0)
                for i, m in enumerate(backlog_models)]
@@ -237,8 +245,7 @@ def _live_latency(settings: Settings, topics: Topics, producer: Any, n_models: i
 
     models = [f"live-{uuid.uuid4().hex[:4]}-{i}" for i in range(n_models)]
     now = dt.datetime.now(dt.UTC)
-    _produce(producer, topics.registry,
-             [(m.encode(), codec.encode(_registration(m, now))) for m in models])
+    _register(producer, topics, models, now)
     per_model, drift_base = 3_000, 1_500
     consumer = new_consumer(settings, client_id="modelog-bench-latency",
                             extra={"fetch.wait.max.ms": 10})

@@ -1,12 +1,20 @@
-"""Online River models learning on the serving stream (pure: no Kafka, no DuckDB).
+"""Online River models learning on the serving stream (no Kafka, no DuckDB).
 
 :class:`OnlineModelProcessor` reads decoded events in log order and returns the
 events to publish:
 
-* ``ModelVersionRegistered`` with ``online=True`` and flavor ``river`` starts a
-  learner: the artifact is read from the :class:`~modelog.store.artifacts.ArtifactStore`
-  and unpickled only after its SHA-256 matched the event's ``artifact_digest``
-  (:func:`~modelog.models.flavors.load_verified`);
+* ``ModelVersionRegistered`` with ``online=True`` and flavor ``river-spec``
+  starts a learner: the artifact is read through the :class:`ArtifactIO` the
+  worker passes in (its :class:`~modelog.store.artifacts.ArtifactStore`), its
+  SHA-256 is checked against the event's ``artifact_digest``
+  (:func:`~modelog.models.flavors.load_verified`) and the learner is *built*
+  from the specification it holds: allow-listed River classes and their
+  hyperparameters (:mod:`modelog.models.online_spec`), so nothing a producer
+  wrote is executed. A registration of flavor ``river`` (a pickle) is refused
+  with :class:`OnlineModelError` unless the processor was created with
+  ``allow_pickle=True`` (the operator's ``MODELOG_ONLINE_ALLOW_PICKLE=1``):
+  the digest proves the bytes are the registered ones, not that they are
+  safe to unpickle;
 * ``PredictionMade`` of that model (any version, at or after the registration
   time): the learner predicts for the inputs now, as River does for delayed
   labels, and keeps ``(inputs, its prediction)`` until the label comes;
@@ -23,14 +31,23 @@ online versions of one model learn side by side. The join is bounded: at most
 ``max_pending`` predictions wait per learner (the oldest are evicted) and the
 last ``max_pending`` joined ids are remembered to drop duplicate predictions
 and labels. Labels whose prediction is unknown are ignored and counted
-(``orphan_labels``); nothing unusual raises except an online registration whose
-artifact cannot be loaded (:class:`OnlineModelError`: the worker dead-letters
+(``orphan_labels``); nothing unusual raises except an online registration that
+cannot be started -- its artifact cannot be loaded or built, or it is a pickle
+without ``allow_pickle`` (:class:`OnlineModelError`: the worker dead-letters
 that record with the reason).
 
 Derived events take the triggering label's time and a deterministic id
 (:func:`~modelog.models.ids.derived_id` of that time, the kind, the model,
 the version and the number of labels learned), so a replay publishes
 duplicates that consumers drop by id.
+
+Checkpoints are pickles (River state) that only workers write and read: each
+``OnlineModelCheckpointed`` carries ``mac``, the HMAC-SHA256 of the checkpoint
+(model, version, digest, labels learned) under the ``checkpoint_key`` the
+worker passes in (``<data_dir>/worker.key``). :meth:`~OnlineModelProcessor.resume`
+unpickles only checkpoints whose MAC verifies under that key; others are
+logged, counted (``refused_checkpoints``) and skipped, and their learner
+starts fresh from its registration.
 
 Restarts. A checkpoint holds the learner, its pending predictions and
 remembered ids, and -- when the worker passed ``partition``/``offset`` to
@@ -78,10 +95,15 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
+import logging
 import math
+import secrets
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from modelog.models.errors import OnlineModelError, OnlineSpecError
 from modelog.models.events import (
     Event,
     LabelObserved,
@@ -94,14 +116,14 @@ from modelog.models.events import (
 from modelog.models.flavors import dump, load_verified
 from modelog.models.ids import derived_id, epoch_ms
 from modelog.models.online import OnlineLearner, default_metric
-from modelog.streams.errors import StreamsError
+from modelog.models.processor import SnapshotByPickle
 
 if TYPE_CHECKING:
     from river.metrics.base import Metric
 
-    from modelog.store.artifacts import ArtifactStore
+__all__ = ["PRODUCER", "ArtifactIO", "OnlineModelProcessor", "checkpoint_mac", "online_run_id"]
 
-__all__ = ["PRODUCER", "OnlineModelError", "OnlineModelProcessor", "online_run_id"]
+_log = logging.getLogger(__name__)
 
 PRODUCER = "modelog-online"
 """The ``producer`` of every event the processor derives."""
@@ -113,8 +135,34 @@ _COUNTERS = ("predictions", "learned", "orphan_labels", "duplicate_predictions",
              "skipped_before_registration")
 
 
-class OnlineModelError(StreamsError):
-    """An online model could not be started or restored; the message says why and what to do."""
+class ArtifactIO(Protocol):
+    """Where the processor reads registered artifacts and writes checkpoints.
+
+    The worker passes its :class:`~modelog.store.artifacts.ArtifactStore`; this
+    module imports no storage of its own.
+    """
+
+    def get_bytes(self, uri_or_digest: str) -> bytes:
+        """The content of an artifact (its digest is checked by the caller)."""
+        ...
+
+    def put_bytes(self, data: bytes, suffix: str = "") -> tuple[str, str]:
+        """Store ``data``; return ``(sha256 hex digest, URI)``."""
+        ...
+
+
+def checkpoint_mac(key: bytes, model: str, version: int, digest: str, n_learned: int) -> str:
+    """The HMAC-SHA256 (hex) binding a checkpoint's digest to its model version and progress.
+
+    Examples
+    --------
+    >>> mac = checkpoint_mac(b"k" * 32, "churn", 1, "ab" * 32, 1000)
+    >>> len(mac), mac == checkpoint_mac(b"k" * 32, "churn", 2, "ab" * 32, 1000)
+    (64, False)
+    """
+    message = "\x00".join(("modelog-online-checkpoint/1", model, str(version),
+                           digest.strip().lower(), str(n_learned)))
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
 def online_run_id(model: str, version: int) -> str:
@@ -149,7 +197,7 @@ class _Learner:
 
 @dataclasses.dataclass(frozen=True)
 class _Snapshot:
-    """What a checkpoint artifact holds (pickled with the ``river`` flavor)."""
+    """What a checkpoint artifact holds (pickled with the ``river`` flavor; workers only)."""
 
     model: str
     version: int
@@ -162,7 +210,7 @@ class _Snapshot:
     source_offset: dict[str, int] | None
 
 
-class OnlineModelProcessor:
+class OnlineModelProcessor(SnapshotByPickle):
     """Keep the online models of the registry learning from the serving log.
 
     Parameters
@@ -182,16 +230,29 @@ class OnlineModelProcessor:
     metric
         Builds the metric of a newly started model (default: ``Accuracy`` for
         classifiers, ``MAE`` for regressors).
+    allow_pickle
+        Also start online registrations of flavor ``river`` by unpickling their
+        artifact (logged with a warning). Off by default: anyone who can write
+        to the broker and the artifact store could make the worker run code.
+    checkpoint_key
+        The secret that signs checkpoints and verifies them on :meth:`resume`
+        (the worker's ``<data_dir>/worker.key``). ``None``: a random key of
+        this processor, so only checkpoints it wrote itself are restored.
     """
+
+    not_state: ClassVar[tuple[str, ...]] = ("artifacts", "metric", "allow_pickle",
+                                            "checkpoint_key")
 
     def __init__(
         self,
-        artifacts: ArtifactStore | None,
+        artifacts: ArtifactIO | None,
         *,
         checkpoint_every: int = 1000,
         metrics_every: int = 100,
         max_pending: int = 100_000,
         metric: Callable[[Any], Metric] = default_metric,
+        allow_pickle: bool = False,
+        checkpoint_key: bytes | None = None,
     ) -> None:
         from modelog.models.errors import InvalidParameterError
 
@@ -204,9 +265,16 @@ class OnlineModelProcessor:
         self.metrics_every = metrics_every
         self.max_pending = max_pending
         self.metric = metric
+        self.allow_pickle = allow_pickle
+        if allow_pickle:
+            _log.warning("online_allow_pickle is on (MODELOG_ONLINE_ALLOW_PICKLE=1): online "
+                         "models registered as River pickles will be unpickled, running "
+                         "whatever code their artifact holds")
+        self.checkpoint_key = checkpoint_key if checkpoint_key else secrets.token_bytes(32)
         self._learners: dict[str, dict[int, _Learner]] = {}
         self._next_offset: dict[str, int] = {}
         self.ignored_registrations = 0
+        self.refused_checkpoints = 0
 
     # -- starting and restoring ---------------------------------------------------
     def start(self, model: str, version: int, estimator: Any, *, since: dt.datetime,
@@ -225,22 +293,34 @@ class OnlineModelProcessor:
     def resume(self, checkpoints: Iterable[OnlineModelCheckpointed]) -> int:
         """Restore the latest checkpoint of every model version; return how many were restored.
 
-        The latest is the one with the most labels learned (the later one on a
-        tie). Call before feeding any event.
+        Only checkpoints whose ``mac`` verifies under :attr:`checkpoint_key`
+        are considered (the others are logged, counted in
+        ``refused_checkpoints`` and never read); the latest is the one with the
+        most labels learned (the later one on a tie). Call before feeding any
+        event.
 
         Raises
         ------
         OnlineModelError
-            When there is no artifact store, or a checkpoint is missing or
-            does not match its digest.
+            When there is no artifact store, or a verified checkpoint is
+            missing or does not match its digest.
         """
         latest: dict[tuple[str, int], OnlineModelCheckpointed] = {}
         for cp in checkpoints:
+            if not self._signed_here(cp):
+                self.refused_checkpoints += 1
+                _log.warning(
+                    "refused checkpoint %s of %s v%s: its MAC does not verify under this "
+                    "worker's key (forged, or written by a worker with another data dir); "
+                    "the model starts fresh from its registration", cp.artifact_uri, cp.model,
+                    cp.model_version)
+                continue
             key = (cp.model, cp.model_version)
             if key not in latest or cp.n_learned >= latest[key].n_learned:
                 latest[key] = cp
         for cp in latest.values():
-            snap = self._load(cp.artifact_uri, cp.artifact_digest, cp.model, cp.model_version)
+            snap = self._load(cp.artifact_uri, cp.artifact_digest, cp.model, cp.model_version,
+                              "river")
             if not isinstance(snap, _Snapshot):
                 raise OnlineModelError(
                     f"checkpoint {cp.artifact_uri} of {cp.model} v{cp.model_version} holds a "
@@ -266,13 +346,22 @@ class OnlineModelProcessor:
                             for s in states.values())
                 for p in sorted(partitions, key=int)}
 
-    def _load(self, uri: str, digest: str, model: str, version: int) -> Any:
+    def _signed_here(self, cp: OnlineModelCheckpointed) -> bool:
+        expected = checkpoint_mac(self.checkpoint_key, cp.model, cp.model_version,
+                                  cp.artifact_digest, cp.n_learned)
+        return cp.mac is not None and hmac.compare_digest(cp.mac.lower(), expected)
+
+    def _load(self, uri: str, digest: str, model: str, version: int, flavor: str) -> Any:
         if self.artifacts is None:
             raise OnlineModelError(
                 f"cannot load {uri} for {model} v{version}: the processor has no artifact "
                 "store; create it with OnlineModelProcessor(ArtifactStore.from_settings(s))")
         try:
-            return load_verified(self.artifacts.get_bytes(uri), digest, "river")
+            return load_verified(self.artifacts.get_bytes(uri), digest, flavor)
+        except OnlineSpecError as exc:
+            raise OnlineModelError(
+                f"{model} v{version} is registered online but its specification {uri} "
+                f"cannot be built: {exc}") from exc
         except Exception as exc:
             raise OnlineModelError(
                 f"cannot load the artifact {uri} of {model} v{version}: {exc} -- check that "
@@ -314,14 +403,28 @@ class OnlineModelProcessor:
         return [derived for event in events for derived in self.process(event)]
 
     def _on_registered(self, ev: ModelVersionRegistered) -> list[Event]:
-        if not ev.online or ev.flavor != "river":
+        if not ev.online or ev.flavor not in ("river-spec", "river"):
             return []
         if ev.model_version in self._learners.get(ev.model, {}):
             return []
         if self.artifacts is None:
             self.ignored_registrations += 1
             return []
-        estimator = self._load(ev.artifact_uri, ev.artifact_digest, ev.model, ev.model_version)
+        if ev.flavor == "river":
+            if not self.allow_pickle:
+                raise OnlineModelError(
+                    f"{ev.model} v{ev.model_version} is registered online as a River pickle "
+                    f"({ev.artifact_uri}); workers do not unpickle registered artifacts: anyone "
+                    "who can write to the broker could make them run code. Register the model "
+                    "as a specification (client.register_model(name, model, online=True) "
+                    "without flavor='river'), or, if everyone who can write to the broker and "
+                    "the artifact store is trusted, start the workers with "
+                    "MODELOG_ONLINE_ALLOW_PICKLE=1")
+            _log.warning("unpickling the online registration %s v%s (%s) because "
+                         "MODELOG_ONLINE_ALLOW_PICKLE is set: this runs whatever code the "
+                         "artifact holds", ev.model, ev.model_version, ev.artifact_uri)
+        estimator = self._load(ev.artifact_uri, ev.artifact_digest, ev.model, ev.model_version,
+                               ev.flavor)
         try:
             self.start(ev.model, ev.model_version, estimator, since=ev.time, run_id=ev.run_id)
         except ValueError as exc:
@@ -405,6 +508,7 @@ class OnlineModelProcessor:
             model_version=state.version, artifact_uri=uri, artifact_digest=digest,
             n_learned=n, metrics=self._metric_values(state), source_offset=offsets,
             run_id=state.run_id,
+            mac=checkpoint_mac(self.checkpoint_key, state.model, state.version, digest, n),
         )
 
     def checkpoint_all(self) -> list[Event]:

@@ -1,0 +1,5 @@
+"""``python -m modelog.cli`` runs the command line, like ``python -m modelog``."""
+
+from modelog.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""The process a retrain job trains in: run the operator's trainer, store and score its model.
+
+The retrain runner (:mod:`modelog.streams.retrainer`) starts
+``python -m modelog.streams.retrain_child JOB_DIR`` for each job, with a
+timeout; a trainer that raises, hangs or crashes the interpreter takes only
+this process down. ``JOB_DIR/job.json`` says what to do:
+
+* ``trainer``: the ``module``/``function`` the *runner's configuration* mapped
+  the model to (never taken from an event);
+* ``dataset_uri``: the assembled training window, a dataset version in the
+  artifact store (``split`` column: ``train``/``holdout``);
+* ``context``: the :class:`~modelog.models.retrain_job.TrainerContext` fields;
+* ``metric``: the configured gate metric (``null``: chosen from the labels);
+* ``production``: the production version's artifact (flavor, URI, digest), or
+  ``null``.
+
+The child reads the window, calls ``trainer(train_table, context)`` -- the
+``train`` split with every column: ``context.features``, ``context.target``
+and the bookkeeping columns (``event_time``, ``source``: ``dataset`` or
+``traffic``...), so a trainer may weight recent traffic -- checks
+that it returned a model modelog can store (a registered flavor), stores it
+content-addressed, and scores the candidate and production on the holdout
+(production from its artifact; a version registered without one is scored by
+the outputs it served, recorded in the ledger). It writes ``JOB_DIR/result.json``:
+``{"ok": true, ...}`` or ``{"ok": false, "error": ..., "traceback": ...}``.
+It exits on its own when its parent (the runner) dies.
+
+May import :mod:`modelog.models`, :mod:`modelog.store` and :mod:`modelog.config`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "predict", "run_child"]
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the runner that started this process is gone (kill -9 included)."""
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(3)
+    threading.Thread(target=watch, daemon=True, name="modelog-retrain-watchdog").start()
+
+
+def predict(model: Any, frame: Any) -> list[Any]:
+    """Predictions of ``model`` for the rows of the pandas DataFrame ``frame``."""
+    if hasattr(model, "predict"):
+        out = model.predict(frame)
+        return list(out.tolist() if hasattr(out, "tolist") else out)
+    if hasattr(model, "predict_one"):  # River
+        return [model.predict_one(row) for row in frame.to_dict("records")]
+    raise TypeError(f"a {type(model).__name__} has no predict() or predict_one(); the runner "
+                    "cannot score it on the holdout")
+
+
+def _served(holdout: Any, version: int) -> tuple[list[Any], list[Any]]:
+    """Outputs ``version`` served for holdout rows, with the rows' labels."""
+    rows = [r for r in holdout.select(["served_version", "served_output", "label"]).to_pylist()
+            if r["served_version"] == version and r["served_output"] is not None]
+    return [json.loads(r["served_output"]) for r in rows], [r["label"] for r in rows]
+
+
+def run_child(job: dict[str, Any]) -> dict[str, Any]:
+    """Do the job ``job`` (the parsed ``job.json``); return the result to write."""
+    import pyarrow.compute as pc
+
+    from modelog.config import Settings
+    from modelog.models import flavors
+    from modelog.models.errors import ModelsError, RetrainJobError
+    from modelog.models.retrain_job import TrainerContext, choose_metric, score, unpack_result
+    from modelog.models.validation import artifact_suffix
+    from modelog.store.artifacts import ArtifactStore
+
+    artifacts = ArtifactStore.from_settings(Settings.from_env())
+    window = artifacts.read_table(job["dataset_uri"])
+    features, target = list(job["context"]["features"]), str(job["context"]["target"])
+    train = window.filter(pc.equal(window.column("split"), "train"))
+    holdout = window.filter(pc.equal(window.column("split"), "holdout"))
+    ctx = dict(job["context"])
+    for key in ("start", "end"):
+        ctx[key] = None if ctx[key] is None else dt.datetime.fromisoformat(ctx[key])
+    context = TrainerContext(**ctx)
+
+    module = importlib.import_module(job["trainer"]["module"])
+    fit: Any = module
+    for part in str(job["trainer"]["function"]).split("."):
+        fit = getattr(fit, part)
+    model, trainer_metrics = unpack_result(fit(train, context))
+    try:
+        serialized = flavors.dump(model)
+    except ModelsError as exc:
+        raise RetrainJobError(
+            f"the trainer returned a {type(model).__module__}.{type(model).__qualname__}, which "
+            f"is not a model modelog can store ({exc}); return a fitted scikit-learn, PyTorch "
+            "or River model") from None
+    digest, uri = artifacts.put_bytes(serialized.data, artifact_suffix(serialized.format))
+
+    labels = holdout.column(target).to_pylist()
+    metric = choose_metric(labels, job.get("metric"))
+    frame = holdout.select(features).to_pandas()
+    candidate = score(metric, predict(model, frame), labels) if labels else None
+    production: float | None = None
+    prod = job.get("production")
+    source = None
+    if prod is not None and labels:
+        if prod.get("artifact_digest") and prod.get("flavor") not in ("custom", "river-spec"):
+            try:
+                loaded = flavors.load_verified(artifacts.read_bytes(prod["artifact_uri"]
+                                                                    or prod["artifact_digest"]),
+                                               prod["artifact_digest"], prod["flavor"])
+            except Exception as exc:
+                raise RetrainJobError(
+                    f"the production version v{prod['version']} cannot be loaded "
+                    f"({type(exc).__name__}: {exc}); the candidate cannot be compared with "
+                    "it") from None
+            production, source = score(metric, predict(loaded, frame), labels), "artifact"
+        else:
+            served, truth = _served(holdout, int(prod["version"]))
+            if not served:
+                raise RetrainJobError(
+                    f"the production version v{prod['version']} has no artifact and served "
+                    "none of the holdout rows: it cannot be evaluated")
+            production, source = score(metric, served, truth), "served outputs"
+    signature = flavors.infer_signature(train.select(features))
+    return {
+        "ok": True, "artifact_uri": uri, "artifact_digest": digest,
+        "flavor": serialized.flavor, "library_versions": serialized.library_versions,
+        "signature": signature, "trainer_metrics": trainer_metrics, "metric": metric,
+        "candidate": candidate, "production": production, "production_source": source,
+        "train_rows": train.num_rows, "holdout_rows": holdout.num_rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m modelog.streams.retrain_child JOB_DIR``."""
+    args = sys.argv[1:] if argv is None else argv
+    job_dir = Path(args[0])
+    _watch_parent(int(args[1]) if len(args) > 1 else os.getppid())
+    try:
+        result = run_child(json.loads((job_dir / "job.json").read_text()))
+    except BaseException as exc:  # everything the trainer does is reported, nothing escapes
+        from modelog.models.errors import RetrainJobError
+
+        # the runner's own verdicts (not a model, production unloadable) read as they are
+        error = str(exc) if isinstance(exc, RetrainJobError) else f"{type(exc).__name__}: {exc}"
+        result = {"ok": False, "error": error[:4000], "verdict": isinstance(exc, RetrainJobError),
+                  "traceback": "".join(traceback.format_exception(exc))[-20_000:]}
+    tmp = job_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, default=str))
+    tmp.replace(job_dir / "result.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
