@@ -146,10 +146,15 @@ def up(
     dashboard_port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8501,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard",
                                                help="Do not start the dashboard.")] = False,
+    trainer: Annotated[list[str] | None, typer.Option(
+        "--trainer", "-t", help="MODEL=package.module:function: a trainer for the retrain "
+        "runner (repeatable; MODELOG_TRAINERS and the 'modelog.trainers' entry points "
+        "work too).")] = None,
 ) -> None:
     """Start everything: the embedded broker (unless --broker/MODELOG_BROKER is given), the
-    worker, the projector and the dashboard. A child that dies is restarted (after 1 s,
-    doubling up to 30 s while it keeps dying). Ctrl-C stops them all cleanly."""
+    worker, the projector, alert delivery, the retrain runner and the dashboard. A child
+    that dies is restarted (after 1 s, doubling up to 30 s while it keeps dying). Ctrl-C
+    stops them all cleanly."""
     from modelog.streams.supervisor import Supervisor
     from modelog.streams.topics import ensure_topics
 
@@ -216,6 +221,8 @@ def up(
         typer.echo("worker     monitors + registry (ready in ~10 s)")
         spawn("delivery", ["deliver"], env)
         typer.echo("delivery   alert webhooks (`modelog alerts subscribe URL`)")
+        spawn("retrainer", ["retrainer", *(f"--trainer={t}" for t in trainer or [])], env)
+        typer.echo("retrainer  one job per retrain request (`--trainer MODEL=pkg.mod:fit`)")
         if not no_dashboard:
             spawn("dashboard", ["dashboard", "--port", str(dashboard_port)], env)
             typer.echo(f"dashboard  http://127.0.0.1:{dashboard_port}")
@@ -260,6 +267,9 @@ def _port_free(port: int) -> bool:
     import socket
 
     with socket.socket() as sock:
+        # connections of a previous broker lingering in TIME_WAIT do not make it busy (the
+        # broker binds with SO_REUSEADDR too); a listener does
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

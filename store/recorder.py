@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,9 @@ class Recorder:
         The DuckDB file (created with its schema if missing).
     db_threads
         DuckDB worker threads (``None``: DuckDB's default, one per core).
+    lock_wait
+        Seconds to wait for another process's hold on the file to end (a reader
+        opening it while no query server answers) before giving up.
 
     Examples
     --------
@@ -94,9 +98,11 @@ class Recorder:
     (0, (0,))
     """
 
-    def __init__(self, db_path: Path, *, db_threads: int | None = None) -> None:
+    def __init__(self, db_path: Path, *, db_threads: int | None = None,
+                 lock_wait: float = 10.0) -> None:
         self.db_path = db_path
         self.db_threads = db_threads
+        self.lock_wait = lock_wait
         self._con: duckdb.DuckDBPyConnection | None = None
         self._server: QueryServer | None = None
         self._runtime_file: Path | None = None
@@ -112,13 +118,22 @@ class Recorder:
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(self.db_path))
-        except duckdb.IOException as exc:
-            raise ProjectorError(
-                f"cannot open {self.db_path} for writing: {exc}. Another projector probably "
-                "runs on this data directory; stop it, or use another MODELOG_DATA_DIR."
-            ) from None
+        # A reader may hold the file for a moment (it opens it itself while no query
+        # server answers, e.g. while this projector restarts): wait a little for it.
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                con = duckdb.connect(str(self.db_path))
+                break
+            except duckdb.IOException as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise ProjectorError(
+                    f"cannot open {self.db_path} for writing: {exc}. Another projector "
+                    "probably runs on this data directory; stop it, or use another "
+                    "MODELOG_DATA_DIR."
+                ) from None
         # Checkpoints rewrite the primary-key indexes; fewer, larger ones keep the
         # write path fast (the WAL keeps every committed batch durable meanwhile).
         con.execute("SET checkpoint_threshold = '256MB'")

@@ -43,6 +43,8 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
 
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # a socket of a stopped broker lingering in TIME_WAIT does not hold the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
