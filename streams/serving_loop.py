@@ -29,15 +29,22 @@ monitoring worker hosts this loop instead, as a service of its Faust app
   them. Online learners restore their latest checkpoint first and skip what it
   covers.
 
-The rebuild reads the whole history of the partition; its cost grows with the
-serving log's retention (about the monitor's own speed, see ``modelog bench
---worker``).
+Every ``snapshot_every`` seconds, right after a commit, the state of each owned
+partition is saved with the positions it ends at
+(:class:`~modelog.store.partition_state.PartitionSnapshots`, signed with the
+worker key, in ``<data dir>/worker-state/<group>``): a worker on the same data
+directory that takes the partition over restores it and replays only the
+records after it, so a restart after ``kill -9`` costs a few seconds of replay,
+not the whole retained history. Without a usable snapshot (another machine, a
+snapshot ahead of the commits, a bad signature) the partition is replayed from
+the beginning.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,6 +52,8 @@ from typing import Any
 
 from modelog.config import Settings
 from modelog.models.events import Event
+from modelog.store.partition_state import PartitionSnapshots
+from modelog.store.worker_key import worker_key
 from modelog.streams.kafka import new_consumer, new_producer
 from modelog.streams.topics import Topics
 
@@ -93,6 +102,16 @@ class PartitionRouters:
         for router in self.routers.values():
             out += router.observe_registry(events)
         return out
+
+    def restored(self, partition: int, state: bytes, positions: Position) -> Any:
+        """A router for ``partition`` continuing from a snapshot that ends at ``positions``."""
+        router = self.factory()
+        router.restore(state)
+        router.observe_registry(self.registry)  # only what the snapshot had not seen
+        self.routers[partition] = router
+        self.positions[partition] = dict(positions)
+        self.rebuilds += 1
+        return router
 
     def fresh(self, partition: int) -> Any:
         """A new router for ``partition`` (replacing any state held), knowing the registry."""
@@ -149,7 +168,7 @@ class ServingLoop:
 
     def __init__(self, settings: Settings, make_router: Callable[[], Any], *, group: str,
                  batch_size: int = 5_000, batch_within: float = 0.2,
-                 session_timeout: float = 10.0) -> None:
+                 session_timeout: float = 10.0, snapshot_every: float | None = 2.0) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.group = group
@@ -165,6 +184,14 @@ class ServingLoop:
         self._owned: set[int] = set()
         self._stop = threading.Event()
         self.started = threading.Event()
+        #: Seconds between state snapshots of the owned partitions (``None``: never).
+        self.snapshot_every = snapshot_every
+        self.restored = 0
+        self._next_snapshot = 0.0
+        self._snapshots: PartitionSnapshots | None = None
+        if snapshot_every is not None:
+            self._snapshots = PartitionSnapshots(
+                settings.data_dir / "worker-state" / group, key=worker_key(settings.data_dir))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -210,7 +237,8 @@ class ServingLoop:
                 committed = self._route(consumer, producer, msgs)
                 if committed:
                     self._flush(producer)
-                    _commit(consumer, committed)
+                    if _commit(consumer, committed):
+                        self._maybe_snapshot()
         finally:
             registry.close()
             try:
@@ -252,23 +280,48 @@ class ServingLoop:
             if self.routers.is_current(p, committed[p]):
                 continue
             started = time.monotonic()
-            router = self.routers.fresh(p)
+            starts: Position = {}
+            saved = self._snapshots.load(p) if self._snapshots is not None else None
+            if saved is not None and all(
+                    saved[0].get(t, 0) <= committed[p].get(t, 0) for t in saved[0]):
+                starts = saved[0]  # not ahead of the commits: replay only the tail
+                router = self.routers.restored(p, saved[1], starts)
+                self.restored += 1
+            else:
+                router = self.routers.fresh(p)
             n = 0
-            for topic, part, offset, key, value in self._history(p, committed[p]):
+            for topic, part, offset, key, value in self._history(p, committed[p], starts):
                 router.route(key, value, topic, part, offset)  # silent: already published
                 self.routers.advance(p, topic, offset)
                 n += 1
             for topic, end in committed[p].items():
                 self.routers.positions[p][topic] = end
             self.replayed += n
-            _log.info("partition %s: state rebuilt from %s records in %.1f s", p, n,
-                      time.monotonic() - started)
+            _log.info("partition %s: state rebuilt from %s%s records in %.1f s", p,
+                      "a snapshot and " if starts else "", n, time.monotonic() - started)
 
-    def _history(self, partition: int, ends: Position) -> Iterator[tuple[str, int, int,
-                                                                         bytes | None, bytes]]:
-        """Records of ``partition`` before ``ends``, both topics merged by log time."""
-        streams = [_read_range(self.settings, topic, partition, end)
-                   for topic, end in ends.items() if end > 0]
+    def _maybe_snapshot(self) -> None:
+        """Every ``snapshot_every`` s, right after a commit: save the owned partitions' state."""
+        now = time.monotonic()
+        if self._snapshots is None or self.snapshot_every is None or now < self._next_snapshot:
+            return
+        self._next_snapshot = now + self.snapshot_every
+        for p in sorted(self._owned & set(self.routers.routers)):
+            try:
+                self._snapshots.save(p, self.routers.positions[p],
+                                     self.routers.routers[p].snapshot())
+            except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+                _log.warning("partition %s: state snapshot not saved (%s); a takeover "
+                             "replays the partition from the beginning", p, exc)
+                self._snapshots.discard(p)
+
+    def _history(self, partition: int, ends: Position, starts: Position | None = None,
+                 ) -> Iterator[tuple[str, int, int, bytes | None, bytes]]:
+        """Records of ``partition`` from ``starts`` (default: the beginning) before ``ends``,
+        both topics merged by log time."""
+        starts = starts or {}
+        streams = [_read_range(self.settings, topic, partition, end, starts.get(topic, 0))
+                   for topic, end in ends.items() if end > starts.get(topic, 0)]
         yield from (rec[1:] for rec in heapq.merge(*streams))
 
     # -- the batch path ----------------------------------------------------------------------
@@ -349,7 +402,8 @@ def _in_log_time_order(msgs: Sequence[Any]) -> Iterator[Any]:
             yield from heapq.merge(*group, key=lambda m: m.timestamp()[1])
 
 
-def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> None:
+def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> bool:
+    """Commit ``committed``; whether the broker took it."""
     from confluent_kafka import KafkaException, TopicPartition
 
     try:
@@ -357,16 +411,18 @@ def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> None:
                         asynchronous=False)
     except KafkaException as exc:  # a rebalance took the partition: its new owner redoes it
         _log.warning("commit failed (%s); the batch may be processed again", exc)
+        return False
+    return True
 
 
-def _read_range(settings: Settings, topic: str, partition: int,
-                end: int) -> Iterator[tuple[int, str, int, int, bytes | None, bytes]]:
-    """``(timestamp, topic, partition, offset, key, value)`` of records before ``end``."""
+def _read_range(settings: Settings, topic: str, partition: int, end: int,
+                start: int = 0) -> Iterator[tuple[int, str, int, int, bytes | None, bytes]]:
+    """``(timestamp, topic, partition, offset, key, value)`` of records in [start, end)."""
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     consumer = new_consumer(settings, client_id="modelog-replay")
     try:
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        consumer.assign([TopicPartition(topic, partition, start or OFFSET_BEGINNING)])
         idle = 0
         while True:
             msgs = consumer.consume(10_000, 1.0)

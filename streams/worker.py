@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -100,14 +101,46 @@ class RecordRouter:
         self.configs_rejected = 0
         self.monitoring_skipped = 0
         self._resumed = False
+        self._registry_seen: set[str] = set()
         self._decoded: dict[int, Event] = {}
+
+    _COUNTERS = ("records", "dead_lettered", "published", "registry_errors", "configs_applied",
+                 "configs_rejected", "monitoring_skipped")
+
+    def snapshot(self) -> bytes:
+        """The state of this partition's processors and counters (local state, never sent)."""
+        return pickle.dumps({
+            "monitor": self.monitor.snapshot(),
+            "retrain": None if self.retrain is None else self.retrain.snapshot(),
+            "online": None if self.online is None else self.online.snapshot(),
+            "counters": {name: getattr(self, name) for name in self._COUNTERS},
+            "resumed": self._resumed,
+            "registry_seen": self._registry_seen,
+        }, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, data: bytes) -> None:
+        """Continue from a :meth:`snapshot` this worker's deployment took."""
+        state = pickle.loads(data)  # a verified local snapshot (store.partition_state)
+        self.monitor.restore(state["monitor"])
+        if self.retrain is not None and state["retrain"] is not None:
+            self.retrain.restore(state["retrain"])
+        if self.online is not None and state["online"] is not None:
+            self.online.restore(state["online"])
+        for name, value in state["counters"].items():
+            setattr(self, name, value)
+        self._resumed = state["resumed"]
+        self._registry_seen = set(state["registry_seen"])
 
     def observe_registry(self, events: Sequence[Event]) -> list[Outgoing]:
         """Feed registry events to the monitor (signatures) and the online learner.
 
         The first call restores the latest checkpoints before anything else.
         A registration whose artifact cannot be loaded is logged and skipped.
+        Events seen before (by id) are skipped, so feeding the registry again
+        after :meth:`restore` changes nothing it already knew.
         """
+        events = [e for e in events if e.id not in self._registry_seen]
+        self._registry_seen.update(e.id for e in events)
         for event in events:
             if isinstance(event, ModelVersionRegistered):
                 self.monitor.observe_registry(event)
