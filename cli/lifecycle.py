@@ -198,7 +198,7 @@ def lineage(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help=(
         "model@vN, model@alias, dataset@N, dataset@<digest prefix>, a run id, git:<commit>, "
-        "or a prediction id with --prediction."))],
+        "an alert or retrain request id, or a prediction id with --prediction."))],
     up: Annotated[bool, typer.Option("--up", help="Only what REF came from.")] = False,
     down: Annotated[bool, typer.Option("--down", help="Only what came from REF.")] = False,
     prediction: Annotated[bool, typer.Option(
@@ -209,13 +209,16 @@ def lineage(
                    ] = "text",
 ) -> None:
     """Where something came from and what came from it: datasets, runs, code commits,
-    model versions, alias periods and served predictions.
+    model versions, alias periods, served predictions, and for a retrained version the
+    retrain request and the alert that caused it.
 
     Examples:
 
         modelog lineage churn@production --up     # datasets and code behind the serving model
 
         modelog lineage churn-train@2 --down      # models trained on version 2
+
+        modelog lineage churn@candidate --up      # back to the drift alert and data window
 
         modelog lineage 0190f3c2-... --prediction # why did this prediction happen
     """

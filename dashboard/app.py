@@ -1,7 +1,8 @@
 """The dashboard app: the "Live monitoring" page, first of a multi-page app.
 
 The other pages (Runs, Datasets, Registry, Lineage) live in
-:mod:`modelog.dashboard.pages`; ``st.navigation`` lists them in the sidebar.
+:mod:`modelog.dashboard.pages`, Retraining in :mod:`modelog.dashboard.retrain_page`;
+``st.navigation`` lists them in the sidebar.
 
 Run it with ``modelog dashboard`` (or ``python -m streamlit run app.py`` with
 ``MODELOG_*`` variables set). It only reads, through
@@ -26,6 +27,7 @@ import streamlit as st
 
 from modelog.config import Settings, is_loopback, token_matches
 from modelog.dashboard import charts, data, pages
+from modelog.dashboard.retrain_page import retrain_page
 from modelog.errors import ModelogError
 from modelog.store.errors import NoDataError, StoreError
 from modelog.store.reader import Reader
@@ -388,4 +390,6 @@ st.navigation([
     st.Page(main, title="Live monitoring", icon=":material/monitoring:", url_path="live",
             default=True),
     *pages.lifecycle_pages(),
+    st.Page(retrain_page, title="Retraining", icon=":material/model_training:",
+            url_path="retraining"),
 ]).run()

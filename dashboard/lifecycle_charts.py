@@ -42,7 +42,7 @@ STATUS_COLORS: dict[str, str] = {"finished": "#d4edda", "failed": "#f8d7da",
 
 KIND_COLORS: dict[str, str] = {
     "model": "#f4cccc", "dataset": "#d9ead3", "run": "#cfe2f3", "git": "#eeeeee",
-    "alias": "#fff2cc",
+    "alias": "#fff2cc", "alert": "#f6b26b", "retrain": "#d9d2e9",
 }
 """Fill colour of lineage nodes by kind (others are white)."""
 

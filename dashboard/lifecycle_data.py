@@ -57,7 +57,7 @@ __all__ = [
     "runs",
 ]
 
-NODE_KINDS: tuple[str, ...] = ("model", "dataset", "run", "git", "alias")
+NODE_KINDS: tuple[str, ...] = ("model", "dataset", "run", "git", "alias", "alert", "retrain")
 """Kinds of lineage nodes, in the order the lineage page lists them."""
 
 

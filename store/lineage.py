@@ -13,7 +13,14 @@ References
   :func:`modelog.store.registry.resolve_version`);
 * ``dataset@N`` (or ``@vN``) -- a dataset version number; ``dataset@<hex>`` -- the
   version whose digest starts so; a bare dataset name -- its latest version;
-* a run id (or a unique prefix of one); ``git:<commit>``.
+* a run id (or a unique prefix of one); ``git:<commit>``;
+* the id of an alert (``DriftDetected``...) or of a retrain request: what it caused.
+
+Retraining adds three edges (:data:`modelog.store.views.VIEWS`): ``alert`` ->
+``retrain`` (the request's ``trigger_id``), ``retrain`` -> ``run`` (the job's runs,
+tagged ``retrain_request`` by the runner; the relation names the reason and window)
+and ``retrain`` -> ``dataset`` (the data window the job recorded), so
+``lineage(r, "churn@v2", "up")`` walks from a candidate back to its drift alert.
 
 An unknown run, dataset, version or model raises :class:`~modelog.store.errors.NotFoundError`
 naming what exists.
@@ -64,8 +71,9 @@ _MODEL_VERSION = re.compile(r"v(\d+)")
 
 @dataclass(frozen=True, slots=True, order=True)
 class Node:
-    """A lineage node: ``kind`` (dataset, run, git, model, alias, predictions, prediction)
-    and ``id`` (``name@digest12``, a run id, ``git:<commit>``, ``model@vN``...)."""
+    """A lineage node: ``kind`` (dataset, run, git, model, alias, predictions, prediction,
+    retrain, alert) and ``id`` (``name@digest12``, a run id, ``git:<commit>``, ``model@vN``,
+    an event id...)."""
 
     kind: str
     id: str
@@ -263,7 +271,7 @@ def resolve_ref(reader: QuerySource, ref: str) -> Node:
                             f"{_listing('v' + str(v) for v in versions)}, aliases "
                             f"{_listing(aliases)}")
     if not tail:
-        return Node("run", _resolve_run(reader, ref)["run_id"])
+        return _alert_node(reader, ref) or Node("run", _resolve_run(reader, ref)["run_id"])
     raise NotFoundError(
         f"{ref!r} names no model version, alias, dataset version or run; models: "
         + _listing(r["model"] for r in _rows(
@@ -271,6 +279,14 @@ def resolve_ref(reader: QuerySource, ref: str) -> Node:
         + "; datasets: "
         + _listing(r["name"] for r in _rows(reader, "SELECT DISTINCT name FROM datasets "
                                                       "ORDER BY 1")))
+
+
+def _alert_node(reader: QuerySource, event_id: str) -> Node | None:
+    """The retrain request (``retrain``) or other alert (``alert``) with id ``event_id``."""
+    rows = _rows(reader, "SELECT type FROM alerts WHERE event_id = ? LIMIT 1", [event_id])
+    if not rows:
+        return None
+    return Node("retrain" if rows[0]["type"] == "RetrainRequested" else "alert", event_id)
 
 
 def lineage(reader: QuerySource, ref: str, direction: Direction = "both",

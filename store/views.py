@@ -4,8 +4,9 @@
 may use earlier ones): ``dead_letter_count`` and ``prediction_quality`` are
 computed at query time over the ledgers and hot tables; ``datasets``, ``runs``,
 ``aliases`` and ``lineage_edges`` read the small lifecycle tables of
-:mod:`modelog.store.derivations`. :func:`modelog.store.schema.create_schema`
-creates them. Pure data (no imports).
+:mod:`modelog.store.derivations` (``lineage_edges`` also the retrain requests in
+``alerts`` and the ``RetrainJobEnded`` reports of the ``events`` ledger).
+:func:`modelog.store.schema.create_schema` creates them. Pure data (no imports).
 
 Examples
 --------
@@ -74,6 +75,14 @@ WITH parent_refs AS (
 ), alias_periods AS (
     SELECT *, lead(time) OVER (PARTITION BY model, alias ORDER BY time, event_id) AS until
     FROM alias_history
+), retrain_requests AS (
+    -- RetrainRequested events are alerts; detected_id is the request's trigger_id
+    SELECT event_id AS request_id, time, left(message, 120) AS reason,
+           detected_id AS trigger_id,
+           coalesce(strftime(timezone('UTC', window_start), '%Y-%m-%d %H:%M'), 'start')
+           || ' -> ' || coalesce(strftime(timezone('UTC', window_end), '%Y-%m-%d %H:%M'), 'now')
+               AS span
+    FROM alerts WHERE type = 'RetrainRequested'
 )
 SELECT 'dataset' AS src_kind, src AS src_id, 'dataset' AS dst_kind, child AS dst_id,
        'derived' AS relation, time, CAST(NULL AS TIMESTAMPTZ) AS until, CAST(NULL AS BIGINT) AS n
@@ -96,6 +105,24 @@ UNION ALL
 SELECT 'model', model || '@v' || model_version, 'predictions',
        model || '@v' || model_version || '/predictions', 'served', min(time), max(time),
        count(*)
-FROM predictions WHERE model_version IS NOT NULL GROUP BY model, model_version""",
+FROM predictions WHERE model_version IS NOT NULL GROUP BY model, model_version
+UNION ALL
+-- retraining: the alert that caused a request, the request's job runs (tagged with its id
+-- by the retrain runner) and the data window the job recorded as a dataset version
+SELECT 'alert', r.trigger_id, 'retrain', r.request_id,
+       'triggered' || coalesce(': ' || a.type || coalesce(' ' || a.kind, '')
+                               || coalesce(' on ' || a.feature, ''), ''),
+       r.time, NULL, NULL
+FROM retrain_requests r LEFT JOIN alerts a ON a.event_id = r.trigger_id
+WHERE r.trigger_id IS NOT NULL AND r.trigger_id <> ''
+UNION ALL
+SELECT 'retrain', r.request_id, 'run', s.run_id,
+       'requested: ' || coalesce(r.reason, '') || ' (window ' || r.span || ')', r.time, NULL,
+       NULL
+FROM run_state s JOIN retrain_requests r ON r.request_id = s.tags->>'$.retrain_request'
+UNION ALL
+SELECT 'retrain', payload->>'$.request_id', 'dataset', payload->>'$.dataset', 'window', time,
+       NULL, NULL
+FROM events WHERE type = 'RetrainJobEnded' AND payload->>'$.dataset' IS NOT NULL""",
 }
 """Views, in creation order (later views may use earlier ones)."""
