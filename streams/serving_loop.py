@@ -29,7 +29,8 @@ monitoring worker hosts this loop instead, as a service of its Faust app
   them. Online learners restore their latest checkpoint first and skip what it
   covers.
 
-Every ``snapshot_every`` seconds, right after a commit, the state of each owned
+Every ``snapshot_every`` seconds, right after a commit (one partition at a time,
+so the loop pauses for one partition's pickling), the state of each owned
 partition is saved with the positions it ends at
 (:class:`~modelog.store.partition_state.PartitionSnapshots`, signed with the
 worker key, in ``<data dir>/worker-state/<group>``): a worker on the same data
@@ -188,6 +189,7 @@ class ServingLoop:
         self.snapshot_every = snapshot_every
         self.restored = 0
         self._next_snapshot = 0.0
+        self._snapshot_cursor = -1
         self._snapshots: PartitionSnapshots | None = None
         if snapshot_every is not None:
             self._snapshots = PartitionSnapshots(
@@ -301,19 +303,27 @@ class ServingLoop:
                       "a snapshot and " if starts else "", n, time.monotonic() - started)
 
     def _maybe_snapshot(self) -> None:
-        """Every ``snapshot_every`` s, right after a commit: save the owned partitions' state."""
+        """Right after a commit: save the state of the next owned partition, in turn.
+
+        One partition at a time, so each pause is one partition's pickling and every
+        partition is saved every ``snapshot_every`` seconds.
+        """
         now = time.monotonic()
         if self._snapshots is None or self.snapshot_every is None or now < self._next_snapshot:
             return
-        self._next_snapshot = now + self.snapshot_every
-        for p in sorted(self._owned & set(self.routers.routers)):
-            try:
-                self._snapshots.save(p, self.routers.positions[p],
-                                     self.routers.routers[p].snapshot())
-            except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
-                _log.warning("partition %s: state snapshot not saved (%s); a takeover "
-                             "replays the partition from the beginning", p, exc)
-                self._snapshots.discard(p)
+        owned = sorted(self._owned & set(self.routers.routers))
+        if not owned:
+            return
+        self._next_snapshot = now + self.snapshot_every / len(owned)
+        later = [p for p in owned if p > self._snapshot_cursor]
+        p = self._snapshot_cursor = later[0] if later else owned[0]
+        try:
+            self._snapshots.save(p, self.routers.positions[p],
+                                 self.routers.routers[p].snapshot())
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+            _log.warning("partition %s: state snapshot not saved (%s); a takeover "
+                         "replays the partition from the beginning", p, exc)
+            self._snapshots.discard(p)
 
     def _history(self, partition: int, ends: Position, starts: Position | None = None,
                  ) -> Iterator[tuple[str, int, int, bytes | None, bytes]]:
