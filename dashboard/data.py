@@ -87,7 +87,8 @@ class ConnectionSource:
         return self.con.cursor().execute(sql, params).df()
 
 
-def _bounded(name: str, value: int, low: int = 1, high: int = MAX_LIMIT) -> int:
+def bounded(name: str, value: int, low: int = 1, high: int = MAX_LIMIT) -> int:
+    """``value`` if it is an int in ``[low, high]``; else a :class:`DashboardQueryError`."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise DashboardQueryError(
             f"{name}={value!r} must be an integer between {low} and {high}; "
@@ -168,7 +169,7 @@ QUALIFY row_number() OVER (PARTITION BY source_topic, source_partition, source_o
                            ORDER BY time, "offset") = 1
 ORDER BY time DESC, source_topic, source_offset DESC
 LIMIT $limit"""
-    df: pd.DataFrame = source.query_df(sql, {"limit": _bounded("limit", limit)})
+    df: pd.DataFrame = source.query_df(sql, {"limit": bounded("limit", limit)})
     return df
 
 
@@ -259,7 +260,7 @@ WHERE (CAST($model AS VARCHAR) IS NULL OR a.model = $model)
 ORDER BY a.time DESC, a.event_id DESC
 LIMIT $limit"""
     params = {"model": model, "version": model_version, "since": since,
-              "limit": _bounded("limit", limit)}
+              "limit": bounded("limit", limit)}
     df: pd.DataFrame = source.query_df(sql, params)
     return df
 
@@ -305,8 +306,8 @@ FROM latest, total
 WHERE (total.n - 1 - back) // $window > (total.n - 1) // $window - $windows
 GROUP BY ALL
 ORDER BY window_index"""
-    size = _bounded("window", window, high=1_000_000)
-    count = _bounded("windows", windows)
+    size = bounded("window", window, high=1_000_000)
+    count = bounded("windows", windows)
     params = {"model": model, "version": model_version, "window": size, "windows": count,
               "rows": size * count}
     df: pd.DataFrame = source.query_df(sql, params)
@@ -338,7 +339,7 @@ SELECT * FROM (
     ORDER BY time DESC, event_id DESC
     LIMIT $limit
 ) ORDER BY time"""
-    params = {"model": model, "version": model_version, "limit": _bounded("limit", limit)}
+    params = {"model": model, "version": model_version, "limit": bounded("limit", limit)}
     df: pd.DataFrame = source.query_df(sql, params)
     return df
 
@@ -380,7 +381,7 @@ SELECT time, model_version, detector, feature,
 FROM split
 WHERE NOT ends_with(detector, '_threshold')
 ORDER BY time, feature, detector"""
-    params = {"model": model, "version": model_version, "limit": _bounded("limit", limit)}
+    params = {"model": model, "version": model_version, "limit": bounded("limit", limit)}
     df: pd.DataFrame = source.query_df(sql, params)
     return df
 
@@ -436,7 +437,7 @@ latest AS (SELECT 'latest' AS period, output FROM scope ORDER BY time DESC, even
            LIMIT $n)
 SELECT period, json_type(output) AS kind, CAST(output AS VARCHAR) AS raw
 FROM (SELECT * FROM first UNION ALL SELECT * FROM latest)"""
-    n = _bounded("window", window, high=100_000)
+    n = bounded("window", window, high=100_000)
     raw: pd.DataFrame = source.query_df(sql, {"model": model, "version": model_version, "n": n})
     columns = ["period", "value", "order", "share", "count"]
     if raw.empty:

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from modelog.dashboard.data import QuerySource, _bounded
+from modelog.dashboard.data import QuerySource, bounded
 from modelog.dashboard.errors import DashboardQueryError
 from modelog.store.filters import select_runs
 from modelog.store.queries import as_utc
@@ -70,7 +70,7 @@ def _ids(name: str, values: Sequence[str]) -> list[str]:
     chosen = [str(v) for v in values]
     if not chosen:
         raise DashboardQueryError(f"{name} must name at least one run id.")
-    _bounded(f"len({name})", len(chosen), high=100)
+    bounded(f"len({name})", len(chosen), high=100)
     return chosen
 
 
@@ -121,7 +121,7 @@ def runs(source: QuerySource, filter_string: str = "", order_by: str | Sequence[
     pandas.DataFrame
         The columns of the ``runs`` table.
     """
-    sql, params = select_runs(filter_string, order_by, limit=_bounded("limit", limit))
+    sql, params = select_runs(filter_string, order_by, limit=bounded("limit", limit))
     # Shadow ``runs`` with the experiment's runs, so the compiled query is used untouched.
     scoped = ("WITH runs AS (SELECT * FROM main.runs "
               "WHERE CAST(? AS VARCHAR) IS NULL OR experiment = ?) ")
@@ -155,7 +155,7 @@ SELECT m.run_id, coalesce(nullif(r.name, ''), m.run_id) AS run, m.key, m.step, m
 FROM run_metrics m LEFT JOIN runs r USING (run_id)
 WHERE list_contains(?, m.run_id)
 ORDER BY m.run_id, m.key, m.step, m.time LIMIT ?""",
-               [_ids("run_ids", run_ids), _bounded("limit", limit)])
+               [_ids("run_ids", run_ids), bounded("limit", limit)])
 
 
 def run_labels(source: QuerySource, nodes: Sequence[str]) -> dict[str, str]:
@@ -266,7 +266,7 @@ def alias_history(source: QuerySource, model: str, *, limit: int = 5000) -> pd.D
     return _df(source, """
 SELECT time, alias, action, model_version, previous_version, actor, reason, event_id
 FROM alias_history WHERE model = ?
-ORDER BY time, event_id LIMIT ?""", [model, _bounded("limit", limit)])
+ORDER BY time, event_id LIMIT ?""", [model, bounded("limit", limit)])
 
 
 class _ArrowSource:
@@ -416,7 +416,7 @@ def lineage_around(source: QuerySource, node: str, *, depth: int = 3) -> pd.Data
         ``direction`` (``upstream``/``downstream``) and ``hops`` (1 = touches
         ``node``), one row per edge (the nearest occurrence).
     """
-    hops = _bounded("depth", depth, high=10)
+    hops = bounded("depth", depth, high=10)
     return _df(source, _NODES_SQL + """,
 up(src, dst, relation, hops) AS (
     SELECT src, dst, relation, 1 FROM e WHERE dst = $node

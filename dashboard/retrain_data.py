@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from modelog.dashboard.data import QuerySource, _bounded
+from modelog.dashboard.data import QuerySource, bounded
 from modelog.store.lineage import lineage
 from modelog.store.queries import QuerySource as StoreSource
 
@@ -117,7 +117,7 @@ SELECT request_id, time, model, model_version, reason, trigger, trigger_id, wind
        window_end, status
 FROM jobs ORDER BY time DESC, request_id LIMIT $limit""",
                                        {"model": _model(model),
-                                        "limit": _bounded("limit", limit, high=1000)})
+                                        "limit": bounded("limit", limit, high=1000)})
     return df
 
 
@@ -140,7 +140,7 @@ SELECT request_id, model, time AS requested, trigger, status, run_id, attempts, 
 FROM jobs WHERE status <> 'queued'
 ORDER BY coalesce(started, time) DESC, request_id LIMIT $limit""",
                                        {"model": _model(model),
-                                        "limit": _bounded("limit", limit, high=1000)})
+                                        "limit": bounded("limit", limit, high=1000)})
     return df
 
 
@@ -191,4 +191,4 @@ def holdout_scores(jobs: pd.DataFrame) -> pd.DataFrame:
 def upstream_lineage(source: StoreSource, ref: str, *, depth: int = 6) -> str:
     """The upstream lineage of ``ref`` (``model@vN`` or a run id) as text: the run, the
     request and the alert that caused it, the data window and its parent datasets."""
-    return lineage(source, ref, "up", depth=_bounded("depth", depth, high=10)).render()
+    return lineage(source, ref, "up", depth=bounded("depth", depth, high=10)).render()

@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 from modelog.models.registry import fold
 from modelog.store.errors import NotFoundError, QueryError
-from modelog.store.queries import QuerySource, _listing, _resolve_run, _rows, pick_version
+from modelog.store.queries import QuerySource, fetch_rows, listing, pick_version, resolve_run
 from modelog.store.registry import read_registry_events, resolve_version
 
 __all__ = [
@@ -242,7 +242,7 @@ def walk(edges: Iterable[LineageEdge], root: Node, *, direction: Direction = "bo
 def _edges(source: QuerySource) -> list[LineageEdge]:
     return [LineageEdge(Node(r["src_kind"], r["src_id"]), Node(r["dst_kind"], r["dst_id"]),
                         r["relation"], r["time"], r["until"], r["n"])
-            for r in _rows(source, "SELECT * FROM lineage_edges")]
+            for r in fetch_rows(source, "SELECT * FROM lineage_edges")]
 
 
 def resolve_ref(reader: QuerySource, ref: str) -> Node:
@@ -255,35 +255,35 @@ def resolve_ref(reader: QuerySource, ref: str) -> Node:
     model = registry.model(name)
     versions = sorted(model.versions) if model is not None else []
     aliases = sorted(model.aliases) if model is not None else []
-    is_dataset = bool(_rows(reader, "SELECT 1 FROM datasets WHERE name = ? LIMIT 1", [name]))
+    is_dataset = bool(fetch_rows(reader, "SELECT 1 FROM datasets WHERE name = ? LIMIT 1", [name]))
     number = _MODEL_VERSION.fullmatch(tail)
     if versions and (not tail or number or tail in aliases):
         info = resolve_version(registry, name, int(number.group(1)) if number else None,
                                alias=tail if tail and not number else None)
         return Node("model", f"{name}@v{info.version}")
     if is_dataset:
-        rows = _rows(reader, "SELECT version, digest FROM datasets WHERE name = ? "
+        rows = fetch_rows(reader, "SELECT version, digest FROM datasets WHERE name = ? "
                              "ORDER BY version", [name])
         row = pick_version(name, rows, tail) if tail else rows[-1]
         return Node("dataset", f"{name}@{str(row['digest'])[:12]}")
     if versions:
         raise NotFoundError(f"model {name} has no version or alias {tail!r}: versions "
-                            f"{_listing('v' + str(v) for v in versions)}, aliases "
-                            f"{_listing(aliases)}")
+                            f"{listing('v' + str(v) for v in versions)}, aliases "
+                            f"{listing(aliases)}")
     if not tail:
-        return _alert_node(reader, ref) or Node("run", _resolve_run(reader, ref)["run_id"])
+        return _alert_node(reader, ref) or Node("run", resolve_run(reader, ref)["run_id"])
     raise NotFoundError(
         f"{ref!r} names no model version, alias, dataset version or run; models: "
-        + _listing(r["model"] for r in _rows(
+        + listing(r["model"] for r in fetch_rows(
             reader, "SELECT DISTINCT model FROM model_versions ORDER BY 1"))
         + "; datasets: "
-        + _listing(r["name"] for r in _rows(reader, "SELECT DISTINCT name FROM datasets "
+        + listing(r["name"] for r in fetch_rows(reader, "SELECT DISTINCT name FROM datasets "
                                                       "ORDER BY 1")))
 
 
 def _alert_node(reader: QuerySource, event_id: str) -> Node | None:
     """The retrain request (``retrain``) or other alert (``alert``) with id ``event_id``."""
-    rows = _rows(reader, "SELECT type FROM alerts WHERE event_id = ? LIMIT 1", [event_id])
+    rows = fetch_rows(reader, "SELECT type FROM alerts WHERE event_id = ? LIMIT 1", [event_id])
     if not rows:
         return None
     return Node("retrain" if rows[0]["type"] == "RetrainRequested" else "alert", event_id)
@@ -302,7 +302,7 @@ def lineage(reader: QuerySource, ref: str, direction: Direction = "both",
 
 def lineage_of_prediction(reader: QuerySource, prediction_id: str, depth: int = 10) -> LineageTree:
     """Where a prediction came from: model version -> run -> datasets and code commit."""
-    rows = _rows(reader, "SELECT model, model_version, code_version, time FROM predictions "
+    rows = fetch_rows(reader, "SELECT model, model_version, code_version, time FROM predictions "
                          "WHERE prediction_id = ? ORDER BY time LIMIT 1", [prediction_id])
     if not rows:
         raise NotFoundError(f"no prediction {prediction_id!r} in the projection (is the "

@@ -68,16 +68,19 @@ class QuerySource(Protocol):
         ...
 
 
-def _rows(source: QuerySource, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def fetch_rows(source: QuerySource, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """The rows of ``sql`` (``?`` placeholders bound to ``params``) as dicts."""
     return source.query(sql, list(params)).to_pylist()  # type: ignore[no-any-return]
 
 
-def _frame(source: QuerySource, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+def fetch_frame(source: QuerySource, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+    """The rows of ``sql`` (``?`` placeholders bound to ``params``) as a DataFrame."""
     df: pd.DataFrame = source.query(sql, list(params)).to_pandas()
     return df
 
 
-def _listing(values: Iterable[Any], most: int = 20) -> str:
+def listing(values: Iterable[Any], most: int = 20) -> str:
+    """``values`` for an error message: comma-separated, at most ``most`` of them."""
     shown = [str(v) for v in values]
     more = f" and {len(shown) - most} more" if len(shown) > most else ""
     return ", ".join(shown[:most]) + more if shown else "none"
@@ -128,9 +131,9 @@ def pivot_runs(runs: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
 def _run_values(source: QuerySource, run_ids: Sequence[str]) -> pd.DataFrame:
     """``run_id``, ``column``, ``value`` of the params and latest metrics of ``run_ids``."""
     ids = list(run_ids)
-    params = _rows(source, "SELECT run_id, 'params.' || key AS column, value FROM run_params "
+    params = fetch_rows(source, "SELECT run_id, 'params.' || key AS column, value FROM run_params "
                            "WHERE list_contains(?, run_id)", [ids])
-    metrics = _rows(source, "SELECT run_id, 'metrics.' || key AS column, value "
+    metrics = fetch_rows(source, "SELECT run_id, 'metrics.' || key AS column, value "
                             "FROM run_latest_metrics WHERE list_contains(?, run_id)", [ids])
     return pd.DataFrame(params + metrics, columns=["run_id", "column", "value"])
 
@@ -172,9 +175,9 @@ def list_runs(
     return pivot_runs(runs, _run_values(reader, list(runs["run_id"])))
 
 
-def _resolve_run(source: QuerySource, ref: str) -> dict[str, Any]:
+def resolve_run(source: QuerySource, ref: str) -> dict[str, Any]:
     """The ``runs`` row of run ``ref`` (an id or a unique prefix of one)."""
-    rows = _rows(source, "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id "
+    rows = fetch_rows(source, "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id "
                          "LIMIT 11", [ref])
     exact = [r for r in rows if r["run_id"] == ref]
     if exact:
@@ -183,12 +186,12 @@ def _resolve_run(source: QuerySource, ref: str) -> dict[str, Any]:
         return rows[0]
     if rows:
         raise NotFoundError(f"run id prefix {ref!r} is ambiguous: it matches "
-                            f"{_listing((r['run_id'] for r in rows), 10)}; give more of the id")
-    info = _rows(source, "SELECT count(*) AS n, list(run_id ORDER BY started DESC NULLS LAST)"
+                            f"{listing((r['run_id'] for r in rows), 10)}; give more of the id")
+    info = fetch_rows(source, "SELECT count(*) AS n, list(run_id ORDER BY started DESC NULLS LAST)"
                          "[1:5] AS newest FROM runs")[0]
     raise NotFoundError(
         f"no run {ref!r}: there are {info['n']} runs"
-        + (f" (newest: {_listing(info['newest'])}); `modelog runs list` shows them"
+        + (f" (newest: {listing(info['newest'])}); `modelog runs list` shows them"
            if info["n"] else " (nothing was logged yet)"))
 
 
@@ -210,7 +213,7 @@ def show_run(reader: QuerySource, run_id: str) -> dict[str, Any]:
     NotFoundError
         No run has that id (or prefix), or the prefix is ambiguous.
     """
-    run = _resolve_run(reader, run_id)
+    run = resolve_run(reader, run_id)
     rid = run["run_id"]
     out: dict[str, Any] = {k: run.get(k) for k in (*RUN_COLUMNS, "parent_run_id", "producer")}
     out["tags"] = _json(run.get("tags")) or {}
@@ -219,20 +222,20 @@ def show_run(reader: QuerySource, run_id: str) -> dict[str, Any]:
         code, dict) else code
     out["failure"] = ({"error": run.get("error"), "traceback": run.get("traceback") or ""}
                       if run.get("status") == "failed" else None)
-    out["params"] = {r["key"]: r["value"] for r in _rows(
+    out["params"] = {r["key"]: r["value"] for r in fetch_rows(
         reader, "SELECT key, value FROM run_params WHERE run_id = ? ORDER BY key", [rid])}
-    out["metrics"] = {r["key"]: r["value"] for r in _rows(
+    out["metrics"] = {r["key"]: r["value"] for r in fetch_rows(
         reader, "SELECT key, value FROM run_latest_metrics WHERE run_id = ? ORDER BY key", [rid])}
-    out["metric_history"] = {r.pop("key"): r for r in _rows(
+    out["metric_history"] = {r.pop("key"): r for r in fetch_rows(
         reader, "SELECT key, count(*) AS points, min(step) AS first_step, max(step) AS last_step "
                 "FROM run_metrics WHERE run_id = ? GROUP BY key ORDER BY key", [rid])}
-    out["datasets"] = _rows(reader, "SELECT dataset, digest, context, time FROM run_datasets "
+    out["datasets"] = fetch_rows(reader, "SELECT dataset, digest, context, time FROM run_datasets "
                                     "WHERE run_id = ? ORDER BY time, dataset", [rid])
-    out["artifacts"] = _rows(reader, "SELECT path, uri, digest, size, time FROM run_artifacts "
+    out["artifacts"] = fetch_rows(reader, "SELECT path, uri, digest, size, time FROM run_artifacts "
                                      "WHERE run_id = ? ORDER BY path", [rid])
-    out["children"] = _rows(reader, "SELECT run_id, name, status, started FROM runs "
+    out["children"] = fetch_rows(reader, "SELECT run_id, name, status, started FROM runs "
                                     "WHERE parent_run_id = ? ORDER BY started, run_id", [rid])
-    out["models"] = _rows(reader, "SELECT model, model_version, time FROM model_versions "
+    out["models"] = fetch_rows(reader, "SELECT model, model_version, time FROM model_versions "
                                   "WHERE run_id = ? ORDER BY model, model_version", [rid])
     return out
 
@@ -269,7 +272,7 @@ def compare_runs(reader: QuerySource, run_ids: Sequence[str]) -> pd.DataFrame:
     """
     if not run_ids:
         raise QueryError("give at least one run id to compare")
-    ids = [_resolve_run(reader, r)["run_id"] for r in run_ids]
+    ids = [resolve_run(reader, r)["run_id"] for r in run_ids]
     return compare_table(_run_values(reader, ids), ids)
 
 
@@ -282,12 +285,12 @@ def list_datasets(reader: QuerySource, name: str | None = None) -> pd.DataFrame:
     time, producer, has_profile``, oldest first.
     """
     if name is None:
-        return _frame(reader, """
+        return fetch_frame(reader, """
 SELECT name, count(*) AS versions, max(version) AS latest_version,
        arg_max(digest, version) AS latest_digest, arg_max(num_rows, version) AS num_rows,
        max(time) AS updated
 FROM datasets GROUP BY name ORDER BY name""")
-    df = _frame(reader, """
+    df = fetch_frame(reader, """
 SELECT version, digest, num_rows, parents, uri, description, time, producer,
        profile IS NOT NULL AND json_type(profile) <> 'NULL' AS has_profile
 FROM datasets WHERE name = ? ORDER BY version""", [name])
@@ -297,8 +300,8 @@ FROM datasets WHERE name = ? ORDER BY version""", [name])
 
 
 def _unknown_dataset(source: QuerySource, name: str) -> None:
-    names = [r["name"] for r in _rows(source, "SELECT DISTINCT name FROM datasets ORDER BY 1")]
-    raise NotFoundError(f"no dataset {name!r}; datasets: {_listing(names)}")
+    names = [r["name"] for r in fetch_rows(source, "SELECT DISTINCT name FROM datasets ORDER BY 1")]
+    raise NotFoundError(f"no dataset {name!r}; datasets: {listing(names)}")
 
 
 def pick_version(name: str, rows: Sequence[Mapping[str, Any]], ref: str | int) -> Mapping[str, Any]:
@@ -330,7 +333,7 @@ def pick_version(name: str, rows: Sequence[Mapping[str, Any]], ref: str | int) -
 
 
 def _dataset_version(source: QuerySource, name: str, ref: str | int) -> Mapping[str, Any]:
-    rows = _rows(source, "SELECT name, version, digest, num_rows, profile, time FROM datasets "
+    rows = fetch_rows(source, "SELECT name, version, digest, num_rows, profile, time FROM datasets "
                          "WHERE name = ? ORDER BY version", [name])
     if not rows:
         _unknown_dataset(source, name)

@@ -55,7 +55,7 @@ from modelog.models.registry import (
 )
 from modelog.models.registry_fold import verify_log
 from modelog.store.errors import NotFoundError
-from modelog.store.queries import QuerySource, _frame, _listing, _rows, as_utc
+from modelog.store.queries import QuerySource, as_utc, fetch_frame, fetch_rows, listing
 
 __all__ = [
     "COMMAND_TYPES",
@@ -93,9 +93,9 @@ def read_registry_log(source: QuerySource, model: str,
     modelog.store.errors.NoDataError
         Nothing was projected yet (no DuckDB file), when ``source`` is a ``Reader``.
     """
-    commands = [decode(r["payload"]) for r in _rows(source, _COMMANDS_SQL,
+    commands = [decode(r["payload"]) for r in fetch_rows(source, _COMMANDS_SQL,
                                                     [*COMMAND_TYPES, model])]
-    answers = [decode(r["payload"]) for r in _rows(source, _EVENTS_SQL,
+    answers = [decode(r["payload"]) for r in fetch_rows(source, _EVENTS_SQL,
                                                    [model, *REGISTRY_TYPES])]
     return verify_log([*commands, *answers])
 
@@ -179,10 +179,10 @@ def resolve_version(state: RegistryState, name: str, version: int | None = None,
 
 
 def _unknown_model(source: QuerySource, model: str) -> NotFoundError:
-    models = [r["model"] for r in _rows(
+    models = [r["model"] for r in fetch_rows(
         source, "SELECT model FROM model_versions UNION SELECT model FROM alias_history "
                 "ORDER BY 1")]
-    return NotFoundError(f"no model {model!r} in the registry; models: {_listing(models)}")
+    return NotFoundError(f"no model {model!r} in the registry; models: {listing(models)}")
 
 
 def registry_history(reader: QuerySource, model: str) -> pd.DataFrame:
@@ -191,13 +191,13 @@ def registry_history(reader: QuerySource, model: str) -> pd.DataFrame:
     Columns: ``time, alias, action, model_version, previous_version, actor,
     reason, command_id, event_id``.
     """
-    df = _frame(reader, """
+    df = fetch_frame(reader, """
 SELECT time, alias, action, model_version, previous_version, actor, reason, command_id, event_id
 FROM alias_history WHERE model = ? ORDER BY time, event_id""", [model])
     if not df.empty:  # re-check what SQL cannot: the whole decision (see the module doc)
         verified = {c.event_id for c in fold(read_registry_events(reader, model)).history(model)}
         df = df[df["event_id"].isin(verified)].reset_index(drop=True)
-    if df.empty and not _rows(reader, "SELECT 1 FROM model_versions WHERE model = ? LIMIT 1",
+    if df.empty and not fetch_rows(reader, "SELECT 1 FROM model_versions WHERE model = ? LIMIT 1",
                               [model]):
         raise _unknown_model(reader, model)
     return df

@@ -386,7 +386,7 @@ _FRAME_COLUMNS = {  # a column that tells each table of the pages apart
 }
 
 
-def _frame(at: Any, table: str) -> pd.DataFrame:
+def fetch_frame(at: Any, table: str) -> pd.DataFrame:
     """The last dataframe of the page with the column identifying ``table``."""
     found = [d.value for d in at.dataframe if _FRAME_COLUMNS[table] in d.value.columns]
     assert found, f"no {table} table on the page"
@@ -431,10 +431,10 @@ def test_runs_page_lists_inspects_and_compares(scenario: Settings,
     assert at.get("vega_lite_chart")
     at.multiselect(key="selected_runs").select(RUN["rf-baseline"]).run()
     assert "Comparing 2 runs" in [s.value for s in at.subheader]
-    compare = _frame(at, "compare_params").set_index("key")
+    compare = fetch_frame(at, "compare_params").set_index("key")
     assert compare.loc["max_depth"].tolist()[:2] == ["12", "5"]
     assert compare["differs"].to_dict() == {"lr": False, "max_depth": True, "model": False}
-    latest = _frame(at, "compare_metrics").set_index("key")
+    latest = fetch_frame(at, "compare_metrics").set_index("key")
     assert latest.loc["accuracy"].tolist() == [0.86, 0.81]
 
 
@@ -442,12 +442,12 @@ def test_datasets_page_profile_and_diff(scenario: Settings,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     at = _run_page("datasets_page", scenario.data_dir, monkeypatch)
     assert at.title[0].value == "Datasets" and not at.error
-    assert _frame(at, "dataset_versions")["num_rows"].tolist() == [250, 200]
+    assert fetch_frame(at, "dataset_versions")["num_rows"].tolist() == [250, 200]
     page = _text(at)
     assert "**age**" in page and "min 55" in page and "2 distinct values" in page
     assert len(at.get("vega_lite_chart")) == 2  # age histogram, plan categories
     assert "Drifted: **age**" in [w.value for w in at.warning]
-    shifts = _frame(at, "dataset_shifts").set_index("column")
+    shifts = fetch_frame(at, "dataset_shifts").set_index("column")
     assert shifts.loc["age", "drifted"] and not shifts.loc["plan", "drifted"]
     assert shifts.loc["age", "psi"] > 1
     assert {m.label: m.value for m in at.metric}["Rows"] == "250"
@@ -459,7 +459,7 @@ def test_registry_page_aliases_timeline_and_as_of(scenario: Settings,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     at = _run_page("registry_page", scenario.data_dir, monkeypatch)
     assert at.title[0].value == "Registry" and not at.error
-    assert _frame(at, "model_versions")["model_version"].tolist() == [3, 2, 1]
+    assert fetch_frame(at, "model_versions")["model_version"].tolist() == [3, 2, 1]
     assert "`production` → **v2**" in _text(at) and ROLLBACK_REASON in _text(at)
     now = [s.value for s in at.success]
     assert len(now) == 1 and "was **v2**" in now[0] and "replacing v3" in now[0]
@@ -486,7 +486,7 @@ def test_lineage_page_draws_graph_and_edges(scenario: Settings,
     assert not touching.empty
     for relation in touching["relation"]:
         assert f'label="{relation}"' in spec
-    edges = _frame(at, "lineage_edges")
+    edges = fetch_frame(at, "lineage_edges")
     assert set(touching["relation"]) <= set(edges["relation"])
     assert any("customers" in s for s in edges["src"])
     assert 'label="run:rf-deep (019a0000)"' in spec  # run nodes show their name
