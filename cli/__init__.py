@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from modelog.cli import lifecycle, monitoring, operations, retrain, services
+from modelog.cli import lifecycle, monitoring, operations, retrain, rollout, services, traffic
 from modelog.cli.common import exit_on_error
 from modelog.config import Settings
 
@@ -52,8 +52,13 @@ for _command in (services.broker, services.worker, services.project, services.da
 for _name, _group in (("schemas", lifecycle.schemas_app), ("alerts", monitoring.alerts_app),
                       ("monitor", monitoring.monitor_app), ("archive", operations.archive_app),
                       ("runs", lifecycle.runs_app), ("datasets", lifecycle.datasets_app),
-                      ("registry", lifecycle.registry_app)):
+                      ("registry", lifecycle.registry_app), ("traffic", traffic.traffic_app)):
     app.add_typer(_group, name=_name)
+policy_app = typer.Typer(help="Per-model policies of the closed loop, stored as events.",
+                         no_args_is_help=True)
+policy_app.add_typer(retrain.retrain_policy_app, name="retrain")
+policy_app.add_typer(rollout.promotion_policy_app, name="promotion")
+app.add_typer(policy_app, name="policy")
 
 BrokerOpt = Annotated[
     str | None,

@@ -15,7 +15,11 @@ import typer
 
 from modelog.cli.common import exit_on_error, settings_of
 
-__all__ = ["retrain", "retrainer"]
+__all__ = ["retrain", "retrain_policy_app", "retrainer"]
+
+retrain_policy_app = typer.Typer(
+    help="A model's retrain policy (when it asks for retraining, how candidates are gated), "
+         "stored as RetrainPolicySet events.", no_args_is_help=True)
 
 
 def retrainer(

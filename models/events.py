@@ -21,8 +21,24 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from modelog.models import policy_events, quality_events
+from modelog.models.event_base import (
+    NAME_PATTERN,
+    Digest,
+    Event,
+    Features,
+    Id,
+    Name,
+    Output,
+    Scalar,
+    Severity,
+    Version,
+    Window,
+)
+
 __all__ = [
     "CATALOGUE",
+    "NAME_PATTERN",
     "AlertDelivered",
     "AlertSubscriptionCreated",
     "AlertSubscriptionRemoved",
@@ -35,9 +51,12 @@ __all__ = [
     "CodeVersion",
     "ColumnSchema",
     "DatasetVersionCreated",
+    "Digest",
     "DriftDetected",
     "DriftResolved",
     "Event",
+    "Features",
+    "Id",
     "LabelObserved",
     "MetricPoint",
     "MetricsLogged",
@@ -45,7 +64,9 @@ __all__ = [
     "ModelVersionRequested",
     "MonitorConfigured",
     "MonitorStatsReported",
+    "Name",
     "OnlineModelCheckpointed",
+    "Output",
     "ParamsLogged",
     "PredictionMade",
     "RetrainJobEnded",
@@ -54,67 +75,13 @@ __all__ = [
     "RunFailed",
     "RunFinished",
     "RunStarted",
+    "Scalar",
+    "Severity",
     "SkewDetected",
+    "Version",
+    "Window",
 ]
 
-# -- constrained scalar types (they become JSON Schema constraints) ---------
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-Name = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=NAME_PATTERN,
-        description="1-128 chars: letters, digits, '.', '_', '-'; starts with a letter or digit",
-    ),
-]
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Version = Annotated[int, msgspec.Meta(ge=1, description="model version number, from 1")]
-Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$")]
-Scalar = str | int | float | bool | None
-Features = dict[str, Scalar]
-Output = str | int | float | bool | None | list[float] | dict[str, float]
-Severity = Literal["info", "warning", "critical"]
-
-
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
-    """The envelope shared by every event.
-
-    Parameters
-    ----------
-    id
-        Unique, time-sortable id (UUIDv7).
-    time
-        When the fact happened (event time, UTC).
-    aggregate
-        What the event is about; the Kafka key, which keeps one aggregate's
-        events in order on one partition.
-    producer
-        Who wrote the event (application, worker, user).
-    schema_version
-        Version of this event type's schema the record was written with.
-    """
-
-    #: Topic family the event type lives on (see :mod:`modelog.streams.topics`).
-    stream: ClassVar[str] = ""
-
-    id: Id
-    time: Annotated[dt.datetime, msgspec.Meta(tz=True, description="UTC event time")]
-    aggregate: Id
-    producer: Annotated[str, msgspec.Meta(max_length=256)] = ""
-    schema_version: int = 1
-
-    @classmethod
-    def type_name(cls) -> str:
-        """The ``type`` tag written to the log."""
-        return cls.__name__
-
-    @classmethod
-    def current_version(cls) -> int:
-        """The schema version this code writes and reads natively."""
-        default = msgspec.structs.fields(cls)
-        for f in default:
-            if f.name == "schema_version":
-                return int(f.default)
-        raise AssertionError("every event has schema_version")  # pragma: no cover
 
 
 # -- datasets ---------------------------------------------------------------
@@ -351,6 +318,12 @@ class PredictionMade(Event, frozen=True, kw_only=True):
     code_version: str | None = None
     inputs: Features
     output: Output
+    #: The alias whose version answered (``None``: the caller chose the version).
+    alias: str | None = None
+    #: ``True``: scored in shadow on the inputs of prediction ``paired_with``
+    #: (never returned to the caller); its label is that prediction's label.
+    shadow: bool = False
+    paired_with: Id | None = None
 
 
 class LabelObserved(Event, frozen=True, kw_only=True):
@@ -363,14 +336,6 @@ class LabelObserved(Event, frozen=True, kw_only=True):
 
 
 # -- monitoring ---------------------------------------------------------------
-class Window(msgspec.Struct, frozen=True, kw_only=True):
-    """The span of data a detection looked at."""
-
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-    size: int = 0
-
-
 class DriftDetected(Event, frozen=True, kw_only=True):
     """A monitor found drift (concept: on errors; data: on a feature; prediction: on outputs)."""
 
@@ -585,6 +550,8 @@ CATALOGUE: dict[str, type[Event]] = {
         AlertSubscriptionRemoved,
         AlertDelivered,
         OnlineModelCheckpointed,
+        *policy_events.EVENTS,
+        *quality_events.EVENTS,
     )
 }
 """Every event type by its ``type`` tag."""

@@ -79,8 +79,12 @@ from modelog.models.validation import (
 )
 from modelog.store.artifacts import ArtifactStore
 from modelog.streams.errors import RegistryAnswerEmitError
+from modelog.streams.monitor_client import MonitorCalls
+from modelog.streams.policy_client import PolicyCalls
+from modelog.streams.predictor import PredictorCalls
 from modelog.streams.producer import ClosingContext, EventProducer, OnFull, ProducerStats
 from modelog.streams.registry_client import RegistryCalls
+from modelog.streams.rollout_client import RolloutCalls
 from modelog.streams.run import DatasetVersion, Run
 from modelog.streams.topics import Topics, ensure_topics
 
@@ -116,7 +120,8 @@ _MAX_CACHED_NAMES = 10_000
 
 
 # -- the client ----------------------------------------------------------------------
-class Client(RegistryCalls, ClosingContext):
+class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCalls,
+             ClosingContext):
     """Log predictions, labels, datasets, runs and registry changes.
 
     Build it with :func:`connect`. A context manager: leaving the ``with``

@@ -1,0 +1,95 @@
+"""The envelope every event shares, and the constrained scalar types of payloads.
+
+:mod:`modelog.models.events` holds the catalogue; the event families that grew
+later live in their own modules (:mod:`modelog.models.policy_events`,
+:mod:`modelog.models.quality_events`) and build on this module only, so the
+catalogue can gather them without an import cycle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+__all__ = [
+    "NAME_PATTERN",
+    "Digest",
+    "Event",
+    "Features",
+    "Id",
+    "Name",
+    "Output",
+    "Scalar",
+    "Severity",
+    "Version",
+    "Window",
+]
+
+# -- constrained scalar types (they become JSON Schema constraints) ---------
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=NAME_PATTERN,
+        description="1-128 chars: letters, digits, '.', '_', '-'; starts with a letter or digit",
+    ),
+]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Version = Annotated[int, msgspec.Meta(ge=1, description="model version number, from 1")]
+Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$")]
+Scalar = str | int | float | bool | None
+Features = dict[str, Scalar]
+Output = str | int | float | bool | None | list[float] | dict[str, float]
+Severity = Literal["info", "warning", "critical"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    """The envelope shared by every event.
+
+    Parameters
+    ----------
+    id
+        Unique, time-sortable id (UUIDv7).
+    time
+        When the fact happened (event time, UTC).
+    aggregate
+        What the event is about; the Kafka key, which keeps one aggregate's
+        events in order on one partition.
+    producer
+        Who wrote the event (application, worker, user).
+    schema_version
+        Version of this event type's schema the record was written with.
+    """
+
+    #: Topic family the event type lives on (see :mod:`modelog.streams.topics`).
+    stream: ClassVar[str] = ""
+
+    id: Id
+    time: Annotated[dt.datetime, msgspec.Meta(tz=True, description="UTC event time")]
+    aggregate: Id
+    producer: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    schema_version: int = 1
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The ``type`` tag written to the log."""
+        return cls.__name__
+
+    @classmethod
+    def current_version(cls) -> int:
+        """The schema version this code writes and reads natively."""
+        default = msgspec.structs.fields(cls)
+        for f in default:
+            if f.name == "schema_version":
+                return int(f.default)
+        raise AssertionError("every event has schema_version")  # pragma: no cover
+
+
+class Window(msgspec.Struct, frozen=True, kw_only=True):
+    """The span of data a detection looked at."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    size: int = 0

@@ -1,0 +1,30 @@
+"""The SDK's promotion/rollback policy calls (set_promotion_policy, promotion_policy, rollback).
+
+:class:`RolloutCalls` is a mixin of :class:`~modelog.streams.sdk.Client`.
+
+May import :mod:`modelog.models`, :mod:`modelog.store` and :mod:`modelog.streams`.
+"""
+
+from __future__ import annotations
+
+from modelog.config import Settings
+from modelog.models.ids import UuidV7
+from modelog.store.artifacts import ArtifactStore
+from modelog.streams.producer import EventProducer
+from modelog.streams.topics import Topics
+
+__all__ = ["RolloutCalls"]
+
+
+class RolloutCalls:
+    """The promotion/rollback policy calls (set_promotion_policy, promotion_policy, rollback) of :class:`~modelog.streams.sdk.Client` (a mixin).
+
+    Uses the client's settings, topics, artifact store, id generator and producer.
+    """
+
+    settings: Settings
+    topics: Topics
+    artifacts: ArtifactStore
+    new_id: UuidV7
+    _producer: EventProducer
+    _name: str
