@@ -60,6 +60,7 @@ __all__ = [
     "TrainerContext",
     "TrainerRef",
     "alias_command_id",
+    "backoff_delays",
     "choose_metric",
     "decide_gate",
     "parse_trainer",
@@ -147,16 +148,23 @@ class RetrainPlan:
         }
 
 
-_OVERRIDES: dict[str, type] = {"min_labelled_rows": int, "holdout_share": float,
-                               "min_holdout_rows": int, "metric": str, "margin": float}
+# request policy key -> (JobPolicy field, type); later keys win (a model's retrain policy
+# names the gate's keys gate_*, `modelog retrain` the runner's own names)
+_OVERRIDES: dict[str, tuple[str, type]] = {
+    "min_labelled_rows": ("min_labelled_rows", int), "holdout_share": ("holdout_share", float),
+    "min_holdout_rows": ("min_holdout_rows", int), "metric": ("metric", str),
+    "margin": ("margin", float), "gate_min_rows": ("min_holdout_rows", int),
+    "gate_metric": ("metric", str), "gate_margin": ("margin", float)}
 
 
 def plan_job(request: RetrainRequested, policy: JobPolicy | None = None) -> RetrainPlan:
     """The plan of the job answering ``request``.
 
     The request's ``policy`` may set ``min_labelled_rows``, ``holdout_share``,
-    ``min_holdout_rows``, ``metric`` and ``margin`` (scalars only; any other key
-    is ignored, and nothing in it can name code).
+    ``min_holdout_rows``, ``metric`` and ``margin``, the gate's also as the model's
+    retrain policy names them (``gate_min_rows``, ``gate_metric``, ``gate_margin``,
+    which win); they override the runner's defaults. Scalars only; a ``None``
+    keeps the default, any other key is ignored, and nothing in it can name code.
 
     Examples
     --------
@@ -168,15 +176,20 @@ def plan_job(request: RetrainRequested, policy: JobPolicy | None = None) -> Retr
     >>> plan = plan_job(req)
     >>> plan.model, plan.policy.min_labelled_rows, plan.policy.holdout_share
     ('churn', 50, 0.2)
+    >>> import msgspec
+    >>> gated = plan_job(msgspec.structs.replace(req, policy={
+    ...     "gate_metric": "f1", "gate_margin": 0.05, "gate_min_rows": 30, "margin": 0.5}))
+    >>> gated.policy.metric, gated.policy.margin, gated.policy.min_holdout_rows
+    ('f1', 0.05, 30)
     """
     base = policy or JobPolicy()
     changes: dict[str, Any] = {}
-    for key, kind in _OVERRIDES.items():
+    for key, (field, kind) in _OVERRIDES.items():
         value = request.policy.get(key)
         if value is None or isinstance(value, bool):
             continue
         try:
-            changes[key] = kind(value)
+            changes[field] = kind(value)
         except (TypeError, ValueError):
             raise RetrainJobError(f"the request's policy sets {key}={value!r}, which is not "
                                   f"a {kind.__name__}") from None
@@ -184,6 +197,22 @@ def plan_job(request: RetrainRequested, policy: JobPolicy | None = None) -> Retr
                        trigger_id=request.trigger_id, start=request.window.start,
                        end=request.window.end,
                        policy=dataclasses.replace(base, **changes) if changes else base)
+
+
+def backoff_delays(retries: int, base: float = 1.0, cap: float = 30.0) -> list[float]:
+    """Seconds to wait before each retry of a transient failure: doubling from ``base``,
+    at most ``cap`` each (bounded: ``retries`` waits, then the job is recorded failed).
+
+    Examples
+    --------
+    >>> backoff_delays(5, base=1.0, cap=6.0)
+    [1.0, 2.0, 4.0, 6.0, 6.0]
+    >>> backoff_delays(0)
+    []
+    """
+    if retries < 0 or base < 0 or cap < 0:
+        raise RetrainJobError("retries, base and cap of a backoff must not be negative")
+    return [min(cap, base * 2.0 ** i) for i in range(retries)]
 
 
 def registration_command_id(request_id: str) -> str:

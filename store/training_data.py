@@ -47,6 +47,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from modelog.store.errors import StoreError
+from modelog.store.errors import QueryError, StoreError
 
 __all__ = [
     "META_COLUMNS",
@@ -208,16 +209,56 @@ def _inferred_types(query: Query, model: str, where: str,
     return types, _JSON_TYPES.get(str(label), "VARCHAR")
 
 
+_CAP = re.compile(r"the result has more than ([\d,]+) rows")
+
+
 def labelled_traffic(query: Query, model: str, features: dict[str, str], label_type: str, *,
-                     start: dt.datetime | None = None,
-                     end: dt.datetime | None = None) -> pa.Table:
+                     start: dt.datetime | None = None, end: dt.datetime | None = None,
+                     page_rows: int | None = None) -> pa.Table:
     """The predictions of ``model`` in ``[start, end]`` joined with their first label.
 
     ``features`` maps input name -> DuckDB type (``BIGINT``, ``DOUBLE``,
     ``VARCHAR``, ``BOOLEAN``); the inputs JSON becomes those columns in SQL.
     Ordered by event time, then prediction id.
+
+    ``page_rows`` reads the rows in pages of that many (keyset pagination on
+    ``(time, prediction_id)``); ``None`` reads them in one statement. Either way,
+    when the query server refuses a result over its row cap ("the result has
+    more than N rows"), the rest is read in pages of N: the window is always
+    complete.
     """
+    if page_rows is not None and page_rows < 1:
+        raise StoreError(f"page_rows={page_rows!r} must be at least 1")
+    pages: list[pa.Table] = []
+    after: tuple[Any, str] | None = None
+    while True:
+        try:
+            page = _traffic_page(query, model, features, label_type, start, end, after,
+                                 page_rows)
+        except QueryError as exc:
+            cap = _CAP.search(str(exc))
+            limit = int(cap.group(1).replace(",", "")) if cap else 0
+            if limit < 1 or (page_rows is not None and limit >= page_rows):
+                raise
+            page_rows = limit
+            continue
+        pages.append(page)
+        if page_rows is None or page.num_rows < page_rows:
+            break
+        after = (page.column("event_time")[-1].as_py(),
+                 str(page.column("prediction_id")[-1].as_py()))
+    return pages[0] if len(pages) == 1 else pa.concat_tables(pages)
+
+
+def _traffic_page(query: Query, model: str, features: dict[str, str], label_type: str,
+                  start: dt.datetime | None, end: dt.datetime | None,
+                  after: tuple[Any, str] | None, limit: int | None) -> pa.Table:
     where, params = _window_sql(start, end)
+    if after is not None:
+        where += (" AND (p.time > CAST(? AS TIMESTAMPTZ) OR (p.time = CAST(? AS TIMESTAMPTZ) "
+                  "AND p.prediction_id > ?))")
+        t = after[0].isoformat() if hasattr(after[0], "isoformat") else str(after[0])
+        params += [t, t, after[1]]
     struct = json.dumps(features)
     cols = ", ".join(f"x.{_quote(f)} AS {_quote(f)}" for f in features)
     sql = f"""
@@ -233,7 +274,7 @@ WITH first_label AS (
 SELECT {cols}{", " if cols else ""}json_transform(label, ?) AS {_quote(TARGET)},
        time AS event_time, prediction_id, model_version AS served_version,
        CAST(output AS VARCHAR) AS served_output
-FROM served ORDER BY time, prediction_id"""
+FROM served ORDER BY time, prediction_id{"" if limit is None else f" LIMIT {int(limit)}"}"""
     return query(sql, [model, struct, model, *params, json.dumps(label_type)])
 
 
@@ -262,6 +303,7 @@ def assemble(
     end: dt.datetime | None = None,
     holdout_share: float = 0.2,
     read_table: Callable[[str], pa.Table] | None = None,
+    page_rows: int | None = None,
 ) -> TrainingData:
     """Assemble the training window of ``model`` (see the module docstring).
 
@@ -279,6 +321,10 @@ def assemble(
     read_table
         Reads a dataset version by URI (the artifact store's ``read_table``);
         ``None``: datasets are left out.
+    page_rows
+        Read the labelled traffic in pages of this many rows (``None``: at once);
+        a window over the query server's row cap is read in pages of the cap
+        (:func:`labelled_traffic`).
 
     Raises
     ------
@@ -306,7 +352,8 @@ def assemble(
             label_type = _DUCK_TYPES.get(str(t.schema.field(TARGET).type), "VARCHAR")
     for name, typ in inferred.items():
         features.setdefault(name, typ)
-    traffic = labelled_traffic(query, model, features, label_type, start=start, end=end)
+    traffic = labelled_traffic(query, model, features, label_type, start=start, end=end,
+                               page_rows=page_rows)
     n = traffic.num_rows
     n_holdout = math.ceil(n * holdout_share) if n else 0
     index = np.zeros(n, dtype=np.int8)

@@ -54,15 +54,53 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="modelog-retrain-watchdog").start()
 
 
-def predict(model: Any, frame: Any) -> list[Any]:
-    """Predictions of ``model`` for the rows of the pandas DataFrame ``frame``."""
+def predict(model: Any, frame: Any, metric: str = "accuracy") -> list[Any]:
+    """Predictions of ``model`` for the rows of the pandas DataFrame ``frame``.
+
+    scikit-learn-like objects answer ``predict(frame)``, River models
+    ``predict_one(row)``. A PyTorch ``nn.Module`` is called on the numeric inputs
+    as one float tensor (in ``frame``'s column order; text inputs are left out --
+    a model that needs them encoded comes with a ``predict``): several outputs are
+    class scores (the class is the arg max), one output is the value (``mae``)
+    or the logit of class 1 (``accuracy``/``f1``: class 1 when it is above 0).
+    """
     if hasattr(model, "predict"):
         out = model.predict(frame)
         return list(out.tolist() if hasattr(out, "tolist") else out)
     if hasattr(model, "predict_one"):  # River
         return [model.predict_one(row) for row in frame.to_dict("records")]
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return _predict_torch(torch, model, frame, metric)
     raise TypeError(f"a {type(model).__name__} has no predict() or predict_one(); the runner "
                     "cannot score it on the holdout")
+
+
+def _predict_torch(torch: Any, model: Any, frame: Any, metric: str) -> list[Any]:
+    from modelog.models.errors import RetrainJobError
+
+    numeric = [c for c in frame.columns if _is_numeric(frame[c])]
+    if not numeric:
+        raise RetrainJobError(
+            "a PyTorch model is scored on the numeric inputs, and none of "
+            f"{', '.join(map(str, frame.columns))} is numeric: return an object with "
+            "predict(frame) that encodes them as the model needs")
+    x = torch.tensor(frame[numeric].to_numpy(dtype="float32"))
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    if out.ndim == 2 and out.shape[1] > 1:
+        return [int(i) for i in out.argmax(dim=1).tolist()]
+    values = out.reshape(-1).tolist()
+    if metric == "mae":
+        return [float(v) for v in values]
+    return [int(v > 0.0) for v in values]
+
+
+def _is_numeric(column: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(column))
 
 
 def _served(holdout: Any, version: int) -> tuple[list[Any], list[Any]]:
@@ -110,12 +148,15 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
     labels = holdout.column(target).to_pylist()
     metric = choose_metric(labels, job.get("metric"))
     frame = holdout.select(features).to_pandas()
-    candidate = score(metric, predict(model, frame), labels) if labels else None
+    candidate = score(metric, predict(model, frame, metric), labels) if labels else None
     production: float | None = None
     prod = job.get("production")
     source = None
     if prod is not None and labels:
-        if prod.get("artifact_digest") and prod.get("flavor") not in ("custom", "river-spec"):
+        # a version stored as weights only (custom, a River spec, a PyTorch state dict) is
+        # judged by what it served
+        if prod.get("artifact_digest") and prod.get("flavor") not in ("custom", "river-spec",
+                                                                        "pytorch"):
             try:
                 loaded = flavors.load_verified(artifacts.read_bytes(prod["artifact_uri"]
                                                                     or prod["artifact_digest"]),
@@ -125,7 +166,8 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
                     f"the production version v{prod['version']} cannot be loaded "
                     f"({type(exc).__name__}: {exc}); the candidate cannot be compared with "
                     "it") from None
-            production, source = score(metric, predict(loaded, frame), labels), "artifact"
+            production, source = (score(metric, predict(loaded, frame, metric), labels),
+                                  "artifact")
         else:
             served, truth = _served(holdout, int(prod["version"]))
             if not served:

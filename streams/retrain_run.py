@@ -23,6 +23,14 @@ does for one ``RetrainRequested``:
    metrics, decides the gate and, only when it passes, points the
    ``candidate`` alias at the version. ``production`` is never touched.
 
+Gate metric, margin and minimum rows come from the request's ``policy`` (the
+model's retrain policy in force when the trigger fired) over the runner's
+defaults. The job's I/O -- the registry read from the broker, the training
+window from the query server -- is retried on a transient failure (broker
+unavailable, nothing projected yet, database busy, an HTTP 5xx from the query
+server) with bounded exponential backoff (:func:`retrying`) before the job is
+recorded failed; the trainer itself is never retried.
+
 It returns the :class:`~modelog.models.events.RetrainJobEnded` report.
 May import :mod:`modelog.models`, :mod:`modelog.store` and :mod:`modelog.streams`.
 """
@@ -32,13 +40,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from modelog.models import codec
 from modelog.models.errors import ModelsError, RetrainJobError
@@ -51,6 +61,7 @@ from modelog.models.events import (
     RunFailed,
 )
 from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.registry import RegistryState
 from modelog.models.retrain_job import (
     CANDIDATE_ALIAS,
     GateDecision,
@@ -58,25 +69,61 @@ from modelog.models.retrain_job import (
     RetrainPlan,
     TrainerRef,
     alias_command_id,
+    backoff_delays,
     decide_gate,
     plan_job,
     registration_command_id,
     resolve_trainer,
 )
-from modelog.store.errors import StoreError
+from modelog.store.errors import DatabaseBusyError, NoDataError, QueryError, StoreError
 from modelog.store.reader import Reader
+from modelog.store.retrain_window import await_labelled_rows, rows_needed
 from modelog.store.training_data import assemble
-from modelog.streams.errors import RegistryTimeoutError, TrainerProcessError
+from modelog.streams.errors import (
+    BrokerUnavailableError,
+    RegistryTimeoutError,
+    TrainerProcessError,
+)
 from modelog.streams.registry_client import default_actor
 from modelog.streams.run import Run
 from modelog.streams.sdk import Client
 
-__all__ = ["PRODUCER", "JobRunner"]
+__all__ = ["PRODUCER", "JobRunner", "is_transient", "retrying"]
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "modelog-retrainer"
 """The ``producer`` of the runner's reports."""
+
+T = TypeVar("T")
+_HTTP_5XX = re.compile(r"\bHTTP 5\d\d\b")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of a job's I/O that may pass: the broker is
+    unavailable, nothing is projected yet, the database is busy, or the query
+    server answered 5xx (bad SQL, a 4xx or a refused rule are not)."""
+    if isinstance(exc, BrokerUnavailableError | NoDataError | DatabaseBusyError):
+        return True
+    return type(exc) is QueryError and bool(_HTTP_5XX.search(str(exc)))
+
+
+def retrying(fn: Callable[..., T], delays: list[float], what: str,
+             sleep: Callable[[float], None] = time.sleep) -> Callable[..., T]:
+    """``fn`` retried after each of ``delays`` seconds while it fails transiently
+    (:func:`is_transient`); then the last failure is raised."""
+    def call(*args: Any, **kwargs: Any) -> T:
+        for attempt, delay in enumerate([*delays, None], start=1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if delay is None or not is_transient(exc):
+                    raise
+                log.warning("retrain: %s failed (%s); attempt %d of %d in %g s", what, exc,
+                            attempt + 1, len(delays) + 1, delay)
+                sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+    return call
 
 
 class JobRunner:
@@ -94,17 +141,28 @@ class JobRunner:
         Seconds a trainer may take before its process is killed.
     registry_timeout
         Seconds to wait for the registry agent's answers.
+    io_retries, io_backoff
+        A transient I/O failure is retried this many times, waiting ``io_backoff``
+        seconds, doubling (at most 30 s), before the job is recorded failed.
+    label_wait
+        Seconds a job waits for labelled traffic since its window's start when the
+        window holds too little (a drift is detected long before the new behaviour
+        is labelled): the window's end then moves to when there was enough (see
+        :mod:`modelog.store.retrain_window`).
     """
 
     def __init__(self, client: Client, trainers: Mapping[str, TrainerRef], *,
                  policy: JobPolicy | None = None, timeout: float = 600.0,
-                 registry_timeout: float = 60.0) -> None:
+                 registry_timeout: float = 60.0, io_retries: int = 5,
+                 io_backoff: float = 1.0, label_wait: float = 600.0) -> None:
         self.client = client
+        self.label_wait = label_wait
         self.settings = client.settings
         self.trainers = dict(trainers)
         self.policy = policy or JobPolicy()
         self.timeout = timeout
         self.registry_timeout = registry_timeout
+        self.delays = backoff_delays(io_retries, io_backoff)
 
     # -- the job ----------------------------------------------------------------------
     def run(self, request: RetrainRequested, run: Run,
@@ -165,9 +223,17 @@ class JobRunner:
         run.log_params({**plan.params(), "trainer": trainer.target,
                         "trainer_source": trainer.source,
                         "production_version": report["production_version"]})
-        data = assemble(Reader(self.settings).query, plan.model,
+        query = retrying(Reader(self.settings).query, self.delays, "a training-data query")
+        p = plan.policy
+        wait = await_labelled_rows(
+            query, plan.model, start=plan.start, end=plan.end, max_wait=self.label_wait,
+            needed=rows_needed(p.min_labelled_rows, p.min_holdout_rows, p.holdout_share))
+        if wait.end != plan.end:
+            run.log_params({"window_end_used": None if wait.end is None
+                            else wait.end.isoformat(), "label_wait_s": wait.waited})
+        data = assemble(query, plan.model,
                         version=None if production is None else production.version,
-                        start=plan.start, end=plan.end,
+                        start=plan.start, end=wait.end,
                         holdout_share=plan.policy.holdout_share,
                         read_table=self.client.artifacts.read_table)
         labelled = data.traffic_rows
@@ -207,8 +273,13 @@ class JobRunner:
                       holdout_rows=gate.rows)
 
     # -- registry ---------------------------------------------------------------------
+    def _registry(self, model: str) -> RegistryState:
+        state: RegistryState = retrying(self.client.registry, self.delays,
+                                        "reading the registry")(model)
+        return state
+
     def _production(self, model: str) -> Any:
-        state = self.client.registry(model).models.get(model)
+        state = self._registry(model).models.get(model)
         if state is None:
             return None
         alias = state.aliases.get("production")
@@ -218,7 +289,7 @@ class JobRunner:
                   result: Mapping[str, Any]) -> int:
         """Register the candidate once per request (a re-run gets the same version)."""
         cid = registration_command_id(request.id)
-        state = self.client.registry(plan.model).models.get(plan.model)
+        state = self._registry(plan.model).models.get(plan.model)
         if state is not None and cid in state.registrations:
             return state.registrations[cid].model_version
         trigger = f", caused by alert {request.trigger_id}" if request.trigger_id else ""
@@ -237,7 +308,7 @@ class JobRunner:
 
     def _set_candidate(self, request: RetrainRequested, version: int, gate: GateDecision) -> None:
         cid = alias_command_id(request.id)
-        state = self.client.registry(request.model).models.get(request.model)
+        state = self._registry(request.model).models.get(request.model)
         if state is not None and cid in state.decided:
             return
         command = AliasChangeRequested(

@@ -96,12 +96,20 @@ class Retrainer:
         Jobs running at once.
     max_attempts
         Times an interrupted job is started before it is recorded failed.
+    io_retries, io_backoff
+        A job's transient I/O failure (broker unavailable, query server not
+        reachable or 5xx) is retried this many times with exponential backoff from
+        ``io_backoff`` seconds before the job is recorded failed.
+    label_wait
+        Seconds a job waits for labelled traffic since its window's start when the
+        window holds too little (see :mod:`modelog.store.retrain_window`).
     """
 
     def __init__(self, settings: Settings, trainers: Mapping[str, TrainerRef], *,
                  policy: JobPolicy | None = None, timeout: float = 600.0,
                  concurrency: int = 1, registry_timeout: float = 60.0,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, io_retries: int = 5,
+                 io_backoff: float = 1.0, label_wait: float = 600.0) -> None:
         if concurrency < 1 or max_attempts < 1 or timeout <= 0:
             raise RetrainerError("concurrency and max_attempts must be at least 1 and the "
                                  "timeout positive")
@@ -113,6 +121,9 @@ class Retrainer:
         self.concurrency = concurrency
         self.registry_timeout = registry_timeout
         self.max_attempts = max_attempts
+        self.io_retries = io_retries
+        self.io_backoff = io_backoff
+        self.label_wait = label_wait
         self._errors = ErrorPolicy("retrain runner", RetrainerError)
         self._lock = threading.Lock()
         self._active: set[str] = set()
@@ -145,7 +156,9 @@ class Retrainer:
         ensure_topics(self.settings)
         self._client = connect(settings=self.settings.replace(producer_name=PRODUCER))
         self.runner = JobRunner(self._client, self.trainers, policy=self.policy,
-                                timeout=self.timeout, registry_timeout=self.registry_timeout)
+                                timeout=self.timeout, registry_timeout=self.registry_timeout,
+                                io_retries=self.io_retries, io_backoff=self.io_backoff,
+                                label_wait=self.label_wait)
         self._consumer = new_consumer(self.settings, client_id="modelog-retrainer",
                                       group=f"{self.settings.topic_prefix}retrainer",
                                       fetch="tail")

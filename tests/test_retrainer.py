@@ -39,7 +39,8 @@ from test_e2e import _start, _stop, _wait_for  # processes are started as in e2e
 
 TRAINERS = ["churn=retrain_trainers:fit", "slow=retrain_trainers:fit_slow",
             "boom=retrain_trainers:fit_raises", "sleepy=retrain_trainers:fit_hangs",
-            "junk=retrain_trainers:fit_not_a_model", "sparse=retrain_trainers:fit"]
+            "junk=retrain_trainers:fit_not_a_model", "sparse=retrain_trainers:fit",
+            "torchy=retrain_trainers:fit_torch"]
 
 
 @dataclasses.dataclass
@@ -52,7 +53,7 @@ class Deployment:
 def _start_runner(settings: Settings) -> subprocess.Popen[bytes]:
     args = [a for t in TRAINERS for a in ("--trainer", t)]
     return _start(settings, "retrainer", *args, "--timeout", "20", "--concurrency", "2",
-                  "--min-rows", "100", "--min-holdout-rows", "50")
+                  "--min-rows", "100", "--min-holdout-rows", "50", "--label-wait", "0")
 
 
 def _query(settings: Settings, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -235,9 +236,11 @@ def _deploy(d: Deployment) -> Iterator[Deployment]:
                 prod = churn_pipeline().fit(features, old["churned"])
                 v1 = client.register_model("churn", prod, run=run, dataset=ds, target="churned")
                 client.set_alias("churn", "production", v1, reason="first release")
-                v1 = client.register_model("slow", prod, dataset=ds, target="churned")
-                client.set_alias("slow", "production", v1, reason="first release")
-                for model in ("churn", "slow", "boom", "sleepy", "junk", "orphan", "sparse"):
+                for name in ("slow", "torchy"):
+                    v1 = client.register_model(name, prod, dataset=ds, target="churned")
+                    client.set_alias(name, "production", v1, reason="first release")
+                for model in ("churn", "slow", "boom", "sleepy", "junk", "orphan", "sparse",
+                              "torchy"):
                     new = _frame(rng, 20 if model == "sparse" else 600, "new")
                     for row in new.to_dict("records"):
                         x = {k: row[k] for k in ("usage", "tenure", "plan")}
@@ -245,7 +248,7 @@ def _deploy(d: Deployment) -> Iterator[Deployment]:
                                                     int(row["usage"] + row["tenure"] < 0))
                         client.log_label(model, pid, int(row["churned"]))
                 client.flush()
-            _wait_for(lambda: _query(s, "SELECT count(*) AS n FROM labels")[0]["n"] >= 3_620,
+            _wait_for(lambda: _query(s, "SELECT count(*) AS n FROM labels")[0]["n"] >= 4_220,
                       90, "the traffic in the projection")
             d.runner = _start_runner(s)
             yield d
@@ -256,6 +259,30 @@ def _deploy(d: Deployment) -> Iterator[Deployment]:
 
 
 # -- tests ---------------------------------------------------------------------------------
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_pytorch_trainer_yields_a_candidate_scored_on_the_holdout(
+        deployment: Deployment) -> None:
+    d, s = deployment, deployment.settings
+    _request(d, "torchy")
+    report = _wait_reports(d, ["torchy"])["torchy"]
+    assert report["status"] == "candidate", report
+    assert report["candidate_value"] > 0.85 > 0.7 > report["production_value"], report
+    [mv] = _wait_for(lambda: _query(
+        s, "SELECT flavor, artifact_digest FROM model_versions WHERE model = 'torchy' "
+           "AND model_version = 2"), 60, "the registered PyTorch version")
+    assert mv["flavor"] == "pytorch" and mv["artifact_digest"]
+    # what was stored is the module's weights, loadable with torch.load(weights_only=True)
+    import torch
+
+    with modelog.connect(settings=s) as client:
+        state = client.load_model("torchy", 2)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    net = torch.nn.Linear(2, 1)
+    net.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+    assert net(torch.zeros(1, 2)).shape == (1, 1)
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 def test_a_request_yields_one_candidate_that_beats_production(deployment: Deployment) -> None:

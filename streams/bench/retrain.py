@@ -35,15 +35,20 @@ def bench_request_latency(settings: Settings, *, requests: int = 5, timeout: flo
     ``settings`` must reach a broker and a data directory of its own (the
     runner's job table is created there).
     """
+    import duckdb
+
     from modelog.models.retrain_job import trainer_table
     from modelog.store.retrain_jobs import JOB_TABLE_FILE, JobTable
+    from modelog.store.schema import create_schema
     from modelog.streams.errors import BenchmarkError
     from modelog.streams.retrainer import Retrainer, request_retrain
     from modelog.streams.sdk import connect
 
     trainers = trainer_table(["bench-retrain=modelog.streams.bench.retrain:no_trainer"])
+    with duckdb.connect(str(settings.duckdb_path)) as con:  # an empty projection: the jobs
+        create_schema(con)                                 # find no rows and end at once
     stop = threading.Event()
-    runner = Retrainer(settings, trainers, timeout=30.0)
+    runner = Retrainer(settings, trainers, timeout=30.0, label_wait=0.0, io_retries=0)
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     thread.start()
     latencies: list[float] = []
