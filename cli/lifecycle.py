@@ -1,5 +1,6 @@
-"""What happened to models and data: ``runs``, ``datasets``, ``lineage``,
-``registry`` and ``schemas`` (the event catalogue for non-Python producers).
+"""What happened to models and data: ``runs``, ``datasets``, ``lineage`` and
+``schemas`` (the event catalogue for non-Python producers); the registry's
+commands are in :mod:`modelog.cli.registry`.
 
 Imports :mod:`modelog.cli.common` and, inside each command, :mod:`modelog.store`
 or :mod:`modelog.models`.
@@ -13,18 +14,24 @@ from typing import Annotated
 
 import typer
 
-from modelog.cli.common import FormatOpt, cell, exit_on_error, fail, print_frame, reader_of
+from modelog.cli.common import (
+    AsOfOpt,
+    FormatOpt,
+    cell,
+    exit_on_error,
+    fail,
+    print_frame,
+    reader_of,
+)
 from modelog.errors import ModelogError
 
-__all__ = ["datasets_app", "lineage", "registry_app", "runs_app", "schemas_app"]
+__all__ = ["datasets_app", "lineage", "runs_app", "schemas_app"]
 
 schemas_app = typer.Typer(help="JSON Schemas of the event catalogue, for non-Python producers.",
                           no_args_is_help=True)
 runs_app = typer.Typer(help="Tracked runs: search, inspect and compare (like `mlflow runs`).",
                        no_args_is_help=True)
 datasets_app = typer.Typer(help="Versioned datasets: list versions and diff their profiles.",
-                           no_args_is_help=True)
-registry_app = typer.Typer(help="The model registry: versions, aliases and their history.",
                            no_args_is_help=True)
 
 
@@ -65,6 +72,7 @@ def runs_list(
     experiment: Annotated[str | None, typer.Option(help="Only this experiment's runs.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 100,
     fmt: FormatOpt = "table",
+    as_of: AsOfOpt = None,
 ) -> None:
     """Search runs; params and latest metrics become `params.<k>`/`metrics.<k>` columns.
 
@@ -77,7 +85,8 @@ def runs_list(
     from modelog.store.queries import list_runs
 
     with exit_on_error():
-        df = list_runs(reader_of(ctx), filter_, order_by or (), experiment=experiment, limit=limit)
+        df = list_runs(reader_of(ctx, as_of), filter_, order_by or (), experiment=experiment,
+                       limit=limit)
     print_frame(df, fmt, empty="no runs match")
 
 
@@ -86,6 +95,7 @@ def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix of it).")],
     fmt: Annotated[str, typer.Option("--format", "-F", help="text or json.")] = "text",
+    as_of: AsOfOpt = None,
 ) -> None:
     """Everything about one run: attributes, params, latest metrics (and how many points),
     datasets, artifacts, child runs, registered models, code version and failure.
@@ -95,7 +105,7 @@ def runs_show(
     from modelog.store.queries import show_run
 
     with exit_on_error():
-        run = show_run(reader_of(ctx), run_id)
+        run = show_run(reader_of(ctx, as_of), run_id)
     if fmt == "json":
         typer.echo(json.dumps(run, default=str, indent=2))
         return
@@ -136,6 +146,7 @@ def runs_compare(
     only_diff: Annotated[bool, typer.Option("--only-diff", help="Hide rows where all runs "
                                                                "agree.")] = False,
     fmt: FormatOpt = "table",
+    as_of: AsOfOpt = None,
 ) -> None:
     """Params and latest metrics side by side, one column per run; `differs` flags rows
     where the runs disagree (a missing value differs).
@@ -145,7 +156,7 @@ def runs_compare(
     from modelog.store.queries import compare_runs
 
     with exit_on_error():
-        df = compare_runs(reader_of(ctx), run_ids)
+        df = compare_runs(reader_of(ctx, as_of), run_ids)
     if only_diff:
         df = df[df["differs"]]
     print_frame(df, fmt)
@@ -157,6 +168,7 @@ def datasets_list(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="A dataset: list its versions.")] = None,
     fmt: FormatOpt = "table",
+    as_of: AsOfOpt = None,
 ) -> None:
     """List datasets (one line each), or the versions of dataset NAME.
 
@@ -166,7 +178,7 @@ def datasets_list(
     from modelog.store.queries import list_datasets
 
     with exit_on_error():
-        df = list_datasets(reader_of(ctx), name)
+        df = list_datasets(reader_of(ctx, as_of), name)
     print_frame(df, fmt, empty="no datasets yet")
 
 
@@ -177,6 +189,7 @@ def datasets_diff(
     v1: Annotated[str, typer.Argument(help="Old version: number (2, v2) or digest prefix.")],
     v2: Annotated[str, typer.Argument(help="New version: number or digest prefix.")],
     fmt: Annotated[str, typer.Option("--format", "-F", help="text or json.")] = "text",
+    as_of: AsOfOpt = None,
 ) -> None:
     """What changed between two versions: rows, schema, and per-column shifts (PSI).
 
@@ -185,7 +198,7 @@ def datasets_diff(
     from modelog.store.queries import dataset_diff
 
     with exit_on_error():
-        diff = dataset_diff(reader_of(ctx), name, v1, v2)
+        diff = dataset_diff(reader_of(ctx, as_of), name, v1, v2)
     if fmt == "json":
         typer.echo(json.dumps(diff.to_dict(), default=str, indent=2))
     else:
@@ -207,6 +220,7 @@ def lineage(
     depth: Annotated[int, typer.Option(help="Hops to follow.")] = 10,
     fmt: Annotated[str, typer.Option("--format", "-F", help="text or json (nodes + edges).")
                    ] = "text",
+    as_of: AsOfOpt = None,
 ) -> None:
     """Where something came from and what came from it: datasets, runs, code commits,
     model versions, alias periods, served predictions, and for a retrained version the
@@ -229,55 +243,11 @@ def lineage(
         fail(ModelogError("give --up or --down, not both (neither shows both directions)"))
     direction: Direction = "up" if up else "down" if down else "both"
     with exit_on_error():
-        tree = (lineage_of_prediction(reader_of(ctx), ref, depth=depth) if prediction
-                else lineage_of(reader_of(ctx), ref, direction, depth=depth))
+        reader = reader_of(ctx, as_of)
+        tree = (lineage_of_prediction(reader, ref, depth=depth) if prediction
+                else lineage_of(reader, ref, direction, depth=depth))
     if fmt == "json":
         typer.echo(json.dumps(tree.to_dict(), indent=2))
     else:
         typer.echo(tree.render().rstrip())
 
-
-# -- registry ----------------------------------------------------------------------------
-@registry_app.command("show")
-def registry_show(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The registered model.")],
-    as_of: Annotated[str | None, typer.Option(
-        "--as-of", help="ISO date or time (naive = UTC): the registry as it stood then.")
-    ] = None,
-) -> None:
-    """A model's versions, where its aliases point (since when, who, why) and the full
-    alias history.
-
-    With --as-of: "what was in production on March 3rd at 14:00, and why":
-
-        modelog registry show churn --as-of "2026-03-03 14:00"
-    """
-    from modelog.store.queries import parse_time
-    from modelog.store.registry import registry_history, registry_state
-
-    reader = reader_of(ctx)
-    with exit_on_error():
-        when = parse_time(as_of) if as_of else None
-        state = registry_state(reader, name, as_of=when)
-        history = registry_history(reader, name)
-    if when is not None:
-        history = history[history["time"] <= when]
-    at = f" as of {when.isoformat()}" if when is not None else ""
-    versions = ", ".join(f"v{v}" for v in sorted(state.versions)) or "none"
-    typer.echo(f"model {name}{at}: versions {versions}")
-    typer.echo("aliases:" if state.aliases else "aliases: none")
-    for alias in sorted(state.aliases):
-        info = state.aliases[alias]
-        who = f" by {info.actor}" if info.actor else ""
-        why = f": {info.reason}" if info.reason else ""
-        was = f" (was v{info.previous_version})" if info.previous_version is not None else ""
-        typer.echo(f"  {alias} -> v{info.version} since {cell(info.since)}{who}{why}{was}")
-    if len(history):
-        print_frame(history.drop(columns=["command_id", "event_id"]), "table",
-                    title="alias history")
-    if state.unverified:
-        typer.echo(f"ignored {len(state.unverified)} registry record(s) that are not the "
-                   "registry worker's answer to a recorded command:", err=True)
-        for refused in state.unverified:
-            typer.echo(f"  {refused}", err=True)

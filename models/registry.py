@@ -2,9 +2,10 @@
 
 The registry has no table of its own: its state is whatever the registry
 events say. :func:`apply` folds one :class:`~modelog.models.events.ModelVersionRegistered`,
-:class:`~modelog.models.events.AliasSet`, :class:`~modelog.models.events.AliasRemoved`
-(or :class:`~modelog.models.events.AliasChangeRejected`) into an immutable
-:class:`RegistryState`; :func:`fold` and :func:`as_of` replay a whole log, so
+:class:`~modelog.models.events.AliasSet`, :class:`~modelog.models.events.AliasRemoved`,
+:class:`~modelog.models.policy_events.TrafficPolicySet` (or a rejection) into an
+immutable :class:`RegistryState` (its types: :mod:`modelog.models.registry_types`);
+:func:`fold` and :func:`as_of` replay a whole log, so
 "what was in production on March 3rd at 14:00, and why" is
 ``describe_alias(as_of(events, t), model, "production")``.
 
@@ -56,9 +57,9 @@ version 7 of churn does not exist (versions: 1, 2); register it first
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import ClassVar
 
 from modelog.models.errors import EventValidationError
 from modelog.models.events import (
@@ -66,17 +67,35 @@ from modelog.models.events import (
     AliasChangeRequested,
     AliasRemoved,
     AliasSet,
-    ColumnSchema,
     Event,
     ModelVersionRegistered,
     ModelVersionRequested,
 )
 from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.policy_events import (
+    TrafficPolicyRejected,
+    TrafficPolicyRequested,
+    TrafficPolicySet,
+)
 from modelog.models.processor import SnapshotByPickle
+from modelog.models.registry_types import (
+    DEFAULT_TRAFFIC,
+    PRODUCER,
+    AliasChange,
+    AliasInfo,
+    Decision,
+    ModelState,
+    RegistryState,
+    TrafficPolicy,
+    Unverified,
+    VersionInfo,
+)
+from modelog.models.traffic import decide_traffic
 
 __all__ = [
     "ANSWERS",
     "COMMANDS",
+    "DEFAULT_TRAFFIC",
     "PRODUCER",
     "AliasChange",
     "AliasInfo",
@@ -85,171 +104,25 @@ __all__ = [
     "RegistryDecider",
     "RegistryEvent",
     "RegistryState",
+    "TrafficPolicy",
     "Unverified",
     "VersionInfo",
     "apply",
     "as_of",
     "decide",
     "decide_registration",
+    "decide_traffic",
     "describe_alias",
     "fold",
     "next_version",
+    "rollback_target",
 ]
 
-PRODUCER = "modelog-registry"
-"""The ``producer`` of every event :func:`decide` emits."""
-
-Decision = AliasSet | AliasRemoved | AliasChangeRejected
-"""What :func:`decide` returns for a command."""
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    """One registered version of a model (from its ``ModelVersionRegistered`` event)."""
-
-    model: str
-    version: int
-    run_id: str | None
-    flavor: str
-    artifact_uri: str
-    artifact_digest: str
-    signature: tuple[ColumnSchema, ...]
-    description: str
-    online: bool
-    registered: dt.datetime
-    producer: str
-    event_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class AliasChange:
-    """One entry of a model's alias history: an alias was set or removed."""
-
-    time: dt.datetime
-    model: str
-    alias: str
-    action: Literal["set", "removed"]
-    version: int | None
-    previous_version: int | None
-    actor: str
-    reason: str
-    command_id: str | None
-    event_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class AliasInfo:
-    """Where an alias points: which version, since when, who set it, why, and what it replaced."""
-
-    model: str
-    alias: str
-    version: int
-    since: dt.datetime
-    actor: str
-    reason: str
-    previous_version: int | None
-    command_id: str | None
-    event_id: str
-
-    def __str__(self) -> str:
-        who = f" by {self.actor}" if self.actor else ""
-        why = f": {self.reason}" if self.reason else ""
-        was = f" (was v{self.previous_version})" if self.previous_version is not None else ""
-        return (
-            f"{self.model}@{self.alias} -> v{self.version} since "
-            f"{self.since.isoformat()}{who}{why}{was}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Unverified:
-    """A record of the registry topic that no reader folds, and why.
-
-    ``source`` is whatever the reader passed along with the event (the edge's
-    topic, partition and offset, to dead-letter it); the core never looks at it.
-    """
-
-    event: Event
-    reason: str
-    source: object = None
-
-    def __str__(self) -> str:
-        return f"{self.event.type_name()} {self.event.id}: {self.reason}"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelState:
-    """Everything the registry knows about one model.
-
-    Attributes
-    ----------
-    versions
-        Version number -> registration.
-    aliases
-        Alias -> where it points now (removed aliases are absent).
-    history
-        Every alias change, in log order.
-    decided
-        Command id -> the event that answered it (set, removed or rejected).
-    seen
-        Ids of the events already applied (duplicates are ignored).
-    registrations
-        Registration command id -> the ``ModelVersionRegistered`` that answered it.
-    unverified
-        Records of this model a verified read refused (see
-        :mod:`modelog.models.registry_fold`); empty after a plain :func:`fold`.
-    """
-
-    name: str
-    versions: Mapping[int, VersionInfo] = field(default_factory=dict)
-    aliases: Mapping[str, AliasInfo] = field(default_factory=dict)
-    history: tuple[AliasChange, ...] = ()
-    decided: Mapping[str, Decision] = field(default_factory=dict)
-    seen: frozenset[str] = frozenset()
-    registrations: Mapping[str, ModelVersionRegistered] = field(default_factory=dict)
-    unverified: tuple[Unverified, ...] = ()
-
-    @property
-    def latest_version(self) -> int | None:
-        """The highest registered version number, or ``None``."""
-        return max(self.versions) if self.versions else None
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryState:
-    """The registry folded from events: an immutable mapping of model name -> :class:`ModelState`.
-
-    Never mutated; :func:`apply` returns a new state that shares every
-    untouched model with the old one. ``unverified`` lists the records a
-    verified read refused (:mod:`modelog.models.registry_fold`).
-    """
-
-    models: Mapping[str, ModelState] = field(default_factory=dict)
-    unverified: tuple[Unverified, ...] = ()
-
-    def model(self, name: str) -> ModelState | None:
-        """The state of model ``name``, or ``None`` if no registry event mentions it."""
-        return self.models.get(name)
-
-    def versions(self, name: str) -> Mapping[int, VersionInfo]:
-        """Registered versions of ``name`` (empty if unknown)."""
-        m = self.models.get(name)
-        return m.versions if m is not None else {}
-
-    def aliases(self, name: str) -> Mapping[str, AliasInfo]:
-        """Current aliases of ``name`` (empty if unknown)."""
-        m = self.models.get(name)
-        return m.aliases if m is not None else {}
-
-    def history(self, name: str) -> tuple[AliasChange, ...]:
-        """Alias history of ``name``, oldest first (empty if unknown)."""
-        m = self.models.get(name)
-        return m.history if m is not None else ()
-
-
-RegistryEvent = ModelVersionRegistered | AliasSet | AliasRemoved | AliasChangeRejected
+RegistryEvent = (ModelVersionRegistered | AliasSet | AliasRemoved | AliasChangeRejected
+                 | TrafficPolicySet | TrafficPolicyRejected)
 """The answers of the registry worker: the only events the registry is folded from."""
-_REGISTRY_EVENTS = (ModelVersionRegistered, AliasSet, AliasRemoved, AliasChangeRejected)
+_REGISTRY_EVENTS = (ModelVersionRegistered, AliasSet, AliasRemoved, AliasChangeRejected,
+                    TrafficPolicySet, TrafficPolicyRejected)
 ANSWERS = _REGISTRY_EVENTS
 """The registry event types (:data:`RegistryEvent`): written by the registry worker only."""
 
@@ -275,8 +148,14 @@ def _apply_to_model(m: ModelState, event: RegistryEvent) -> ModelState:
     decided = m.decided
     if event.command_id is not None and event.command_id not in decided:
         decided = {**decided, event.command_id: event}
-    if isinstance(event, AliasChangeRejected):
+    if isinstance(event, AliasChangeRejected | TrafficPolicyRejected):
         return replace(m, decided=decided, seen=seen)
+    if isinstance(event, TrafficPolicySet):
+        traffic = TrafficPolicy(
+            arms=tuple((a, float(w)) for a, w in event.arms.items()),
+            shadows=tuple(event.shadows), since=event.time, actor=event.actor,
+            reason=event.reason, command_id=event.command_id, event_id=event.id)
+        return replace(m, traffic=traffic, decided=decided, seen=seen)
     aliases = dict(m.aliases)
     if isinstance(event, AliasSet):
         change = AliasChange(
@@ -305,9 +184,10 @@ def apply(state: RegistryState, event: Event) -> RegistryState:
     """Fold one event into the registry state and return the new state.
 
     Registry events (``ModelVersionRegistered``, ``AliasSet``, ``AliasRemoved``,
-    ``AliasChangeRejected``) change the state; every other event, and any event
-    whose id was already applied, returns ``state`` unchanged. Re-registering
-    an existing version number keeps the first registration.
+    ``AliasChangeRejected``, ``TrafficPolicySet``, ``TrafficPolicyRejected``) change
+    the state; every other event, and any event whose id was already applied,
+    returns ``state`` unchanged. Re-registering an existing version number keeps
+    the first registration.
 
     Examples
     --------
@@ -352,6 +232,34 @@ def as_of(events: Iterable[Event], time: dt.datetime) -> RegistryState:
 def describe_alias(state: RegistryState, model: str, alias: str) -> AliasInfo | None:
     """Where ``model@alias`` points (version, since, who, why, previous), or ``None``."""
     return state.aliases(model).get(alias)
+
+
+def rollback_target(state: RegistryState, model: str, alias: str = "production") -> int | None:
+    """The version ``model@alias`` pointed at before its current one (``None``: there is none).
+
+    It is the current holder's ``previous_version``; when the alias was set
+    afresh (after a removal), the last other version it held in the history.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.models.events import AliasSet
+    >>> t = dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)
+    >>> ev = AliasSet(id="e", time=t, aggregate="m", model="m", alias="production",
+    ...               model_version=3, previous_version=2)
+    >>> rollback_target(apply(RegistryState(), ev), "m")
+    2
+    """
+    current = state.aliases(model).get(alias)
+    if current is None:
+        return None
+    if current.previous_version is not None:
+        return current.previous_version
+    for change in reversed(state.history(model)):
+        if (change.alias == alias and change.action == "set"
+                and change.version not in (None, current.version)):
+            return change.version
+    return None
 
 
 def next_version(state: RegistryState, model: str) -> int:
@@ -452,8 +360,9 @@ def decide(
     """
     _require_aware("decide", now)
     model = state.models.get(command.model)
-    if model is not None and command.command_id in model.decided:
-        return model.decided[command.command_id]
+    prior = model.decided.get(command.command_id) if model is not None else None
+    if isinstance(prior, AliasSet | AliasRemoved | AliasChangeRejected):
+        return prior
     event_id = derived_id(epoch_ms(command.time), "alias", command.command_id)
     reason = _rejection(state, command, require_reason_for)
     if reason is not None:
@@ -532,7 +441,7 @@ def decide_registration(
     )
 
 
-COMMANDS = (ModelVersionRequested, AliasChangeRequested)
+COMMANDS = (ModelVersionRequested, AliasChangeRequested, TrafficPolicyRequested)
 """The command types the registry's single writer answers."""
 
 
@@ -589,6 +498,8 @@ class RegistryDecider(SnapshotByPickle):
         answer: Event
         if isinstance(event, ModelVersionRequested):
             answer = decide_registration(self.state, event, now=now)
+        elif isinstance(event, TrafficPolicyRequested):
+            answer = decide_traffic(self.state, event, now=now)
         else:
             answer = decide(self.state, event, now=now,
                             require_reason_for=self.require_reason_for)

@@ -80,6 +80,7 @@ from modelog.models.events import (
     ModelVersionRegistered,
     ModelVersionRequested,
 )
+from modelog.models.policy_events import TrafficPolicyRejected, TrafficPolicyRequested
 from modelog.models.registry import (
     ANSWERS,
     COMMANDS,
@@ -91,6 +92,7 @@ from modelog.models.registry import (
     as_of,
     decide,
     decide_registration,
+    decide_traffic,
     fold,
 )
 
@@ -104,7 +106,7 @@ __all__ = [
     "verify_log",
 ]
 
-Command = ModelVersionRequested | AliasChangeRequested
+Command = ModelVersionRequested | AliasChangeRequested | TrafficPolicyRequested
 """A registry command (what :data:`~modelog.models.registry.COMMANDS` holds)."""
 
 _DEFAULT_REASONS = frozenset({"production"})
@@ -115,6 +117,8 @@ def expected_answer(state: RegistryState, command: Command, *, now: dt.datetime,
     """The registry worker's answer to ``command`` against ``state``, timed ``now``."""
     if isinstance(command, ModelVersionRequested):
         return decide_registration(state, command, now=now)
+    if isinstance(command, TrafficPolicyRequested):
+        return decide_traffic(state, command, now=now)
     return decide(state, command, now=now, require_reason_for=require_reason_for)
 
 
@@ -144,14 +148,17 @@ def check_answer(state: RegistryState, answer: RegistryEvent, command: Command |
     if cid is None:
         return ("it names no command (command_id is empty): registry facts are only the "
                 "registry worker's answers to commands; use client.register_model / "
-                "client.set_alias")
+                "client.set_alias / client.set_traffic")
     if command is None:
         return (f"it answers command {cid} of {answer.model}, which is not on the "
                 "registry-commands topic: registry facts are only the registry worker's "
-                "answers to recorded commands; use client.register_model / client.set_alias")
+                "answers to recorded commands; use client.register_model / client.set_alias / "
+                "client.set_traffic")
     expected: RegistryEvent = expected_answer(state, command, now=answer.time,
                                               require_reason_for=require_reason_for)
-    if isinstance(expected, AliasChangeRejected) and isinstance(answer, AliasChangeRejected):
+    # a rejection changes nothing but "decided": its wording may differ
+    if (isinstance(expected, AliasChangeRejected | TrafficPolicyRejected)
+            and type(answer) is type(expected)):
         expected = msgspec.structs.replace(expected, reason=answer.reason)
     expected = msgspec.structs.replace(expected, time=answer.time)
     if expected == answer:

@@ -6,6 +6,8 @@ place that reads those events from the projector's durable ``events`` ledger
 (:func:`read_registry_events`) and folds them -- as they stand now or as they
 stood at a time (:func:`fold_model`) -- and the one place that resolves a
 version number or an alias to a registered version (:func:`resolve_version`).
+A model's traffic policy (``ModelState.traffic``) is folded from the same
+answers, so ``modelog.registry_as_of`` shows the split in force at any time.
 
 Only the registry worker's answers to recorded commands count
 (:mod:`modelog.models.registry_fold`): :func:`read_registry_log` reads the
@@ -68,10 +70,11 @@ __all__ = [
     "resolve_version",
 ]
 
-REGISTRY_TYPES = ("ModelVersionRegistered", "AliasSet", "AliasRemoved", "AliasChangeRejected")
+REGISTRY_TYPES = ("ModelVersionRegistered", "AliasSet", "AliasRemoved", "AliasChangeRejected",
+                  "TrafficPolicySet", "TrafficPolicyRejected")
 """The event types the registry is folded from."""
 
-COMMAND_TYPES = ("ModelVersionRequested", "AliasChangeRequested")
+COMMAND_TYPES = ("ModelVersionRequested", "AliasChangeRequested", "TrafficPolicyRequested")
 """The registry command types (the answers are verified against them)."""
 
 _EVENTS_SQL = (

@@ -23,6 +23,7 @@ from modelog.streams.errors import ClientClosedError
 from modelog.streams.producer import ProducerStats
 from modelog.streams.run import DatasetVersion, Run
 from modelog.streams.sdk import Client, connect
+from modelog.streams.serving import AsyncPredictor
 
 __all__ = ["AsyncClient", "connect_async"]
 
@@ -149,6 +150,10 @@ class AsyncClient:
         """See :meth:`Client.load_model`."""
         return await asyncio.to_thread(self.client.load_model, name, version, alias=alias,
                                        **flavor_kwargs)
+
+    def predictor(self, model: str, **options: Any) -> AsyncPredictor:
+        """See :meth:`Client.predictor`; its async face (``await p.predict(inputs)``)."""
+        return self.client.predictor(model, **options).aio()
 
     async def flush(self, timeout: float = 30.0) -> None:
         """See :meth:`Client.flush`."""

@@ -1,11 +1,13 @@
 """The registry worker: the single writer that answers registry commands.
 
-Registering a version and moving an alias are *commands*
-(:class:`~modelog.models.events.ModelVersionRequested`,
-:class:`~modelog.models.events.AliasChangeRequested`) on the
+Registering a version, moving an alias and setting a traffic policy are
+*commands* (:class:`~modelog.models.events.ModelVersionRequested`,
+:class:`~modelog.models.events.AliasChangeRequested`,
+:class:`~modelog.models.policy_events.TrafficPolicyRequested`) on the
 ``registry-commands`` topic. Their answers (``ModelVersionRegistered``,
-``AliasSet``, ``AliasRemoved``, ``AliasChangeRejected``) are decided by the
-pure functions of :mod:`modelog.models.registry` against the registry state
+``AliasSet``, ``AliasRemoved``, ``AliasChangeRejected``, ``TrafficPolicySet``,
+``TrafficPolicyRejected``) are decided by the pure functions of
+:mod:`modelog.models.registry` and :mod:`modelog.models.traffic` against the registry state
 and written to the ``registry`` topic. Both topics are keyed by the model name
 and have the same partition count, so whoever consumes command partition *p*
 is the only writer of the models of registry partition *p*: version numbers
@@ -76,7 +78,13 @@ from modelog.config import Settings
 from modelog.models import codec
 from modelog.models.errors import EventDecodeError
 from modelog.models.events import Event
-from modelog.models.registry import COMMANDS, RegistryDecider, RegistryEvent, RegistryState
+from modelog.models.registry import (
+    ANSWERS,
+    COMMANDS,
+    RegistryDecider,
+    RegistryEvent,
+    RegistryState,
+)
 from modelog.models.registry_fold import RegistryFold
 from modelog.streams.errors import StreamsError
 from modelog.streams.kafka import Outgoing, dead_letter_copy, decode_or_dead_letter, new_producer
@@ -188,8 +196,8 @@ class RegistryRouter:
         raw = value or b""
         if not isinstance(decoded, COMMANDS):
             reason = (f"{decoded.type_name()} does not belong on the registry-commands topic; "
-                      "the registry worker reads only ModelVersionRequested and "
-                      "AliasChangeRequested")
+                      "the registry worker reads only ModelVersionRequested, "
+                      "AliasChangeRequested and TrafficPolicyRequested")
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
         if key is not None and key != decoded.model.encode():
             reason = (f"key {key!r} is not the model name {decoded.model!r}: registry commands "
@@ -234,12 +242,18 @@ class RegistryFollower:
         Broker, topic prefix and security.
     fold
         The verified fold to feed (default: a new one).
+    on_other
+        Called with every other event decoded from the registry topic (e.g.
+        ``OnlineModelCheckpointed``, which is not a registry answer: the
+        caller checks it its own way). Default: such events are skipped.
     """
 
-    def __init__(self, settings: Settings, fold: RegistryFold | None = None) -> None:
+    def __init__(self, settings: Settings, fold: RegistryFold | None = None, *,
+                 on_other: Callable[[Event], None] | None = None) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.fold = fold if fold is not None else RegistryFold()
+        self.on_other = on_other
         self.undecodable = 0
         self._tails: tuple[LogTail, LogTail] | None = None
 
@@ -284,6 +298,9 @@ class RegistryFollower:
                 continue
             if isinstance(event, COMMANDS) != is_commands:
                 continue  # a command is recorded only from the commands topic
+            if not is_commands and self.on_other is not None and not isinstance(event, ANSWERS):
+                self.on_other(event)
+                continue
             out += self.fold.feed(event, RecordSource(tail.topic, partition, offset, key, value))
         return out
 

@@ -39,7 +39,14 @@ from modelog.models.events import (
     ModelVersionRequested,
 )
 from modelog.models.ids import UuidV7
-from modelog.models.registry import ModelState, RegistryEvent, RegistryState, Unverified
+from modelog.models.policy_events import TrafficPolicyRequested
+from modelog.models.registry import (
+    ModelState,
+    RegistryEvent,
+    RegistryState,
+    Unverified,
+    VersionInfo,
+)
 from modelog.models.validation import artifact_suffix, check_name
 from modelog.store.artifacts import ArtifactStore
 from modelog.streams.errors import (
@@ -51,8 +58,8 @@ from modelog.streams.producer import EventProducer
 from modelog.streams.run import DatasetVersion, Run
 from modelog.streams.topics import Topics
 
-__all__ = ["RegistryCalls", "default_actor", "read_registry_log", "read_registry_topic",
-           "registry_as_of"]
+__all__ = ["RegistryCalls", "default_actor", "load_version", "read_registry_log",
+           "read_registry_topic", "registry_as_of"]
 
 
 class RegistryCalls:
@@ -217,8 +224,10 @@ class RegistryCalls:
             raise AliasChangeRejectedError(answer)
         return answer
 
-    def send_command(self, command: ModelVersionRequested | AliasChangeRequested,
-                     timeout: float = 30.0) -> Event:
+    def send_command(
+        self, command: ModelVersionRequested | AliasChangeRequested | TrafficPolicyRequested,
+        timeout: float = 30.0,
+    ) -> Event:
         """Send a registry command and wait for the registry event that answers it.
 
         For callers that choose the ``command_id`` themselves (the retrain runner
@@ -282,7 +291,6 @@ class RegistryCalls:
         modelog.models.errors.ArtifactDigestMismatch
             The stored bytes are not the registered ones.
         """
-        from modelog.models.flavors import load_verified
         from modelog.store.errors import NotFoundError
         from modelog.store.registry import resolve_version
 
@@ -290,13 +298,28 @@ class RegistryCalls:
             info = resolve_version(self.registry(name), name, version, alias=alias)
         except NotFoundError as e:
             raise ModelNotFoundError(str(e)) from None
-        if not info.artifact_digest:
-            raise ModelNotFoundError(
-                f"version {info.version} of {name} was registered without an artifact "
-                f"(flavor {info.flavor}); register the fitted model to be able to load it"
-            )
-        data = self.artifacts.read_bytes(info.artifact_uri or info.artifact_digest)
-        return load_verified(data, info.artifact_digest, info.flavor, **flavor_kwargs)
+        return load_version(self.artifacts, info, **flavor_kwargs)
+
+
+def load_version(artifacts: ArtifactStore, info: VersionInfo, **flavor_kwargs: Any) -> Any:
+    """Load registered version ``info`` from ``artifacts``, its digest checked before loading.
+
+    Raises
+    ------
+    ModelNotFoundError
+        The version was registered without an artifact.
+    modelog.models.errors.ArtifactDigestMismatch
+        The stored bytes are not the registered ones (nothing was deserialized).
+    """
+    from modelog.models.flavors import load_verified
+
+    if not info.artifact_digest:
+        raise ModelNotFoundError(
+            f"version {info.version} of {info.model} was registered without an artifact "
+            f"(flavor {info.flavor}); register the fitted model to be able to load it"
+        )
+    data = artifacts.read_bytes(info.artifact_uri or info.artifact_digest)
+    return load_verified(data, info.artifact_digest, info.flavor, **flavor_kwargs)
 
 
 def default_actor() -> str:

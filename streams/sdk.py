@@ -114,6 +114,9 @@ class _PredictionWire(msgspec.Struct, tag_field="type", tag="PredictionMade", gc
     code_version: str | None
     inputs: dict[str, Any]
     output: Any
+    alias: str | None
+    shadow: bool
+    paired_with: str | None
 
 
 _MAX_CACHED_NAMES = 10_000
@@ -220,7 +223,7 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
         # Encoded by the sender thread; same bytes as codec.encode(PredictionMade(...)).
         self._send(self._serving, key, _PredictionWire(
             event_id, time, model, self._name, _PREDICTION_VERSION, prediction_id, model,
-            version, code_version, feats, output), _json)
+            version, code_version, feats, output, None, False, None), _json)
         return prediction_id
 
     def log_label(
@@ -254,11 +257,13 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
         ------
         RegistryAnswerEmitError
             ``event`` is a registry answer (``ModelVersionRegistered``,
-            ``AliasSet``, ``AliasRemoved``, ``AliasChangeRejected``): only the
+            ``AliasSet``, ``AliasRemoved``, ``AliasChangeRejected``,
+            ``TrafficPolicySet``, ``TrafficPolicyRejected``): only the
             registry worker writes those, and readers ignore any other copy.
         """
         if isinstance(event, ANSWERS):
             how = ("client.register_model(...)" if isinstance(event, ModelVersionRegistered)
+                   else "client.set_traffic(...)" if event.type_name().startswith("Traffic")
                    else "client.set_alias(...) / client.remove_alias(...)")
             raise RegistryAnswerEmitError(
                 f"{event.type_name()} is written only by the registry worker, as its answer to "
