@@ -1,7 +1,9 @@
-"""Watching models in production: ``monitor backtest`` and the ``alerts`` webhooks.
+"""Watching models in production: ``monitor configure/show/reset``, ``monitor backtest``
+and the ``alerts`` webhooks.
 
 Imports :mod:`modelog.cli.common` and, inside each command, :mod:`modelog.store`
-(backtests) or :mod:`modelog.streams` (subscriptions).
+(backtests, the configuration in force) or :mod:`modelog.streams` (subscriptions,
+sending a configuration).
 """
 
 from __future__ import annotations
@@ -144,3 +146,103 @@ def monitor_backtest(
         typer.echo(json.dumps(result.to_dict(), default=str, indent=2))
     else:
         typer.echo(result.render())
+
+
+# -- monitor configuration -----------------------------------------------------------------
+def _assignments(pairs: list[str], model: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as settings: JSON values (0.3, false, {"a": 1}), else strings."""
+    from modelog.models.errors import MonitorConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise MonitorConfigError(pair, pair, "write settings as KEY=VALUE, e.g. "
+                                     "psi_threshold=0.3 anomaly=false pending_ttl=2h", model)
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+_VERSION_OPT = Annotated[int | None, typer.Option(
+    "--version", help="Only this model version (default: the whole model).")]
+
+
+@monitor_app.command("configure", help=(
+    "Set monitor settings of MODEL (or one --version) from KEY=VALUE pairs, on top of those "
+    "in force; checked before anything is sent (a bad one names the setting, the value and "
+    "the rule). Keys: the flat settings of a MonitorConfigured, e.g. psi_threshold, "
+    "check_every, drift_window, training_reference, outliers, outlier_margin, anomaly, "
+    "detector. Example: `modelog monitor configure churn --version 3 psi_threshold=0.3 "
+    "outlier_margin=5`"))
+def monitor_configure(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="The model.")],
+    pairs: Annotated[list[str], typer.Argument(
+        help="KEY=VALUE pairs (JSON values, else strings).", metavar="KEY=VALUE...")],
+    version: _VERSION_OPT = None,
+) -> None:
+    from modelog.models.monitor_config import parse_monitor_config
+    from modelog.streams.sdk import connect
+
+    with exit_on_error():
+        settings = _assignments(pairs, model)
+        parse_monitor_config(settings, model=model)  # refuse before connecting
+        with connect(settings=settings_of(ctx)) as client:
+            event = client.configure_monitor(model, version, **settings)
+    target = model if version is None else f"{model} v{version}"
+    typer.echo(f"configured monitor of {target}: "
+               + ", ".join(f"{k}={json.dumps(v)}" for k, v in event.config.items())
+               + f" (event {event.id})")
+
+
+@monitor_app.command("reset", help=(
+    "Return MODEL (all its versions) or one --version to the default monitor settings."))
+def monitor_reset(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="The model.")],
+    version: _VERSION_OPT = None,
+) -> None:
+    from modelog.streams.sdk import connect
+
+    with exit_on_error(), connect(settings=settings_of(ctx)) as client:
+        event = client.reset_monitor(model, version)
+    target = model if version is None else f"{model} v{version}"
+    typer.echo(f"reset monitor of {target} to the defaults (event {event.id})")
+
+
+@monitor_app.command("show", help=(
+    "Show the monitor configuration in force for MODEL (or one --version), replayed from "
+    "the projected ledger (`modelog project` or `modelog up` must have run): the settings "
+    "set, then every setting in force."))
+def monitor_show(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="The model.")],
+    version: _VERSION_OPT = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    from modelog.cli.common import reader_of
+    from modelog.store.monitor_configs import monitor_config_in_force
+
+    with exit_on_error():
+        view = monitor_config_in_force(reader_of(ctx), model, version)
+    if as_json:
+        typer.echo(json.dumps(view.to_dict(), default=str))
+        return
+    target = model if version is None else f"{model} v{version}"
+    typer.echo(f"monitor of {target}: " + (
+        f"{len(view.settings)} setting(s) set by {view.events} configuration(s)"
+        if view.settings else "the defaults"))
+    if view.versions and version is None:
+        typer.echo("  versions with their own settings: "
+                   + ", ".join(f"v{v}" for v in view.versions))
+    for key, value in view.config.items():
+        if key == "reference" and value:
+            value = f"<profile of {len(value.get('columns', value))} columns>"
+        mark = "set" if key in view.settings else "default"
+        typer.echo(f"  {key:<24} {json.dumps(value, default=str):<24} {mark}")
+    for event_id, reason in view.rejected:
+        typer.echo(f"  refused {event_id}: {reason}")

@@ -42,7 +42,7 @@ Examples
 ['s-1']
 >>> matches(sub, msgspec.structs.replace(alert, severity="info"))
 False
->>> ALERT_TYPE_NAMES
+>>> ALERT_TYPE_NAMES[:5]
 ('DriftDetected', 'DriftResolved', 'AnomalyDetected', 'SkewDetected', 'RetrainRequested')
 """
 
@@ -69,6 +69,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from modelog.errors import ConfigurationError
 from modelog.models import codec
+from modelog.models import quality_events as qe
 from modelog.models.errors import EventValidationError, WebhookSecretError, WebhookTargetError
 from modelog.models.events import (
     NAME_PATTERN,
@@ -83,6 +84,7 @@ from modelog.models.events import (
     SkewDetected,
 )
 from modelog.models.ids import derived_id, new_id
+from modelog.models.serving_events import ShadowScoringFailed
 from modelog.models.upcasters import WITHHELD_V1_SECRET
 
 __all__ = [
@@ -118,16 +120,19 @@ __all__ = [
 
 Alert: TypeAlias = (
     DriftDetected | DriftResolved | AnomalyDetected | SkewDetected | RetrainRequested
+    | qe.PerformanceDropEstimated | qe.MultivariateDriftDetected | qe.SegmentDegraded
+    | ShadowScoringFailed
 )
 """An alert event (any of :data:`ALERT_TYPES`)."""
 ALERT_TYPES: tuple[type[Event], ...] = typing.get_args(Alert)
 """The monitoring events that are alerts (statistics and configuration are not)."""
 ALERT_TYPE_NAMES: tuple[str, ...] = tuple(cls.type_name() for cls in ALERT_TYPES)
 """The type names of :data:`ALERT_TYPES`, in the same order (the ``alerts`` table's types)."""
+_OTHERS = (RetrainRequested, qe.PerformanceDropEstimated, qe.MultivariateDriftDetected,
+           qe.SegmentDegraded, ShadowScoringFailed)
 MONITOR_ALERT_TYPE_NAMES: tuple[str, ...] = tuple(
-    n for n in ALERT_TYPE_NAMES if n != RetrainRequested.type_name()
-)
-"""Alert types a serving monitor derives (``RetrainRequested`` comes from the retrain policy)."""
+    n for n in ALERT_TYPE_NAMES if n not in {c.type_name() for c in _OTHERS})
+"""Alert types a serving monitor derives (not the retrain policy's, nor the quality monitor's)."""
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 """Severities in increasing order."""
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}

@@ -201,7 +201,7 @@ class NumericDrift:
 
     @classmethod
     def from_histogram(cls, feature: str, edges: Sequence[float], counts: Sequence[float], *,
-                       window: int = 500) -> NumericDrift:
+                       window: int = 500, source: str = "profile") -> NumericDrift:
         """A reference from a histogram (``profile_table``'s ``edges``/``counts``).
 
         PSI bins: an underflow bin, the histogram's bins, an overflow bin (the
@@ -225,7 +225,7 @@ class NumericDrift:
             psi_bins[2 * k + 2] = k + 1 if k < n_bins else n_bins + 1
         reference = np.concatenate([[0.0], c, [0.0]])
         return cls(feature, e, cdf.tolist(), psi_bins.tolist(), reference.tolist(), c.sum(),
-                   window=window, exact=False, source="profile")
+                   window=window, exact=False, source=source)
 
     @property
     def size(self) -> int:
@@ -384,26 +384,27 @@ def _is_numeric(value: Any) -> bool:
 
 
 def _from_profile(name: str, column: Mapping[str, Any], *, window: int,
-                  max_categories: int) -> Tracker | None:
+                  max_categories: int, source: str = "profile") -> Tracker | None:
     kind = column.get("kind")
     if kind == "numeric":
         hist = column.get("histogram")
         if not hist:
             return None
-        return NumericDrift.from_histogram(name, hist["edges"], hist["counts"], window=window)
+        return NumericDrift.from_histogram(name, hist["edges"], hist["counts"], window=window,
+                                           source=source)
     if kind == "string":
         top = {t["value"]: float(t["count"]) for t in column.get("top") or []}
         if not top:
             return None
         return CategoricalDrift(name, top, float(column.get("other_count") or 0), window=window,
-                                max_categories=max_categories, source="profile")
+                                max_categories=max_categories, source=source)
     if kind == "boolean":
         ref: dict[Hashable, float] = {True: float(column.get("true") or 0),
                                       False: float(column.get("false") or 0)}
         if sum(ref.values()) <= 0:
             return None
         return CategoricalDrift(name, ref, window=window, max_categories=max_categories,
-                                source="profile")
+                                source=source)
     return None
 
 
@@ -440,6 +441,9 @@ class DataDriftMonitor:
         Bounds of the state: distinct categories per window, features tracked.
     min_reference
         A warm-up feature with fewer non-null values is not tracked.
+    source
+        What the ``reference`` profile is (its trackers' ``source``): ``"profile"``
+        (configured) or ``"training"`` (the version's training dataset).
 
     Values whose type does not match a feature's reference (a string for a
     numeric feature) and nulls are not fed to the statistics: they are
@@ -450,7 +454,8 @@ class DataDriftMonitor:
     def __init__(self, *, reference_size: int = 1_000, window: int = 500, bins: int = 10,
                  check_every: int = 100, thresholds: DriftThresholds | None = None,
                  reference: Mapping[str, Any] | None = None, max_categories: int = 100,
-                 max_features: int = 200, min_reference: int = 20) -> None:
+                 max_features: int = 200, min_reference: int = 20,
+                 source: str = "profile") -> None:
         for name, value in (("reference_size", reference_size), ("window", window),
                             ("bins", bins), ("check_every", check_every),
                             ("max_categories", max_categories),
@@ -470,7 +475,7 @@ class DataDriftMonitor:
             if len(self.trackers) >= max_features or not isinstance(column, Mapping):
                 continue
             tracker = _from_profile(str(name), column, window=window,
-                                    max_categories=max_categories)
+                                    max_categories=max_categories, source=source)
             if tracker is not None:
                 self.trackers[str(name)] = tracker
         self._sample: dict[str, list[Any]] | None = {}

@@ -15,9 +15,16 @@ monitoring topic:
   output's does (feature :data:`OUTPUT`; no labels needed) -- PSI and KS for
   numbers, PSI, chi-squared, new and vanished categories for classes
   (:class:`~modelog.models.datadrift.DataDriftMonitor`), evaluated every
-  ``check_every`` predictions. The reference is the first ``reference_size``
-  predictions of the version, or the ``reference`` profile of the
-  configuration (e.g. the training dataset's ``profile_table``);
+  ``check_every`` predictions. The reference is the ``reference`` profile of
+  the configuration, else the version's training dataset's profile (a version
+  registered from a run that trained on a logged dataset, learned from
+  ``ModelVersionRegistered``, ``RunDatasetUsed`` and ``DatasetVersionCreated``
+  by :class:`~modelog.models.reference.TrainingReferences`), else the first
+  ``reference_size`` predictions of the version; alerts name it;
+* ``PredictionsScored`` batches: every prediction's anomaly score against the
+  same reference, its offending features and whether it is a gross outlier,
+  and ``AnomalyDetected(detector="outliers")`` when gross outliers come at an
+  improbable rate (:class:`~modelog.models.outliers.OutlierMonitor`);
 * ``SkewDetected`` when inputs disagree with the version's signature (from its
   ``ModelVersionRegistered``, else the configuration's ``signature``) or their
   share of nulls with the reference (:class:`~modelog.models.skew.SkewMonitor`),
@@ -35,7 +42,8 @@ the opening event's id, which its ``DriftResolved`` names as ``detected_id``.
 
 Configuration: a :class:`~modelog.models.monitor_config.MonitorConfig` is the
 default for every model, so a newly registered model is watched with no setup;
-``MonitorConfigured`` events override it per model at run time
+``MonitorConfigured`` events override it per model or per version at run time
+(:class:`~modelog.models.config_book.ConfigBook`)
 (:meth:`ServingMonitor.configure`; an invalid one raises
 :class:`~modelog.models.errors.MonitorConfigError` naming the field, the value
 and the rule, and changes nothing).
@@ -104,16 +112,19 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from modelog.models.config_book import ConfigBook
 from modelog.models.datadrift import DataDriftMonitor
-from modelog.models.errors import UnsupportedEventError
+from modelog.models.errors import ModelsError, UnsupportedEventError
 from modelog.models.events import (
+    DatasetVersionCreated,
     Event,
     LabelObserved,
     ModelVersionRegistered,
     MonitorConfigured,
     PredictionMade,
+    RunDatasetUsed,
 )
-from modelog.models.monitor_config import OUTPUT, MonitorConfig, parse_monitor_config
+from modelog.models.monitor_config import OUTPUT, MonitorConfig
 from modelog.models.monitor_events import (
     DriftKind,
     anomaly_event,
@@ -121,6 +132,9 @@ from modelog.models.monitor_events import (
     data_drift_event,
     derived,
     drift_resolved_event,
+    outlier_event,
+    reference_phrase,
+    scored_event,
     skew_event,
     stats_event,
 )
@@ -133,13 +147,16 @@ from modelog.models.monitor_state import (
     predicted_class,
     prediction_error,
 )
+from modelog.models.outliers import OutlierMonitor
 from modelog.models.processor import SnapshotByPickle
+from modelog.models.reference import TrainingReferences
 
 __all__ = ["ServingMonitor"]
 
 _STRUCTURAL = (("drift", "reference_size"), ("drift", "window"), ("drift", "psi_bins"),
                ("drift", "max_categories"), ("drift", "max_features"), ("drift", "reference"),
-               ("skew", "signature"), ("skew", "nulls_tolerance"), (None, "max_evidence_ids"))
+               ("drift", "training_reference"), ("skew", "signature"),
+               ("skew", "nulls_tolerance"), (None, "max_evidence_ids"), (None, "outliers"))
 """Settings whose change restarts the data drift, prediction drift and skew monitors."""
 
 
@@ -164,7 +181,8 @@ class ServingMonitor(SnapshotByPickle):
         self.config = config or MonitorConfig()
         self._models: dict[str, ModelState] = {}
         self._versions: dict[tuple[str, int], VersionState] = {}
-        self._configs: dict[str, MonitorConfig] = {}
+        self._book = ConfigBook(self.config)
+        self._references = TrainingReferences()
         self._signatures: dict[tuple[str, int], dict[str, str]] = {}
 
     # -- input ---------------------------------------------------------------
@@ -192,8 +210,9 @@ class ServingMonitor(SnapshotByPickle):
 
         ``PredictionMade`` and ``LabelObserved`` are monitored;
         ``MonitorConfigured`` (see :meth:`configure`) and
-        ``ModelVersionRegistered`` (see :meth:`observe_registry`) update the
-        configuration and the signatures and derive nothing.
+        ``ModelVersionRegistered``, ``RunDatasetUsed``, ``DatasetVersionCreated``
+        (see :meth:`observe_registry`) update the configuration, the signatures
+        and the training references and derive nothing.
 
         Raises
         ------
@@ -209,17 +228,20 @@ class ServingMonitor(SnapshotByPickle):
         if isinstance(event, MonitorConfigured):
             self.configure(event)
             return []
-        if isinstance(event, ModelVersionRegistered):
+        if isinstance(event, ModelVersionRegistered | RunDatasetUsed | DatasetVersionCreated):
             self.observe_registry(event)
             return []
         raise UnsupportedEventError(event.type_name())
 
-    def config_for(self, model: str) -> MonitorConfig:
-        """The configuration in force for ``model`` (the default unless configured)."""
-        return self._configs.get(model, self.config)
+    def config_for(self, model: str, version: int | None = None) -> MonitorConfig:
+        """The configuration in force for ``model`` or one of its versions."""
+        return self._book.config(model, version)
 
     def configure(self, event: MonitorConfigured) -> MonitorConfig:
-        """Apply a model's ``MonitorConfigured`` on top of its current configuration.
+        """Apply a ``MonitorConfigured`` on top of its model's (or version's) configuration.
+
+        ``"reset": true`` drops the target's settings first
+        (:class:`~modelog.models.config_book.ConfigBook`).
 
         Thresholds, ``check_every``, ``stats_every`` and the enable switches act
         at once on running versions. A change of the drift/skew structure
@@ -234,17 +256,15 @@ class ServingMonitor(SnapshotByPickle):
         MonitorConfigError
             When the configuration is invalid; the previous one stays in force.
         """
-        old = self.config_for(event.model)
-        new = parse_monitor_config(event.config, base=old, model=event.model)
-        self._configs[event.model] = new
-        rebuild = any(_setting(old, *s) != _setting(new, *s) for s in _STRUCTURAL)
-        thresholds = new.drift.thresholds()
-        every = new.drift.check_every
-        for (model, number), state in self._versions.items():
-            if model != event.model:
-                continue
+        old = {key: self.config_for(*key) for key in self._versions if key[0] == event.model}
+        applied = self._book.apply(event.model, event.model_version, event.config)
+        for (model, number), before in old.items():
+            state = self._versions[(model, number)]
+            new = self.config_for(model, number)
+            thresholds = new.drift.thresholds()
+            every = new.drift.check_every
             state.alerts.clear_after = new.drift.clear_after
-            if rebuild:
+            if any(_setting(before, *s) != _setting(new, *s) for s in _STRUCTURAL):
                 self._start_drift(state, model, number, new)
             for monitor in (state.inputs_drift, state.output_drift):
                 if monitor is not None:
@@ -252,16 +272,30 @@ class ServingMonitor(SnapshotByPickle):
                     monitor.check_every = every
             if state.skew is not None:
                 state.skew.block = every
-        return new
+        return applied
 
-    def observe_registry(self, event: ModelVersionRegistered) -> None:
-        """Remember a registered version and its signature (the reference of skew checks)."""
-        key = (event.model, event.model_version)
-        self._signatures[key] = {c.name: c.type for c in event.signature}
-        state = self._versions.get(key)
-        if state is not None and event.signature:
-            cfg = self.config_for(event.model)
-            state.skew = cfg.skew_monitor(self._signatures[key]) if cfg.skew.enabled else None
+    def observe_registry(self, event: ModelVersionRegistered | RunDatasetUsed
+                         | DatasetVersionCreated) -> None:
+        """Remember a registered version's signature (the reference of skew checks) and
+        learn training references: a version registered from a run that trained on a
+        dataset is compared with that dataset's profile as soon as all three are known."""
+        if isinstance(event, ModelVersionRegistered):
+            key = (event.model, event.model_version)
+            self._signatures[key] = {c.name: c.type for c in event.signature}
+            state = self._versions.get(key)
+            if state is not None and event.signature:
+                cfg = self.config_for(*key)
+                state.skew = cfg.skew_monitor(self._signatures[key], self._training(*key)) \
+                    if cfg.skew.enabled else None
+        if self._references.observe(event):
+            for (model, number), state in self._versions.items():
+                ref = self._references.reference_for(model, number)
+                if (ref.digest if ref else None) != state.training_digest:
+                    self._start_drift(state, model, number, self.config_for(model, number))
+
+    def _training(self, model: str, version: int) -> Any:
+        ref = self._references.reference_for(model, version)
+        return None if ref is None else ref.profile
 
     # -- inspection ------------------------------------------------------------
     def models(self) -> list[str]:
@@ -288,7 +322,7 @@ class ServingMonitor(SnapshotByPickle):
         key = (model, version)
         state = self._versions.get(key)
         if state is None:
-            cfg = self.config_for(model)
+            cfg = self.config_for(model, version)
             state = self._versions[key] = VersionState(
                 drift=cfg.concept.monitor(),
                 anomaly=cfg.anomaly_monitor() if cfg.anomaly.enabled else None,
@@ -303,10 +337,33 @@ class ServingMonitor(SnapshotByPickle):
 
     def _start_drift(self, state: VersionState, model: str, version: int,
                      cfg: MonitorConfig) -> None:
-        """(Re)create the data drift, prediction drift and skew monitors of a version."""
-        state.inputs_drift = cfg.drift.input_monitor()
-        state.output_drift = cfg.drift.output_monitor()
-        state.skew = cfg.skew_monitor(self._signatures.get((model, version)))
+        """(Re)create the data drift, prediction drift, skew and outlier monitors of a version.
+
+        The reference: the configured profile, else the version's training dataset,
+        else the warm-up. A training profile off the broker that the monitors refuse
+        is ignored (the warm-up reference is used).
+        """
+        ref = self._references.reference_for(model, version)
+        state.training_digest = ref.digest if ref is not None else None
+        state.training_label = ref.label if ref is not None else ""
+        training = ref.profile if ref is not None else None
+        try:
+            state.inputs_drift = cfg.drift.input_monitor(training)
+            state.output_drift = cfg.drift.output_monitor(training)
+            state.skew = cfg.skew_monitor(self._signatures.get((model, version)), training)
+        except (ModelsError, KeyError, TypeError, ValueError):
+            training, state.training_label = None, ""
+            state.inputs_drift = cfg.drift.input_monitor()
+            state.output_drift = cfg.drift.output_monitor()
+            state.skew = cfg.skew_monitor(self._signatures.get((model, version)))
+        state.outliers = None
+        if cfg.outliers.enabled:
+            reference, source = cfg.drift.reference_of(training)
+            outliers = state.outliers = OutlierMonitor(
+                cfg.outliers, reference, reference_size=cfg.drift.reference_size,
+                max_features=cfg.drift.max_features, max_keys=cfg.max_evidence_ids)
+            state.outlier_reference = reference_phrase(
+                "warm-up" if outliers.warming_up else source, cfg.drift.reference_size, state)
         if state.recent.maxlen != cfg.drift.window:
             state.recent = collections.deque(state.recent, maxlen=cfg.drift.window)
 
@@ -328,6 +385,8 @@ class ServingMonitor(SnapshotByPickle):
             state.joined.popitem(last=False)
 
     def _on_prediction(self, ev: PredictionMade) -> list[Event]:
+        if ev.shadow:  # scored off the request path, never labelled: the rollout compares it
+            return []
         model = self._model(ev.model)
         self._advance(model, ev.time)
         pid = ev.prediction_id
@@ -341,7 +400,7 @@ class ServingMonitor(SnapshotByPickle):
             model.evicted_by_size += 1
 
         version = self._version(ev.model, ev.model_version)
-        cfg = self._configs.get(ev.model, self.config)
+        cfg = self.config_for(ev.model, ev.model_version)
         version.predictions += 1
         n = version.predictions
         if version.period_start is None:
@@ -372,6 +431,8 @@ class ServingMonitor(SnapshotByPickle):
                 version.input_window.append((pid, ev.time))
             if anomaly.drift_detected:
                 out.append(anomaly_event(ev, version, anomaly.findings[0]))
+        if version.outliers is not None:
+            out.extend(self._score(ev, version, version.outliers, cfg))
         if checked:
             out.extend(self._drift_events(ev, version, cfg, checked))
         if skew is not None and skew.drift_detected:
@@ -382,6 +443,23 @@ class ServingMonitor(SnapshotByPickle):
         if n % cfg.stats_every == 0:
             out.append(stats_event(ev, model, version, cfg))
             version.period_start = None
+        return out
+
+    def _score(self, ev: PredictionMade, version: VersionState, outliers: OutlierMonitor,
+               cfg: MonitorConfig) -> list[Event]:
+        """Score a prediction against the reference; the outlier alert and the batch if due."""
+        scored = outliers.update(ev.inputs, ev.prediction_id)
+        if scored is None:
+            return []
+        out: list[Event] = []
+        if outliers.decision is not None:
+            out.append(outlier_event(ev, version, outliers.decision))
+        if not version.scored or version.scored_since is None:
+            version.scored_since = ev.time
+        version.scored.append((ev.prediction_id, scored.score, scored.outlier, scored.offending))
+        if len(version.scored) >= cfg.outliers.batch or (
+                ev.time - version.scored_since).total_seconds() >= cfg.outliers.batch_seconds:
+            out.append(scored_event(ev, version))
         return out
 
     # -- data drift and prediction drift -----------------------------------------------

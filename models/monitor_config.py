@@ -44,6 +44,7 @@ from modelog.models.anomaly import AnomalyMonitor
 from modelog.models.datadrift import DataDriftMonitor, DriftThresholds, profile_columns
 from modelog.models.drift import ConceptDriftMonitor, Param
 from modelog.models.errors import InvalidParameterError, ModelsError, MonitorConfigError
+from modelog.models.outliers import OutlierConfig
 from modelog.models.skew import SkewMonitor
 
 __all__ = ["OUTPUT", "SETTINGS", "AnomalyConfig", "ConceptDriftConfig", "DataDriftConfig",
@@ -162,8 +163,11 @@ class DataDriftConfig:
     max_categories, max_features
         Bounds of the state: distinct categories per window, features per version.
     reference
-        A ``profile_table``-shaped profile (e.g. of the training dataset) used
-        as the reference of the features it covers (:data:`OUTPUT` for the output).
+        A ``profile_table``-shaped profile used as the reference of the features
+        it covers (:data:`OUTPUT` for the output); overrides the training dataset.
+    training_reference
+        Compare a version registered from a run that trained on a logged
+        dataset with that dataset's profile (else: the warm-up reference).
     """
 
     inputs: bool = True
@@ -180,6 +184,7 @@ class DataDriftConfig:
     max_categories: int = 100
     max_features: int = 200
     reference: Mapping[str, Any] | None = None
+    training_reference: bool = True
 
     def __post_init__(self) -> None:
         if self.check_every < 1:
@@ -205,26 +210,40 @@ class DataDriftConfig:
                                new_category_share=self.new_category_share,
                                vanished_category_share=self.vanished_category_share)
 
-    def _monitor(self, reference: Mapping[str, Any] | None) -> DataDriftMonitor:
+    def _monitor(self, reference: Mapping[str, Any] | None, source: str) -> DataDriftMonitor:
         return DataDriftMonitor(
             reference_size=self.reference_size, window=self.window, bins=self.psi_bins,
             check_every=self.check_every, thresholds=self.thresholds(), reference=reference,
-            max_categories=self.max_categories, max_features=self.max_features)
+            max_categories=self.max_categories, max_features=self.max_features,
+            source=source)
 
-    def input_monitor(self) -> DataDriftMonitor:
-        """A fresh input drift monitor (the ``reference`` profile's columns, the rest warm-up)."""
-        return self._monitor({k: v for k, v in profile_columns(self.reference).items()
-                              if k != OUTPUT})
+    def input_monitor(self, training: Mapping[str, Any] | None = None) -> DataDriftMonitor:
+        """A fresh input drift monitor (the ``reference`` profile's columns, else those of
+        the ``training`` profile, the rest warm-up)."""
+        reference, source = self.reference_of(training)
+        return self._monitor({k: v for k, v in profile_columns(reference).items()
+                              if k != OUTPUT}, source)
 
-    def output_monitor(self) -> DataDriftMonitor:
+    def output_monitor(self, training: Mapping[str, Any] | None = None) -> DataDriftMonitor:
         """A fresh prediction drift monitor (feature :data:`OUTPUT`)."""
-        column = profile_columns(self.reference).get(OUTPUT)
-        return self._monitor({OUTPUT: column} if column else None)
+        reference, source = self.reference_of(training)
+        column = profile_columns(reference).get(OUTPUT)
+        return self._monitor({OUTPUT: column} if column else None, source)
 
-    def null_reference(self) -> dict[str, float]:
-        """The input features' reference shares of nulls, from the ``reference`` profile."""
+    def reference_of(self, training: Mapping[str, Any] | None
+                     ) -> tuple[Mapping[str, Any] | None, str]:
+        """The profile in force and its kind: the configured ``reference`` (``"profile"``),
+        else the ``training`` dataset's (``"training"``), else none (``"warm-up"``)."""
+        if self.reference:
+            return self.reference, "profile"
+        if training and self.training_reference:
+            return training, "training"
+        return None, "warm-up"
+
+    def null_reference(self, training: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """The input features' reference shares of nulls, from the profile in force."""
         return {str(k): float(v["null_fraction"])
-                for k, v in profile_columns(self.reference).items()
+                for k, v in profile_columns(self.reference_of(training)[0]).items()
                 if isinstance(v, Mapping) and isinstance(v.get("null_fraction"), int | float)
                 and k != OUTPUT}
 
@@ -264,7 +283,7 @@ class MonitorConfig:
 
     Parameters
     ----------
-    concept, anomaly, drift, skew
+    concept, anomaly, drift, skew, outliers
         The detectors' sections.
     max_pending, pending_ttl
         Bounds of the predictions waiting for a label, per model.
@@ -284,6 +303,7 @@ class MonitorConfig:
     anomaly: AnomalyConfig = dataclasses.field(default_factory=AnomalyConfig)
     drift: DataDriftConfig = dataclasses.field(default_factory=DataDriftConfig)
     skew: SkewConfig = dataclasses.field(default_factory=SkewConfig)
+    outliers: OutlierConfig = dataclasses.field(default_factory=OutlierConfig)
     max_pending: int = 100_000
     pending_ttl: dt.timedelta = dt.timedelta(days=1)
     stats_every: int = 500
@@ -306,10 +326,12 @@ class MonitorConfig:
         """A fresh anomaly monitor (alerts carry ``max_evidence_ids`` ids at most)."""
         return self.anomaly.monitor(self.max_evidence_ids)
 
-    def skew_monitor(self, signature: Mapping[str, str] | None) -> SkewMonitor:
+    def skew_monitor(self, signature: Mapping[str, str] | None,
+                     training: Mapping[str, Any] | None = None) -> SkewMonitor:
         """A fresh skew monitor (``signature`` from the registry, else the configured one)."""
         d = self.drift
-        return SkewMonitor(signature if signature else self.skew.signature, d.null_reference(),
+        return SkewMonitor(signature if signature else self.skew.signature,
+                           d.null_reference(training),
                            reference_size=d.reference_size, window=d.window,
                            block=d.check_every, nulls_tolerance=self.skew.nulls_tolerance,
                            max_keys=self.max_evidence_ids, max_features=d.max_features)
@@ -348,12 +370,18 @@ SETTINGS: dict[str, _Path] = {
     "nulls_tolerance": ("skew", "nulls_tolerance"),
     **{name: ("drift", name) for name in ("max_categories", "max_features", "reference")},
     "signature": ("skew", "signature"),
+    "training_reference": ("drift", "training_reference"),
+    "outliers": ("outliers", "enabled"),
+    **{f"outlier_{name}": ("outliers", name) for name in (
+        "margin", "window", "alpha", "min_count", "cooldown", "base_rate", "batch",
+        "batch_seconds")},
 }
 """Flat key -> (section, setting): the wire form of ``MonitorConfigured.config``."""
 
 _FLAT = {path: key for key, path in SETTINGS.items()}
 _SECTIONS: dict[str, type[Any]] = {"concept": ConceptDriftConfig, "anomaly": AnomalyConfig,
-                                   "drift": DataDriftConfig, "skew": SkewConfig}
+                                   "drift": DataDriftConfig, "skew": SkewConfig,
+                                   "outliers": OutlierConfig}
 # parameter names of the detectors the sections build -> the section's setting
 _ALIASES: dict[_Path, str] = {("concept", "window"): "error_window",
                               ("drift", "bins"): "psi_bins", ("drift", "psi"): "psi_threshold"}
@@ -405,6 +433,8 @@ def parse_monitor_config(data: Mapping[str, Any], *, base: MonitorConfig | None 
     written: dict[_Path, str] = {}
     for raw_key, value in data.items():
         key = str(raw_key)
+        if key == "quality" or key.startswith("quality."):
+            continue  # the quality section: models/quality_config.py parses it
         if key in _SECTIONS and isinstance(value, Mapping):
             names = [f.name for f in dataclasses.fields(_SECTIONS[key])]
             items: list[tuple[str, _Path, Any]] = [

@@ -30,10 +30,13 @@ from modelog.models.events import (
 from modelog.models.ids import derived_id, epoch_ms
 from modelog.models.monitor_config import MonitorConfig
 from modelog.models.monitor_state import ModelState, VersionState, live_metrics
+from modelog.models.outliers import OutlierDecision
+from modelog.models.quality_events import PredictionsScored
 from modelog.models.skew import SkewFinding
 
 __all__ = ["PRODUCER", "anomaly_event", "concept_drift_event", "data_drift_event",
-           "derived", "drift_resolved_event", "skew_event", "stats_event"]
+           "derived", "drift_resolved_event", "outlier_event", "reference_phrase",
+           "scored_event", "skew_event", "stats_event"]
 
 Severity = Literal["info", "warning", "critical"]
 DriftKind = Literal["data", "prediction"]
@@ -131,13 +134,15 @@ def data_drift_event(ev: PredictionMade, version: VersionState, cfg: MonitorConf
     what = "the output" if kind == "prediction" else f"feature {c.feature!r}"
     p = "" if c.p_value is None else f", p={c.p_value:.1e}"
     detail = f"; {c.detail}" if c.detail else ""
-    message = (f"{_TESTS[c.detector]} of {what} {c.statistic:.3g} over the last "
-               f"{tracker.size} predictions vs the {tracker.source} reference "
-               f"({tracker.n_reference:.0f} values) exceeds {c.threshold:.3g}{p}{detail}")
     d = cfg.drift
+    against = reference_phrase(tracker.source, d.reference_size, version)
+    message = (f"{_TESTS[c.detector]} of {what} {c.statistic:.3g} over the last "
+               f"{tracker.size} predictions against {against} "
+               f"({tracker.n_reference:.0f} values) exceeds {c.threshold:.3g}{p}{detail}")
     params: dict[str, Param] = {
         "window": d.window, "check_every": d.check_every,
         "reference": tracker.source, "reference_count": tracker.n_reference,
+        "reference_name": against,
     }
     if c.detector == "psi" and tracker.source == "warm-up" and tracker.kind == "numeric":
         params["bins"] = d.psi_bins
@@ -211,6 +216,7 @@ def stats_event(ev: PredictionMade, model: ModelState, version: VersionState,
         "skew_type": float(skew.get("type", 0)),
         "skew_nulls": float(skew.get("nulls", 0)),
         "drift_open": float(len(version.alerts.open_keys())),
+        **(version.outliers.stats() if version.outliers is not None else {}),
         **live_metrics(version.outcomes, [e for _, _, e in version.labelled_window]),
         **version.drift_stats,
     }
@@ -218,4 +224,45 @@ def stats_event(ev: PredictionMade, model: ModelState, version: VersionState,
         **derived("stats", ev, ev.model_version),
         window=Window(start=version.period_start, end=ev.time, size=cfg.stats_every),
         stats=stats,
+    )
+
+
+def reference_phrase(source: str, reference_size: int, version: VersionState) -> str:
+    """How an alert names its reference: ``training dataset churn-train v3``, ``the first
+    1000 predictions (no training dataset)``, ``the configured reference profile``."""
+    if source == "training":
+        return version.training_label or "the training dataset"
+    if source == "profile":
+        return "the configured reference profile"
+    why = f"not in {version.training_label}" if version.training_label else "no training dataset"
+    return f"the first {reference_size} predictions ({why})"
+
+
+def scored_event(ev: PredictionMade, version: VersionState) -> PredictionsScored:
+    """``PredictionsScored`` of the version's buffered scores (emptied)."""
+    rows, version.scored = version.scored, []
+    return PredictionsScored(
+        **derived("scored", ev, ev.model_version), reference=version.outlier_reference,
+        prediction_ids=[r[0] for r in rows], scores=[r[1] for r in rows],
+        outliers=[r[2] for r in rows], features=[list(r[3]) for r in rows])
+
+
+def outlier_event(ev: PredictionMade, version: VersionState, d: OutlierDecision
+                  ) -> AnomalyDetected:
+    """``AnomalyDetected(detector="outliers")``: gross outliers at an improbable rate."""
+    features = ", ".join(f"{name} ({n})" for name, n in d.features[:5])
+    message = (f"{d.count} gross outliers in the last {d.window_size} predictions "
+               f"against {version.outlier_reference}; {d.expected * d.window_size:.2g} "
+               f"expected (p={d.p_value:.1e}); offending features: {features}")
+    return AnomalyDetected(
+        **derived("outliers", ev, ev.model_version),
+        detector="outliers",
+        params={"window": d.window_size, "alpha": d.alpha, "p_value": d.p_value,
+                "expected_rate": d.expected, "count": d.count,
+                "reference_name": version.outlier_reference},
+        statistic=d.statistic, threshold=d.expected,
+        window=Window(start=None, end=ev.time, size=d.window_size),
+        prediction_ids=list(d.keys),
+        severity="critical" if d.count >= 10 * max(d.expected * d.window_size, 1) else "warning",
+        message=message,
     )

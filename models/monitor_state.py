@@ -22,6 +22,7 @@ from modelog.models.anomaly import AnomalyMonitor
 from modelog.models.datadrift import DataDriftMonitor
 from modelog.models.drift import ConceptDriftMonitor
 from modelog.models.errors import InvalidParameterError
+from modelog.models.outliers import OutlierMonitor
 from modelog.models.skew import SkewMonitor
 
 __all__ = ["AlertBook", "ModelState", "PendingPrediction", "VersionState", "live_metrics",
@@ -248,6 +249,15 @@ class VersionState:
     period_start: dt.datetime | None = None
     rejected_errors: int = 0
     unregistered: int = 0
+    # point anomalies: the scorer, the reference it names, the scores not yet published
+    outliers: OutlierMonitor | None = None
+    outlier_reference: str = ""
+    scored: list[tuple[str, float, bool, tuple[str, ...]]] = dataclasses.field(
+        default_factory=list)
+    scored_since: dt.datetime | None = None
+    # the training dataset's digest and label ("" / None: none known)
+    training_digest: str | None = None
+    training_label: str = ""
 
     def evidence(self, max_ids: int) -> list[str]:
         """The ids of the last ``max_ids`` predictions."""

@@ -14,7 +14,9 @@ turns every sample into a ``PredictionMade`` followed by its
 
 :func:`run_scenario` aggregates those over seeds into a :class:`ScenarioResult`
 and :func:`quality_table` renders results as markdown (``python -m
-modelog.streams.bench.quality`` prints the table of the built-in :data:`SCENARIOS`).
+modelog.streams.bench.quality`` prints the table of the built-in :data:`SCENARIOS`,
+then that of the point-anomaly, multivariate, performance-estimation and segment
+scenarios of :mod:`modelog.streams.bench.quality_monitors`).
 
 Everything is deterministic for a given seed: the events have derived ids and
 times, so the same scenario replayed twice -- directly or from the DuckDB
@@ -439,21 +441,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per scenario (default 5)")
     parser.add_argument("--detector", action="append", default=None,
                         help="concept drift detector (repeatable; default: adwin)")
-    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), default=None,
-                        help="scenario to run (repeatable; default: all)")
+    from modelog.streams.bench.quality_monitors import (
+        MONITOR_SCENARIOS,
+        monitor_table,
+        run_monitor_scenario,
+    )
+
+    parser.add_argument("--scenario", action="append",
+                        choices=sorted(SCENARIOS) + sorted(MONITOR_SCENARIOS), default=None,
+                        help="scenario to run (repeatable; default: all, concept drift "
+                             "then the point-anomaly, multivariate, performance-estimation "
+                             "and segment scenarios)")
     parser.add_argument("--no-anomaly", dest="anomaly", action="store_false",
                         help="do not score inputs for anomalies (faster; by default the "
                              "monitor's anomaly alerts count as alarms too)")
     args = parser.parse_args(argv)
+    chosen = args.scenario or [*SCENARIOS, *MONITOR_SCENARIOS]
     results = [
         run_scenario(SCENARIOS[name], MonitorConfig(
             concept=ConceptDriftConfig(detector=detector),
             anomaly=AnomalyConfig(enabled=args.anomaly)),
                      seeds=range(args.seeds))
         for detector in args.detector or ["adwin"]
-        for name in args.scenario or list(SCENARIOS)
+        for name in chosen if name in SCENARIOS
     ]
-    print(quality_table(results))
+    if results:
+        print(quality_table(results))
+    monitors = [run_monitor_scenario(MONITOR_SCENARIOS[name], seeds=range(args.seeds))
+                for name in chosen if name in MONITOR_SCENARIOS]
+    if monitors:
+        print(("\n" if results else "") + monitor_table(monitors))
     return 0
 
 
