@@ -22,7 +22,7 @@ from modelog.errors import ModelogError
 if TYPE_CHECKING:
     from modelog.store.reader import Reader
 
-__all__ = ["FormatOpt", "cell", "exit_on_error", "fail", "print_frame", "reader_of",
+__all__ = ["AsOfOpt", "FormatOpt", "cell", "exit_on_error", "fail", "print_frame", "reader_of",
            "settings_of"]
 
 FormatOpt = Annotated[str, typer.Option("--format", "-F", help="table, csv or json (one object "
@@ -62,11 +62,18 @@ def exit_on_error() -> Iterator[None]:
         fail(exc)
 
 
-def reader_of(ctx: typer.Context) -> Reader:
-    """A :class:`~modelog.store.reader.Reader` over the command's settings."""
+AsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="ISO date or time (naive = UTC): answer as things stood then, from the "
+                    "ledger's events up to that time (event time).")]
+"""The ``--as-of`` option of the commands that read the projection."""
+
+
+def reader_of(ctx: typer.Context, as_of: str | None = None) -> Reader:
+    """A :class:`~modelog.store.reader.Reader` over the command's settings (``as_of``: the
+    projection as it stood then; raises :class:`~modelog.store.errors.AsOfError` if bad)."""
     from modelog.store.reader import Reader
 
-    return Reader(settings_of(ctx))
+    return Reader(settings_of(ctx), as_of=as_of)
 
 
 def cell(value: Any) -> str:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from modelog.dashboard.errors import DashboardQueryError
 from modelog.models.alerts import ALERT_TYPE_NAMES
+from modelog.store.as_of import SNAPSHOTS
 
 __all__ = [
     "ConnectionSource",
@@ -71,6 +72,11 @@ class ConnectionSource:
     ----------
     con
         The connection to query; the caller owns it.
+    as_of
+        Answer as the projection stood at this time (ISO text or aware datetime):
+        the same views over the ledger's events up to then
+        (:mod:`modelog.store.as_of`); ``None`` or ``""``: live. In the app, a
+        :class:`~modelog.store.reader.Reader` takes the same ``as_of``.
 
     Examples
     --------
@@ -79,12 +85,14 @@ class ConnectionSource:
     [42]
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, as_of: Any = None) -> None:
         self.con = con
+        self.as_of = as_of or None
 
     def query_df(self, sql: str, params: Params = None) -> pd.DataFrame:
-        """Run ``sql`` on a fresh cursor of the connection."""
-        return self.con.cursor().execute(sql, params).df()
+        """Run ``sql`` on a fresh cursor of the connection (or of its "as of" snapshot)."""
+        con = self.con if self.as_of is None else SNAPSHOTS.get(self.con, self.as_of)
+        return con.cursor().execute(sql, params).df()
 
 
 def bounded(name: str, value: int, low: int = 1, high: int = MAX_LIMIT) -> int:

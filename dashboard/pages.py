@@ -92,7 +92,7 @@ def _render(title: str, body: Callable[[QuerySource], None], empty: str) -> None
         st.error(f"Invalid configuration: {exc}")
         return
     try:
-        body(Reader(settings, timeout=10.0))
+        body(Reader(settings, timeout=10.0, as_of=st.session_state.get("modelog_as_of")))
     except NoDataError:
         st.info(f"{empty}\n\nData directory: `{settings.data_dir.resolve()}`",
                 icon=":material/hourglass_empty:")

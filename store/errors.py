@@ -158,3 +158,14 @@ class WorkerKeyError(StoreError):
 
 
 __all__ += ["WorkerKeyError"]
+
+
+class AsOfError(QueryError):
+    """An "as of" time the ledger cannot answer: in the future, or before its first event."""
+
+
+class ArchiveError(StoreError):
+    """The Parquet archive cannot be written, read or restored (the message names the file)."""
+
+
+__all__ += ["ArchiveError", "AsOfError"]

@@ -8,6 +8,11 @@ columns, resolving references) are pure functions of the rows, tested without a
 database. The registry's queries are in :mod:`modelog.store.registry`, the
 lineage graph's in :mod:`modelog.store.lineage`.
 
+Time travel needs nothing here: every query takes its source, and a ``Reader``
+built with ``as_of=T`` answers from the views as they stood at ``T``
+(:mod:`modelog.store.as_of`), so ``list_runs(Reader(s, as_of=T))`` lists the runs
+of then, with the statuses and metrics of then.
+
 An unknown run, dataset or version raises :class:`~modelog.store.errors.NotFoundError`
 naming what exists ("dataset churn-train has versions 1, 2, 3").
 

@@ -8,14 +8,17 @@ Every request runs on its own ``con.cursor()``; DuckDB's MVCC shows it only
 committed transactions, so a reader never sees half a projected batch.
 
 What may be asked is :mod:`modelog.store.readonly_sql`'s business: one read
-statement, run so that it cannot write or reach outside the database.
+statement, run so that it cannot write or reach outside the database. With
+``"as_of": "<ISO time>"`` in the JSON body the statement runs on the projection
+as it stood then (:mod:`modelog.store.as_of`: the same views over the ledger's
+events up to that time, in a private in-memory database).
 
 Who may ask: :class:`QueryServer` (Starlette, served by uvicorn) binds loopback
 unless given a token (``MODELOG_QUERY_TOKEN``); with one, every request must
 send ``Authorization: Bearer <token>`` (constant-time compare) or gets ``401``.
 
-May import ``modelog.config``, ``modelog.errors``, ``modelog.store.errors``
-(and DuckDB, pyarrow, Starlette, uvicorn).
+May import ``modelog.config``, ``modelog.errors``, ``modelog.store.errors``,
+``modelog.store.as_of`` (and DuckDB, pyarrow, Starlette, uvicorn).
 
 """
 
@@ -43,11 +46,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelog.config import is_loopback, token_matches
 from modelog.errors import ConfigurationError
-from modelog.store.errors import QueryError, QueryRuleError, ReadOnlyQueryError
+from modelog.store.as_of import SNAPSHOTS
+from modelog.store.errors import AsOfError, QueryError, QueryRuleError, ReadOnlyQueryError
 from modelog.store.readonly_sql import (
     DEFAULT_MAX_ROWS,
     DEFAULT_TIMEOUT,
     lock_down,
+    read_statement,
     run_read_query,
 )
 
@@ -119,24 +124,30 @@ class _Endpoints:
             if len(raw) > MAX_BODY:
                 return _error(413, "query", f"the SQL is longer than {MAX_BODY} bytes")
         params: Any = None
+        as_of: str | None = None
         try:
             if (request.headers.get("content-type") or "").startswith("application/json"):
                 body = json.loads(raw)
                 sql, params = str(body["sql"]), body.get("params")
+                as_of = None if body.get("as_of") in (None, "") else str(body["as_of"])
             else:
                 sql = raw.decode()
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, "query", f"bad request body: {exc}")
-        return await run_in_threadpool(self._answer, sql, params)
+        return await run_in_threadpool(self._answer, sql, params, as_of)
 
-    def _answer(self, sql: str, params: Any) -> Response:
+    def _answer(self, sql: str, params: Any, as_of: str | None = None) -> Response:
         try:
-            table = run_read_query(self.con, sql, params, max_rows=self.max_rows,
+            read_statement(sql)  # refuse non-reads before building a snapshot
+            con = self.con if as_of is None else SNAPSHOTS.get(self.con, as_of)
+            table = run_read_query(con, sql, params, max_rows=self.max_rows,
                                    timeout=self.timeout)
         except ReadOnlyQueryError as exc:
             extra = {"reason": exc.reason} if isinstance(exc, QueryRuleError) else {}
             return _error(403, "read_only", str(exc), statement_type=exc.statement_type,
                           statement=exc.statement, **extra)
+        except AsOfError as exc:
+            return _error(400, "as_of", str(exc))
         except QueryError as exc:
             return _error(400, "query", str(exc))
         sink = io.BytesIO()

@@ -23,6 +23,7 @@ modelog.store.errors.NoDataError: no data yet: ... Run `modelog project` (or `mo
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -33,7 +34,9 @@ import duckdb
 import pyarrow as pa
 
 from modelog.config import Settings
+from modelog.store.as_of import SNAPSHOTS, parse_as_of
 from modelog.store.errors import (
+    AsOfError,
     DatabaseBusyError,
     NoDataError,
     QueryError,
@@ -64,11 +67,17 @@ class Reader:
         ``settings.query_token`` is sent to the query server as a bearer token.
     timeout
         Seconds to wait for the query server's answer.
+    as_of
+        Answer every query as the projection stood at this time (ISO text or an
+        aware datetime; event time): the same views evaluated over the ledger's
+        events up to it (:mod:`modelog.store.as_of`). ``None``: the live state.
     """
 
-    def __init__(self, settings: Settings, *, timeout: float = 120.0) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 120.0,
+                 as_of: dt.datetime | str | None = None) -> None:
         self.settings = settings
         self.timeout = timeout
+        self.as_of = None if as_of is None or as_of == "" else parse_as_of(as_of)
 
     def server_url(self) -> str | None:
         """The query server to use: ``settings.query_url``, else the one in projector.json."""
@@ -117,12 +126,16 @@ class Reader:
     # -- paths ----------------------------------------------------------------
     def _query_server(self, url: str, sql: str, params: Params) -> pa.Table | None:
         """Ask the server; ``None`` when it does not answer (stale projector.json)."""
-        if params is None:
+        if params is None and self.as_of is None:
             body, ctype = sql.encode(), "text/plain; charset=utf-8"
         else:
-            plain = ({k: _jsonable(v) for k, v in params.items()} if isinstance(params, dict)
+            plain = (None if params is None else
+                     {k: _jsonable(v) for k, v in params.items()} if isinstance(params, dict)
                      else [_jsonable(v) for v in params])
-            body = json.dumps({"sql": sql, "params": plain}).encode()
+            request_body: dict[str, Any] = {"sql": sql, "params": plain}
+            if self.as_of is not None:
+                request_body["as_of"] = self.as_of.isoformat()
+            body = json.dumps(request_body).encode()
             ctype = "application/json"
         headers = {"Content-Type": ctype}
         if self.settings.query_token:
@@ -150,6 +163,8 @@ class Reader:
         message = str(info.get("message") or f"HTTP {exc.code} from {url}")
         if exc.code == 401:
             return QueryError(f"the query server at {url} refused the request: {message}")
+        if info.get("error") == "as_of":
+            return AsOfError(message)
         if info.get("error") == "read_only" and info.get("reason"):
             return QueryRuleError(str(info.get("statement_type", "?")),
                                   str(info.get("statement", "")), str(info["reason"]))
@@ -175,7 +190,9 @@ class Reader:
                 "set MODELOG_QUERY_URL); otherwise stop the process holding the file."
             ) from None
         try:
-            return run_read_query(con, sql, params)
+            target = con if self.as_of is None else SNAPSHOTS.get(
+                con, self.as_of, source=str(path.resolve()))
+            return run_read_query(target, sql, params)
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.close()

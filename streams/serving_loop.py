@@ -29,9 +29,10 @@ monitoring worker hosts this loop instead, as a service of its Faust app
   them. Online learners restore their latest checkpoint first and skip what it
   covers.
 
-Every ``snapshot_every`` seconds, right after a commit (one partition at a time,
-so the loop pauses for one partition's pickling), the state of each owned
-partition is saved with the positions it ends at
+Every ``snapshot_every`` seconds, right after a commit or while idle (one
+partition at a time, so the loop pauses for one partition's pickling; only
+partitions that moved), and for all of them on a clean stop, the state of each
+owned partition is saved with the positions it ends at
 (:class:`~modelog.store.partition_state.PartitionSnapshots`, signed with the
 worker key, in ``<data dir>/worker-state/<group>``): a worker on the same data
 directory that takes the partition over restores it and replays only the
@@ -190,6 +191,8 @@ class ServingLoop:
         self.restored = 0
         self._next_snapshot = 0.0
         self._snapshot_cursor = -1
+        self._saved: dict[int, Position] = {}  # positions of each partition's last snapshot
+        self._in_sync = True  # the last commit succeeded: held positions == committed ones
         self._snapshots: PartitionSnapshots | None = None
         if snapshot_every is not None:
             self._snapshots = PartitionSnapshots(
@@ -208,9 +211,11 @@ class ServingLoop:
         (:class:`~modelog.streams.registry_agent.RegistryFollower`): a record
         that is not the registry worker's answer to a recorded command is
         counted in :attr:`registry_refused` and logged (the registry worker
-        dead-letters it), never fed to the monitor.
+        dead-letters it), never fed to the monitor. The runs' training datasets and
+        the datasets' profiles come with it
+        (:class:`~modelog.streams.lifecycle_follower.LifecycleFollower`).
         """
-        from modelog.streams.registry_agent import RegistryFollower
+        from modelog.streams.lifecycle_follower import LifecycleFollower
 
         consumer = new_consumer(self.settings, client_id="modelog-worker", group=self.group,
                                 extra={
@@ -224,7 +229,7 @@ class ServingLoop:
                                 })
         producer = new_producer(self.settings, client_id="modelog-worker", linger_ms=5,
                                 extra={"compression.type": "lz4"})
-        registry = RegistryFollower(self.settings)
+        registry = LifecycleFollower(self.settings)  # + training datasets and profiles
         try:
             self.routers.observe_registry(self._verified(registry, registry.read_to_end()))
             consumer.subscribe([self.topics.serving, self.topics.monitoring],
@@ -239,8 +244,11 @@ class ServingLoop:
                 committed = self._route(consumer, producer, msgs)
                 if committed:
                     self._flush(producer)
-                    if _commit(consumer, committed):
-                        self._maybe_snapshot()
+                    self._in_sync = _commit(consumer, committed)
+                if self._in_sync:  # also when idle: what changed since its last snapshot
+                    self._maybe_snapshot()
+            if self._in_sync:  # a clean stop: a restart continues exactly from here
+                self._maybe_snapshot(every=True)
         finally:
             registry.close()
             try:
@@ -302,28 +310,33 @@ class ServingLoop:
             _log.info("partition %s: state rebuilt from %s%s records in %.1f s", p,
                       "a snapshot and " if starts else "", n, time.monotonic() - started)
 
-    def _maybe_snapshot(self) -> None:
-        """Right after a commit: save the state of the next owned partition, in turn.
+    def _maybe_snapshot(self, every: bool = False) -> None:
+        """After a commit (or idle): save the state of the next owned partition, in turn.
 
         One partition at a time, so each pause is one partition's pickling and every
-        partition is saved every ``snapshot_every`` seconds.
+        partition is saved every ``snapshot_every`` seconds; only partitions that moved
+        since their last snapshot. ``every=True`` (a clean stop) saves all of those now.
         """
         now = time.monotonic()
-        if self._snapshots is None or self.snapshot_every is None or now < self._next_snapshot:
+        if self._snapshots is None or self.snapshot_every is None or (
+                now < self._next_snapshot and not every):
             return
-        owned = sorted(self._owned & set(self.routers.routers))
+        owned = sorted(p for p in self._owned & set(self.routers.routers)
+                       if self._saved.get(p) != self.routers.positions[p])
         if not owned:
             return
-        self._next_snapshot = now + self.snapshot_every / len(owned)
+        self._next_snapshot = now + self.snapshot_every / max(len(self._owned), 1)
         later = [p for p in owned if p > self._snapshot_cursor]
-        p = self._snapshot_cursor = later[0] if later else owned[0]
-        try:
-            self._snapshots.save(p, self.routers.positions[p],
-                                 self.routers.routers[p].snapshot())
-        except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
-            _log.warning("partition %s: state snapshot not saved (%s); a takeover "
-                         "replays the partition from the beginning", p, exc)
-            self._snapshots.discard(p)
+        for p in owned if every else [later[0] if later else owned[0]]:
+            self._snapshot_cursor = p
+            try:
+                self._snapshots.save(p, self.routers.positions[p],
+                                     self.routers.routers[p].snapshot())
+                self._saved[p] = dict(self.routers.positions[p])
+            except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+                _log.warning("partition %s: state snapshot not saved (%s); a takeover "
+                             "replays the partition from the beginning", p, exc)
+                self._snapshots.discard(p)
 
     def _history(self, partition: int, ends: Position, starts: Position | None = None,
                  ) -> Iterator[tuple[str, int, int, bytes | None, bytes]]:

@@ -8,7 +8,9 @@ is killed and the child is started again after a delay (:class:`Backoff`: 1 s,
 doubling up to 30 s, back to 1 s once it had stayed up a minute), with a log
 line naming it, its exit code and the next attempt. :meth:`Supervisor.stop`
 sends SIGTERM to every child at once, newest first, and SIGKILL to those still
-running after ``stop_timeout`` seconds.
+running after ``stop_timeout`` seconds; children named ``last`` stop after the
+others, one at a time, after a hook (``modelog up`` lets the projector drain the
+broker before the broker stops).
 
 It may import only the standard library.
 """
@@ -190,13 +192,32 @@ class Supervisor:
             time.sleep(interval)
 
     # -- stopping ----------------------------------------------------------------------------
-    def stop(self) -> None:
-        """SIGTERM every child (newest first), then SIGKILL what still runs after the timeout."""
+    def stop(self, *, last: Sequence[str] = (),
+             before_last: Callable[[], object] | None = None) -> None:
+        """SIGTERM every child (newest first), then SIGKILL what still runs after the timeout.
+
+        The children named in ``last`` are stopped afterwards, one at a time in that
+        order, after ``before_last()`` (``modelog up``: the projector drains the
+        broker, then the broker stops, so nothing on it goes unrecorded).
+        """
         self.stopped = True
-        running = [c for c in reversed(self.children.values())
-                   if c.process is not None and c.process.poll() is None]
         for child in self.children.values():
             child.restart_at = None  # no restart is due any more
+        first = [c for c in reversed(self.children.values()) if c.name not in last]
+        self._stop_together(first)
+        if before_last is not None and any(self._running([self.children[n]])
+                                           for n in last if n in self.children):
+            before_last()
+        for name in last:
+            if name in self.children:
+                self._stop_together([self.children[name]])
+
+    @staticmethod
+    def _running(children: Sequence[Child]) -> list[Child]:
+        return [c for c in children if c.process is not None and c.process.poll() is None]
+
+    def _stop_together(self, children: Sequence[Child]) -> None:
+        running = self._running(children)
         for child in running:
             assert child.process is not None
             _kill_group(child.process.pid, signal.SIGTERM)
