@@ -39,7 +39,7 @@ def test_kafka_runs_in_kraft_mode_with_a_volume(compose: dict[str, Any]) -> None
 
 
 @pytest.mark.parametrize(
-    "service", ["worker", "projector", "dashboard", "delivery", "topics", "demo"])
+    "service", ["worker", "projector", "dashboard", "delivery", "topics", "demo", "mlflow"])
 def test_each_service_command_is_a_real_modelog_command(
     compose: dict[str, Any], service: str
 ) -> None:

@@ -54,9 +54,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: What a ``.env`` next to docker-compose.yml would hold (README, "Security").
 DOTENV = {"MODELOG_QUERY_TOKEN": "q-" + uuid.uuid4().hex,
           "MODELOG_DASHBOARD_TOKEN": "d-" + uuid.uuid4().hex,
-          "MODELOG_SECRET_KEY": "k-" + uuid.uuid4().hex}
+          "MODELOG_SECRET_KEY": "k-" + uuid.uuid4().hex,
+          "MODELOG_MLFLOW_TOKEN": "m-" + uuid.uuid4().hex}
 #: Long-running services, in the order compose would start them (after ``topics``).
-DAEMONS = ("projector", "worker", "delivery", "retrainer", "dashboard")
+DAEMONS = ("projector", "worker", "delivery", "retrainer", "dashboard", "mlflow")
 DEMO_NUMBERS = {"--predictions": "3000", "--drift-at": "1500"}
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?([?-])([^}]*))?\}")
 _HOST_PORT = re.compile(r"(?<![\w.-])([A-Za-z][\w.-]*|0\.0\.0\.0):(\d+)")
@@ -275,3 +276,13 @@ def test_demo_alert_reaches_the_dashboard_data_layer(stack: Stack) -> None:
         stack.alive(name)
     with pytest.raises(QueryError, match="refused"):
         Reader(settings.replace(query_token="wrong")).query("select 1")
+
+
+def test_mlflow_endpoint_answers_with_the_token_only(stack: Stack) -> None:
+    port = stack.ports["5000"]
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get?experiment_id=0"
+    body = json.loads(_wait(stack, "mlflow", url, DOTENV["MODELOG_MLFLOW_TOKEN"], 90))
+    assert body["experiment"]["name"] == "Default"
+    for token in (None, "wrong", DOTENV["MODELOG_QUERY_TOKEN"]):
+        status, answer = _get(url, token)
+        assert status == 401 and json.loads(answer)["error_code"] == "UNAUTHENTICATED"
