@@ -55,6 +55,9 @@ Environment variable                Meaning
 ``MODELOG_DASHBOARD_TOKEN``         Token the dashboard asks for before showing
                                     any page: required when it serves beyond
                                     loopback, asked for when set.
+``MODELOG_RESTORE_RETENTION``       Days of traffic (predictions, labels, alerts,
+                                    stats) a fresh embedded broker is refilled
+                                    with on start (default 7; ``0``: all).
 ==================================  ==========================================
 """
 
@@ -120,6 +123,7 @@ class Settings:
     online_allow_pickle: bool = False
     query_token: str | None = dataclasses.field(default=None, repr=False)
     dashboard_token: str | None = dataclasses.field(default=None, repr=False)
+    restore_retention: float = 7.0
 
     def __post_init__(self) -> None:
         if self.security_protocol.upper() not in _SECURITY_PROTOCOLS:
@@ -130,6 +134,11 @@ class Settings:
         if self.partitions < 1:
             raise ConfigurationError(
                 f"partitions={self.partitions} must be at least 1 (MODELOG_PARTITIONS)."
+            )
+        if not self.restore_retention >= 0:
+            raise ConfigurationError(
+                f"restore_retention={self.restore_retention} must be a number of days >= 0 "
+                "(MODELOG_RESTORE_RETENTION; 0 refills everything)."
             )
         if self.replication < 1:
             raise ConfigurationError(

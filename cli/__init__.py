@@ -22,7 +22,18 @@ from typing import Annotated
 
 import typer
 
-from modelog.cli import lifecycle, monitoring, operations, retrain, rollout, services, traffic
+from modelog.cli import (
+    lifecycle,
+    mlflow,
+    monitoring,
+    operations,
+    registry,
+    replay,
+    retrain,
+    rollout,
+    services,
+    traffic,
+)
 from modelog.cli.common import exit_on_error
 from modelog.config import Settings
 
@@ -47,12 +58,13 @@ app = typer.Typer(
 for _command in (services.broker, services.worker, services.project, services.dashboard,
                  services.up, services.demo, operations.query, services.deliver,
                  operations.topics, operations.bench, lifecycle.lineage,
-                 retrain.retrainer, retrain.retrain):
+                 retrain.retrainer, retrain.retrain, replay.replay):
     app.command()(_command)
+app.command("mlflow-server")(mlflow.mlflow_server)
 for _name, _group in (("schemas", lifecycle.schemas_app), ("alerts", monitoring.alerts_app),
                       ("monitor", monitoring.monitor_app), ("archive", operations.archive_app),
                       ("runs", lifecycle.runs_app), ("datasets", lifecycle.datasets_app),
-                      ("registry", lifecycle.registry_app), ("traffic", traffic.traffic_app)):
+                      ("registry", registry.registry_app), ("traffic", traffic.traffic_app)):
     app.add_typer(_group, name=_name)
 policy_app = typer.Typer(help="Per-model policies of the closed loop, stored as events.",
                          no_args_is_help=True)

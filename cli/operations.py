@@ -11,16 +11,20 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from modelog.cli.common import exit_on_error, fail, settings_of
+from modelog.cli.common import AsOfOpt, exit_on_error, fail, reader_of, settings_of
 from modelog.errors import ModelogError
+
+if TYPE_CHECKING:
+    from modelog.store.parquet_archive import ParquetArchive
 
 __all__ = ["archive_app", "bench", "query", "topics"]
 
-archive_app = typer.Typer(help="The durable archive of the log (the DuckDB ledger).",
+archive_app = typer.Typer(help="The durable archive of the log: the DuckDB ledger and its open "
+                               "Parquet copy.",
                           no_args_is_help=True)
 
 
@@ -31,17 +35,23 @@ def query(
     fmt: Annotated[str, typer.Option("--format", "-f",
                                      help="table, csv or json (one object per line).")] = "table",
     limit: Annotated[int, typer.Option(help="Rows to print in table format.")] = 50,
+    as_of: AsOfOpt = None,
+    archive: Annotated[bool, typer.Option(
+        "--archive", help="Query the Parquet archive (`events` is the archived ledger) "
+                          "instead of the projection.")] = False,
 ) -> None:
     """Ask the DuckDB views, also while the projector runs (it never blocks either side).
 
     Tables: events, predictions, labels, prediction_quality, alerts, monitor_stats,
     dead_letters, datasets, runs, run_params, run_metrics, model_versions, aliases,
-    alias_history.
+    alias_history. `--as-of T`: the same views as they stood at T (events up to T).
+    `--archive`: SQL over the open Parquet archive (`modelog archive export`).
     """
-    from modelog.store.reader import Reader
-
     with exit_on_error():
-        table = Reader(settings_of(ctx)).query(sql)
+        if archive:
+            table = _parquet_archive(ctx, None).query(sql, as_of=as_of)
+        else:
+            table = reader_of(ctx, as_of).query(sql)
     if fmt == "csv":
         import pyarrow.csv as pacsv
 
@@ -74,16 +84,46 @@ def archive_restore(
     stream: Annotated[list[str] | None, typer.Option(
         "--stream", help="Stream family to restore (repeatable); default: all but serving "
                          "traffic and commands.")] = None,
+    from_parquet: Annotated[str | None, typer.Option(
+        "--from-parquet", help="First rebuild this (fresh) deployment's DuckDB ledger and "
+                               "views from the Parquet archive at this URI (a directory, "
+                               "s3://..., any filesystem URI).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --from-parquet: add the archive's missing events to a ledger "
+                        "that is not empty (refused otherwise).")] = False,
+    ledger_only: Annotated[bool, typer.Option(
+        "--ledger-only", help="With --from-parquet: rebuild the ledger only, do not refill "
+                              "the broker.")] = False,
 ) -> None:
     """Re-publish archived events into a fresh broker's empty topics.
 
     `modelog up` does this by itself when it starts the embedded (memory-only) broker.
     Topics that already hold records are skipped, so running it twice is harmless.
+    With --from-parquet, the ledger is first rebuilt from the open archive (run it before
+    `modelog up`): `modelog archive restore --from-parquet s3://bucket/modelog/archive`.
     """
     from modelog.streams.archive import DEFAULT_STREAMS, restore_to_broker
     from modelog.streams.topics import ensure_topics
 
     s = settings_of(ctx)
+    bad = ""
+    if from_parquet:
+        from modelog.store.parquet_archive import (
+            ParquetArchive,
+            bad_files_message,
+            restore_ledger,
+        )
+
+        with exit_on_error():
+            loaded = restore_ledger(ParquetArchive.from_uri(from_parquet), s.duckdb_path,
+                                    force=force)
+        typer.echo(f"ledger: restored {loaded.rows:,} events from {loaded.files} Parquet "
+                   f"files in {loaded.seconds:.1f} s; views rebuilt")
+        bad = bad_files_message(loaded)
+        if ledger_only:
+            if bad:
+                fail(ModelogError(bad))
+            return
     with exit_on_error():
         ensure_topics(s)
         report = restore_to_broker(s, streams=tuple(stream or DEFAULT_STREAMS))
@@ -91,6 +131,78 @@ def archive_restore(
         typer.echo(f"{topic}: restored {n:,} events")
     for topic, why in report.skipped.items():
         typer.echo(f"{topic}: skipped ({why})")
+    if bad:
+        fail(ModelogError(bad))
+
+
+ArchiveUriOpt = Annotated[str | None, typer.Option(
+    "--uri", help="Root of the Parquet archive; default: archive/ in the artifact store "
+                  "(MODELOG_ARTIFACT_URI, else <data dir>/artifacts).")]
+
+
+def _parquet_archive(ctx: typer.Context, uri: str | None) -> ParquetArchive:
+    from modelog.store.parquet_archive import ParquetArchive
+
+    return ParquetArchive.from_uri(uri) if uri else ParquetArchive.from_settings(settings_of(ctx))
+
+
+@archive_app.command("export")
+def archive_export(
+    ctx: typer.Context,
+    uri: ArchiveUriOpt = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Keep exporting as the ledger grows (a service; `modelog up` runs "
+                         "it), compacting periodically.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds with --follow.")
+                        ] = 2.0,
+    compact_every: Annotated[float, typer.Option(
+        help="Seconds between compactions with --follow.")] = 300.0,
+) -> None:
+    """Write the ledger to the open Parquet archive (topic=/date= partitions, zstd).
+
+    Incremental and idempotent: each run continues where the last one stopped, and a
+    run after a crash never writes a row twice. Any engine reads it, e.g. pandas:
+    `pd.read_parquet("<data dir>/artifacts/archive")`.
+    """
+    with exit_on_error():
+        archive = _parquet_archive(ctx, uri)
+        source = reader_of(ctx)
+        if not follow:
+            report = archive.export(source)
+            typer.echo(f"{archive.uri}: exported {report.rows:,} events into {report.files} "
+                       f"files in {report.seconds:.1f} s")
+            return
+    import threading
+
+    from modelog.streams.signals import stop_on_sigterm
+
+    stop = threading.Event()
+
+    said: list[str] = [""]
+
+    def complain(exc: Exception) -> None:  # once per distinct problem, not every round
+        if str(exc) != said[0]:
+            said[0] = str(exc)
+            typer.echo(f"archive export: {exc} (retrying)", err=True)
+
+    typer.echo(f"exporting the ledger to {archive.uri} (Ctrl-C stops)")
+    with stop_on_sigterm(stop), contextlib.suppress(KeyboardInterrupt):
+        archive.follow(source, stop, interval=interval, compact_every=compact_every,
+                       on_error=complain)
+
+
+@archive_app.command("compact")
+def archive_compact(
+    ctx: typer.Context,
+    uri: ArchiveUriOpt = None,
+    min_files: Annotated[int, typer.Option(
+        help="Merge today's partition when it has this many files (past days: 2).")] = 8,
+) -> None:
+    """Merge the small part files of each partition-day into one (atomic per day)."""
+    with exit_on_error():
+        archive = _parquet_archive(ctx, uri)
+        merged = archive.compact(min_files=min_files)
+    typer.echo(f"{archive.uri}: compacted {merged} partition-days")
 
 
 # -- topics --------------------------------------------------------------------------
@@ -130,10 +242,28 @@ def bench(
                            "worker under load (2,000 serving records/s) to the first "
                            "monitoring output of the replacement `modelog up` starts.")]
     = False,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="Also benchmark retraining: assembling a training window of "
+                          "--retrain-rows labelled predictions from DuckDB, and seconds from a "
+                          "RetrainRequested to its job's start.")] = False,
+    retrain_rows: Annotated[int, typer.Option(
+        help="Labelled predictions in the retrain window benchmark.")] = 1_000_000,
+    predictor: Annotated[bool, typer.Option(
+        "--predictor", help="Also benchmark serving through aliases: the predictor's own "
+                            "cost per predict (100,000 calls) and the delay from an alias "
+                            "change to 3 running predictors serving it (p99 of 30 moves).")]
+    = False,
+    restore: Annotated[bool, typer.Option(
+        "--restore", help="Also benchmark a restore from the Parquet archive: a fresh "
+                          "deployment's DuckDB ledger and views, then its broker refilled "
+                          "(--restore-events events; target 1,000,000 in 10 s).")] = False,
+    restore_events: Annotated[int, typer.Option(
+        help="Archived events in the restore benchmark.")] = 1_000_000,
 ) -> None:
     """Measure the SDK (predictions/s, cost per log_prediction call) and the projector
     (events/s into DuckDB); optionally experiment tracking against MLflow (--tracking) and
-    the monitoring worker (--worker) and its failover (--failover). Uses a fresh embedded
+    the monitoring worker (--worker), its failover (--failover) and retraining (--retrain).
+    Uses a fresh embedded
     broker unless --broker is given."""
     import tempfile
 
@@ -190,3 +320,28 @@ def bench(
             typer.echo("worker failover: kill -9 under load, twice ...")
             fr = bench_failover(s.replace(topic_prefix=run + "failover."))
             typer.echo(failover_report(fr))
+        if retrain:
+            from modelog.streams.bench.retrain import bench_request_latency, bench_training_data
+
+            typer.echo(f"retrain: assembling {retrain_rows:,} labelled predictions, then "
+                       "request-to-job latency ...")
+            bench_training_data(retrain_rows, echo=typer.echo)
+            rdir = tmp / "retrain"
+            rdir.mkdir()
+            bench_request_latency(s.replace(topic_prefix=run + "retrain.", data_dir=rdir),
+                                  echo=typer.echo)
+        if predictor:
+            from modelog.streams.bench.predictor import bench_predictor
+
+            typer.echo("predictor: 100,000 requests, then 30 alias moves under 3 predictors ...")
+            pdir = tmp / "predictor"
+            pdir.mkdir()
+            bench_predictor(s.replace(topic_prefix=run + "predictor.", data_dir=pdir),
+                            echo=typer.echo)
+        if restore:
+            from modelog.streams.bench.restore import bench_restore
+
+            typer.echo(f"restore: {restore_events:,} events from the Parquet archive into a "
+                       "fresh deployment ...")
+            bench_restore(s.replace(topic_prefix=run + "restore.", data_dir=tmp / "restore"),
+                          events=restore_events, echo=typer.echo)

@@ -194,7 +194,7 @@ def up(
                     if wait_for_port("127.0.0.1", bp, 15):
                         with contextlib.suppress(ModelogError):
                             ensure_topics(served)
-                            _restore(served)
+                            _restore(served, carry_snapshots=False)  # the worker runs
 
                 # in the background: Ctrl-C must not wait for it
                 threading.Thread(target=work, name="modelog-refill", daemon=True).start()
@@ -223,6 +223,11 @@ def up(
         typer.echo("delivery   alert webhooks (`modelog alerts subscribe URL`)")
         spawn("retrainer", ["retrainer", *(f"--trainer={t}" for t in trainer or [])], env)
         typer.echo("retrainer  one job per retrain request (`--trainer MODEL=pkg.mod:fit`)")
+        spawn("mlflow", ["mlflow-server"], env)  # --port/--host: MODELOG_MLFLOW_PORT/_HOST
+        typer.echo("mlflow     MLflow REST API: MLFLOW_TRACKING_URI=http://127.0.0.1:"
+                   f"{os.environ.get('MODELOG_MLFLOW_PORT', '5000')}")
+        spawn("archiver", ["archive", "export", "--follow"], env)
+        typer.echo("archiver   the ledger as Parquet (`modelog query --archive ...`)")
         if not no_dashboard:
             spawn("dashboard", ["dashboard", "--port", str(dashboard_port)], env)
             typer.echo(f"dashboard  http://127.0.0.1:{dashboard_port}")
@@ -239,17 +244,31 @@ def up(
         sup.stop()
         fail(exc)
     typer.echo("stopping...")
-    sup.stop()
+    # producers first, then the projector once it has recorded what the broker holds (the
+    # embedded broker's memory is the only other copy), then the broker
+    sup.stop(last=("projector", "broker"),
+             before_last=(lambda: _drain(s)) if broker_restored else None)
 
 
-def _restore(s: Settings) -> None:
+def _restore(s: Settings, *, carry_snapshots: bool = True) -> None:
     """Refill a fresh (memory-only) broker from the DuckDB archive, if there is one."""
     from modelog.streams.archive import restore_to_broker
+    from modelog.streams.replay import stderr_progress
 
-    report = restore_to_broker(s)
+    with stderr_progress("refilling") as progress:
+        report = restore_to_broker(s, carry_snapshots=carry_snapshots, progress=progress)
     if report.total:
-        typer.echo(f"restored   {report.total:,} archived events into the fresh broker "
+        typer.echo(f"restored   {report.total:,} archived events into the fresh broker in "
+                   f"{report.seconds:.1f} s, {report.snapshots} worker snapshots carried over "
                    f"({', '.join(f'{t}: {n:,}' for t, n in report.restored.items() if n)})")
+
+
+def _drain(s: Settings) -> None:
+    from modelog.streams.archive import wait_until_projected
+
+    if not wait_until_projected(s, timeout=15):
+        typer.echo("the projector did not catch up with the broker within 15 s; what it had "
+                   "not recorded is lost with the embedded broker", err=True)
 
 
 def _end_orphaned_broker(s: Settings, port: int) -> None:
@@ -306,16 +325,46 @@ def demo(
         help="Labels arrive this many predictions after their prediction.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     model: Annotated[str, typer.Option(help="Model name to use.")] = "demo-churn",
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="Close the loop: set the model's retrain policy, then wait for the "
+                          "retrain runner to answer the drift with an evaluated candidate "
+                          "version (built-in scikit-learn trainer for demo-churn) and print "
+                          "it; exits 1 when no candidate came.")] = False,
+    retrain_rows: Annotated[int, typer.Option(
+        help="With --retrain: labelled predictions after the drift the job trains on.")]
+    = 1_000,
+    retrain_timeout: Annotated[float, typer.Option(
+        help="With --retrain: seconds to wait for the runner's report (and with "
+             "--auto-promote for the policy's decisions).")] = 300.0,
+    auto_promote: Annotated[bool, typer.Option(
+        "--auto-promote", help="With --retrain: serve through an SDK predictor, shadow the "
+                               "retrained candidate, and let a promotion policy promote it "
+                               "when it wins (and roll it back when it does worse).")] = False,
+    degrade_at: Annotated[int | None, typer.Option(
+        help="With --auto-promote: prediction index where the world turns against the "
+             "retrained model, so the policy rolls it back.")] = None,
 ) -> None:
     """Simulate an application: log a dataset, a run, register and promote a model, then
     stream predictions and delayed labels with drift seeded at --drift-at.
 
     Example: `modelog demo --feature-drift-at 6000 --drift-at 12000 --online` drifts an
-    input first and the concept later, with an online River challenger learning."""
+    input first and the concept later, with an online River challenger learning;
+    `modelog demo --retrain` waits for the retrain runner's candidate after the drift."""
     from modelog.streams.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(predictions=predictions, drift_at=drift_at, rate=rate,
                      label_delay=label_delay, seed=seed, model=model,
-                     feature_drift_at=feature_drift_at, online=online)
+                     feature_drift_at=feature_drift_at, online=online, retrain=retrain,
+                     retrain_rows=retrain_rows, retrain_timeout=retrain_timeout,
+                     auto_promote=auto_promote, degrade_at=degrade_at)
+    if auto_promote and not retrain:
+        raise typer.BadParameter("it promotes the candidate a retrain produces: add --retrain",
+                                 param_hint="--auto-promote")
+    if degrade_at is not None and not auto_promote:
+        raise typer.BadParameter("it shows the automatic rollback of a promoted version: add "
+                                 "--retrain --auto-promote", param_hint="--degrade-at")
     with exit_on_error():
-        run_demo(settings_of(ctx), cfg, echo=typer.echo)
+        sent = run_demo(settings_of(ctx), cfg, echo=typer.echo)
+    if (retrain and not sent.get("retrain_status")) or \
+            (auto_promote and not sent.get("rollout_status")):
+        raise typer.Exit(1)

@@ -27,7 +27,10 @@ import streamlit as st
 
 from modelog.config import Settings, is_loopback, token_matches
 from modelog.dashboard import charts, data, pages
+from modelog.dashboard.anomaly_panel import anomaly_panel
+from modelog.dashboard.quality_panel import quality_panel
 from modelog.dashboard.retrain_page import retrain_page
+from modelog.dashboard.rollout_page import rollout_page
 from modelog.errors import ModelogError
 from modelog.store.errors import NoDataError, StoreError
 from modelog.store.reader import Reader
@@ -282,7 +285,7 @@ def drift_panel(source: data.QuerySource, model: str, version: int | None) -> No
 
 def live(settings: Settings, window: int, limit: int) -> None:
     """Everything that refreshes: metrics, feed, charts."""
-    source = Reader(settings, timeout=10.0)
+    source = Reader(settings, timeout=10.0, as_of=st.session_state.get(AS_OF_KEY))
     try:
         counts = data.overview(source)
         if data.is_empty(counts):
@@ -300,6 +303,8 @@ def live(settings: Settings, window: int, limit: int) -> None:
                 model_panel(source, model, version, window)
         if model is not None:
             drift_panel(source, model, version)
+            quality_panel(source, model, version)
+            anomaly_panel(source, model, version)
     except NoDataError as exc:
         empty_state(settings, str(exc))
     except StoreError as exc:
@@ -336,6 +341,26 @@ def main() -> None:
 
 
 TOKEN_KEY = "modelog_dashboard_token"  # session state: the token the visitor gave
+AS_OF_KEY = "modelog_as_of"  # session state: the "as of" time (ISO, UTC) every page reads at
+
+
+def as_of_control() -> None:
+    """The sidebar's "As of" field, on every page: empty means live; a date or time shows
+    every page -- alerts, metrics, drift, runs, registry -- as it stood then (event time),
+    computed from the ledger (:mod:`modelog.store.as_of`)."""
+    from modelog.store.as_of import parse_as_of
+
+    with st.sidebar:
+        text = st.text_input("As of (UTC)", key="as_of_text", placeholder="live",
+                             help="Empty: live. A date or time, e.g. 2026-03-03 or "
+                                  "2026-03-03 14:00 (UTC): the state at that time.")
+        st.session_state[AS_OF_KEY] = None
+        if text.strip():
+            try:
+                st.session_state[AS_OF_KEY] = parse_as_of(text).isoformat()
+                st.caption(f"Showing the state as of {st.session_state[AS_OF_KEY]}.")
+            except StoreError as exc:
+                st.error(str(exc))
 
 
 def token_gate() -> None:
@@ -386,10 +411,13 @@ def token_gate() -> None:
     st.stop()
 
 token_gate()
+as_of_control()
 st.navigation([
     st.Page(main, title="Live monitoring", icon=":material/monitoring:", url_path="live",
             default=True),
     *pages.lifecycle_pages(),
     st.Page(retrain_page, title="Retraining", icon=":material/model_training:",
             url_path="retraining"),
+    st.Page(rollout_page, title="Rollout", icon=":material/compare_arrows:",
+            url_path="rollout"),
 ]).run()

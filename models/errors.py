@@ -375,3 +375,50 @@ class RetrainJobError(ModelsError):
 
 
 __all__ += ["RetrainJobError", "TrainerConfigError", "TrainerNotConfiguredError"]
+
+
+class RetrainPolicyError(ModelsError, ValueError):
+    """A model's retrain policy (``RetrainPolicySet.policy``) has a bad key or value.
+
+    Attributes
+    ----------
+    model, field, value, rule
+        Which model, which policy key, its value and the rule it breaks.
+    """
+
+    def __init__(self, model: str, field: str, value: Any, rule: str) -> None:
+        self.model = model
+        self.field = field
+        self.value = value
+        self.rule = rule
+        super().__init__(
+            f"retrain policy of {model!r}: {field} = {value!r} is invalid: {rule}. "
+            "Fix it and set the policy again (`modelog policy retrain set`), or reset it "
+            "(`modelog policy retrain reset`).")
+
+
+__all__ += ["RetrainPolicyError"]
+
+
+class ComparisonError(ModelsError, ValueError):
+    """A statistical comparison cannot be computed from the data given (too few, bad input)."""
+
+
+class PromotionPolicyError(ModelsError, ValueError):
+    """A model's promotion policy (``PromotionPolicySet.policy``) has a bad key or value.
+
+    Attributes
+    ----------
+    model, field, value, rule
+        Which model, which policy key, its value and the rule it breaks.
+    """
+
+    def __init__(self, model: str, field: str, value: Any, rule: str) -> None:
+        self.model, self.field, self.value, self.rule = model, field, value, rule
+        super().__init__(
+            f"promotion policy of {model!r}: {field} = {value!r} is invalid: {rule}. "
+            "Fix it and set the policy again (`modelog policy promotion set`), or reset it "
+            "(`modelog policy promotion reset`).")
+
+
+__all__ += ["ComparisonError", "PromotionPolicyError"]

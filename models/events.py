@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from modelog.models import policy_events, quality_events
+from modelog.models import mlflow_events, policy_events, quality_events, serving_events
 from modelog.models.event_base import (
     NAME_PATTERN,
     Digest,
@@ -443,12 +443,18 @@ class MonitorStatsReported(Event, frozen=True, kw_only=True):
 
 
 class MonitorConfigured(Event, frozen=True, kw_only=True):
-    """The monitor configuration of a model changed at run time."""
+    """The monitor configuration of a model (or of one ``model_version``) changed at run time.
+
+    ``config`` holds settings (:data:`modelog.models.monitor_config.SETTINGS`) and
+    optionally ``"reset": true`` (drop the target's settings first, see
+    :mod:`modelog.models.config_book`); ``model_version`` was added with a default.
+    """
 
     stream: ClassVar[str] = "monitoring"
     model: Name
     config: dict[str, Any]
     actor: str = ""
+    model_version: Version | None = None
 
 
 # -- subscriptions --------------------------------------------------------------
@@ -550,6 +556,8 @@ _CORE: tuple[type[Event], ...] = (
     OnlineModelCheckpointed,
 )
 CATALOGUE: dict[str, type[Event]] = {
-    cls.__name__: cls for cls in (*_CORE, *policy_events.EVENTS, *quality_events.EVENTS)
+    cls.__name__: cls
+    for cls in (*_CORE, *policy_events.EVENTS, *quality_events.EVENTS, *mlflow_events.EVENTS,
+                *serving_events.EVENTS)
 }
 """Every event type by its ``type`` tag."""

@@ -173,6 +173,8 @@ class RolloutDecided(Event, frozen=True, kw_only=True):
     evidence_id: str | None = None
     reason: str
     policy: dict[str, Scalar] = {}
+    #: The ``command_id`` of the ``AliasChangeRequested`` this decision sent.
+    command_id: str | None = None
 
 
 EVENTS: tuple[type[Event], ...] = (

@@ -5,12 +5,16 @@ may use earlier ones): ``dead_letter_count`` and ``prediction_quality`` are
 computed at query time over the ledgers and hot tables; ``datasets``, ``runs``,
 ``aliases`` and ``lineage_edges`` read the small lifecycle tables of
 :mod:`modelog.store.derivations` (``lineage_edges`` also the retrain requests in
-``alerts`` and the ``RetrainJobEnded`` reports of the ``events`` ledger).
+``alerts`` and the ``RetrainJobEnded`` reports of the ``events`` ledger);
+``performance_estimates`` and ``segment_metrics`` read the quality monitor's
+events (``PerformanceEstimated``/``PerformanceRealized``, ``SegmentMetricsReported``).
+``prediction_anomalies`` has a row per prediction scored against its reference
+(``PredictionsScored``).
 :func:`modelog.store.schema.create_schema` creates them. Pure data (no imports).
 
 Examples
 --------
->>> list(VIEWS)
+>>> list(VIEWS)[:6]
 ['dead_letter_count', 'prediction_quality', 'datasets', 'runs', 'aliases', 'lineage_edges']
 """
 
@@ -124,5 +128,97 @@ UNION ALL
 SELECT 'retrain', payload->>'$.request_id', 'dataset', payload->>'$.dataset', 'window', time,
        NULL, NULL
 FROM events WHERE type = 'RetrainJobEnded' AND payload->>'$.dataset' IS NOT NULL""",
+    # issue 13: estimated accuracy per window (before labels) beside the realized one
+    "performance_estimates": """
+WITH est AS (
+    SELECT id AS event_id, time, payload->>'$.model' AS model,
+           CAST(payload->>'$.model_version' AS INTEGER) AS model_version,
+           CAST(payload->>'$.index' AS INTEGER) AS window_index,
+           CAST(payload->>'$.window.start' AS TIMESTAMPTZ) AS window_start,
+           CAST(payload->>'$.window.end' AS TIMESTAMPTZ) AS window_end,
+           CAST(payload->>'$.window.size' AS INTEGER) AS window_size,
+           CAST(payload->>'$.accuracy' AS DOUBLE) AS estimated_accuracy,
+           CAST(payload->>'$.f1' AS DOUBLE) AS estimated_f1,
+           CAST(payload->>'$.calibrated' AS BOOLEAN) AS calibrated,
+           CAST(payload->>'$.reference_accuracy' AS DOUBLE) AS reference_accuracy,
+           CAST(payload->>'$.threshold' AS DOUBLE) AS threshold
+    FROM events WHERE type = 'PerformanceEstimated'
+), realized AS (
+    SELECT payload->>'$.model' AS model,
+           CAST(payload->>'$.model_version' AS INTEGER) AS model_version,
+           CAST(payload->>'$.index' AS INTEGER) AS window_index,
+           CAST(payload->>'$.window.start' AS TIMESTAMPTZ) AS window_start,
+           CAST(payload->>'$.realized_accuracy' AS DOUBLE) AS realized_accuracy,
+           CAST(payload->>'$.realized_f1' AS DOUBLE) AS realized_f1,
+           CAST(payload->>'$.labelled' AS INTEGER) AS labelled, time AS realized_time
+    FROM events WHERE type = 'PerformanceRealized'
+)
+SELECT e.*, r.realized_accuracy, r.realized_f1, r.labelled, r.realized_time,
+       r.realized_accuracy - e.estimated_accuracy AS gap,
+       coalesce(e.estimated_accuracy < e.threshold, false) AS below_threshold
+FROM est e LEFT JOIN realized r
+    ON r.model = e.model AND r.model_version IS NOT DISTINCT FROM e.model_version
+    AND r.window_index = e.window_index AND r.window_start IS NOT DISTINCT FROM e.window_start""",
+    # issue 13: per-segment figures of every SegmentMetricsReported; latest: the newest report
+    "segment_metrics": """
+SELECT event_id, time, model, model_version, seg.feature, seg.value, seg.predictions,
+       seg.labelled, seg.error, seg.accuracy,
+       list_contains(degraded, seg.feature || '=' || seg.value) AS degraded,
+       rank() OVER (PARTITION BY model, model_version ORDER BY time DESC, event_id DESC) = 1
+           AS latest
+FROM (SELECT id AS event_id, time, payload->>'$.model' AS model,
+             CAST(payload->>'$.model_version' AS INTEGER) AS model_version,
+             coalesce(CAST(json_extract(payload, '$.degraded') AS VARCHAR[]), []) AS degraded,
+             unnest(json_transform(json_extract(payload, '$.segments'),
+                 '[{"feature": "VARCHAR", "value": "VARCHAR", "predictions": "BIGINT",
+                    "labelled": "BIGINT", "error": "DOUBLE", "accuracy": "DOUBLE"}]')) AS seg
+      FROM events WHERE type = 'SegmentMetricsReported')""",
+    # issue 12: challengers compared with production (one row per ComparisonReported) and
+    # the promotion policy's decisions with the registry's answer to their command
+    "comparisons": """
+SELECT time, aggregate AS model,
+       CAST(payload->>'$.baseline_version' AS BIGINT) AS baseline_version,
+       CAST(payload->>'$.challenger_version' AS BIGINT) AS challenger_version,
+       payload->>'$.baseline_alias' AS baseline_alias,
+       payload->>'$.challenger_alias' AS challenger_alias, payload->>'$.metric' AS metric,
+       payload->>'$.test' AS test, CAST(payload->>'$.pairs' AS BIGINT) AS pairs,
+       CAST(payload->>'$.baseline_value' AS DOUBLE) AS baseline_value,
+       CAST(payload->>'$.challenger_value' AS DOUBLE) AS challenger_value,
+       CAST(payload->>'$.effect' AS DOUBLE) AS effect,
+       CAST(payload->>'$.ci_low' AS DOUBLE) AS ci_low,
+       CAST(payload->>'$.ci_high' AS DOUBLE) AS ci_high,
+       CAST(payload->>'$.confidence' AS DOUBLE) AS confidence,
+       CAST(payload->>'$.p_value' AS DOUBLE) AS p_value, id AS event_id
+FROM events WHERE type = 'ComparisonReported'""",
+    "rollout_decisions": """
+SELECT d.time, d.aggregate AS model, d.payload->>'$.action' AS action,
+       CAST(d.payload->>'$.from_version' AS BIGINT) AS from_version,
+       CAST(d.payload->>'$.to_version' AS BIGINT) AS to_version,
+       d.payload->>'$.reason' AS reason, d.payload->>'$.evidence_id' AS evidence_id,
+       d.payload->>'$.command_id' AS command_id,
+       CASE WHEN s.event_id IS NOT NULL THEN 'applied'
+            WHEN r.id IS NOT NULL THEN 'rejected: ' || (r.payload->>'$.reason')
+            ELSE 'pending' END AS outcome,
+       d.id AS event_id
+FROM events d
+LEFT JOIN alias_history s ON s.command_id = d.payload->>'$.command_id' AND s.action = 'set'
+LEFT JOIN events r ON r.type = 'AliasChangeRejected'
+    AND r.payload->>'$.command_id' = d.payload->>'$.command_id'
+WHERE d.type = 'RolloutDecided'""",
+    # issue 13: one row per scored prediction (PredictionsScored batches of the worker):
+    # its anomaly score against the reference, whether a gross outlier, offending features
+    "prediction_anomalies": """
+SELECT model, model_version, prediction_id, score, outlier, features, reference,
+       time AS scored_at, event_id
+FROM (SELECT s.model AS model, s.model_version AS model_version, s.reference AS reference,
+             unnest(s.prediction_ids) AS prediction_id, unnest(s.scores) AS score,
+             unnest(s.outliers) AS outlier, unnest(s.features) AS features, time,
+             id AS event_id
+      FROM (SELECT id, time, json_transform(payload, '{"model": "VARCHAR",
+                "model_version": "INTEGER", "reference": "VARCHAR",
+                "prediction_ids": ["VARCHAR"], "scores": ["DOUBLE"], "outliers": ["BOOLEAN"],
+                "features": [["VARCHAR"]]}') AS s
+            FROM events WHERE type = 'PredictionsScored'))
+QUALIFY row_number() OVER (PARTITION BY model, prediction_id ORDER BY time, event_id) = 1""",
 }
 """Views, in creation order (later views may use earlier ones)."""

@@ -6,7 +6,7 @@ Event validation and decoding errors belong to the event model
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelog.errors import ModelogError
 
@@ -127,3 +127,44 @@ class TrainerProcessError(StreamsError):
 
 
 __all__ += ["RetrainerError", "TrainerProcessError"]
+
+
+class MlflowApiError(StreamsError):
+    """An MLflow REST request refused, as MLflow would: ``error_code``, HTTP ``status``, message."""
+
+    def __init__(self, error_code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+        self.status = status
+
+
+__all__ += ["MlflowApiError"]
+
+
+class TrafficPolicyRejectedError(StreamsError):
+    """The registry refused a traffic policy; ``reason`` says why and what to do.
+
+    ``event`` is the ``TrafficPolicyRejected`` on the registry topic.
+    """
+
+    def __init__(self, event: Any) -> None:
+        self.event = event
+        self.reason: str = event.reason
+        super().__init__(f"traffic policy of {event.model} rejected: {event.reason}")
+
+
+class NoServingVersionError(ModelNotFoundError):
+    """A predictor's model has no version to answer with (no production alias, or none of
+    its traffic policy's arms is set); the message says what to set."""
+
+
+__all__ += ["NoServingVersionError", "TrafficPolicyRejectedError"]
+
+
+class ReplayError(StreamsError):
+    """A ``modelog replay`` request that cannot be served: a bad filter or time (the message
+    names the option, the value and the rule), or a target topic that already holds records."""
+
+
+__all__ += ["ReplayError"]

@@ -5,15 +5,21 @@
   that do not decode, or are not ``PredictionMade`` / ``LabelObserved``, are
   copied unchanged (same key and value bytes) to the dead-letter topic with
   the reason and their source in the headers; the others feed the
-  :class:`~modelog.models.monitor.ServingMonitor` (plus the retrain trigger
-  and the online learners), whose derived events are encoded for the
-  monitoring topic, keyed by their aggregate. ``MonitorConfigured`` events of
-  the monitoring topic (keyed by model like the serving topic: same partition,
-  same worker, no repartition) override the :class:`MonitorConfig` of a model
-  at run time; a configuration the monitor rejects is dead-lettered with the
-  reason while the previous one stays in force. Registry events
-  (``ModelVersionRegistered`` signatures, online registrations, checkpoints)
-  are fed before each batch.
+  :class:`~modelog.models.monitor.ServingMonitor` (plus the retrain trigger,
+  the online learners and the :class:`~modelog.models.quality_monitor.QualityMonitor`),
+  whose derived events are encoded for the monitoring topic, keyed by their
+  aggregate. ``MonitorConfigured`` events of the monitoring topic (keyed by
+  model like the serving topic: same partition, same worker, no repartition)
+  override the :class:`MonitorConfig` of a model at run time; a configuration
+  the monitor rejects is dead-lettered with the reason while the previous one
+  stays in force; ``RetrainPolicySet`` events set a model's retrain policy in
+  the trigger the same way. Registry events (``ModelVersionRegistered``
+  signatures, online registrations, checkpoints) are fed before each batch.
+* The :class:`~modelog.models.rollout.RolloutProcessor` gets the serving events,
+  the alias moves of the registry and ``PromotionPolicySet`` events (an invalid
+  one is dead-lettered the same way); its ``ComparisonReported`` and
+  ``RolloutDecided`` go to the monitoring topic, the ``AliasChangeRequested``
+  of each decision to the registry-commands topic.
 * :class:`~modelog.streams.serving_loop.ServingLoop` moves the bytes: a batch
   consumer in the consumer group ``<app id>.monitor``, hosted as a service of
   the Faust app (per-record Faust agents are an order of magnitude too slow
@@ -44,12 +50,14 @@ from modelog.models import codec
 from modelog.models.deadletter import DeadLetter
 from modelog.models.errors import EventDecodeError, MonitorConfigError
 from modelog.models.events import (
+    DatasetVersionCreated,
     Event,
     LabelObserved,
     ModelVersionRegistered,
     MonitorConfigured,
     OnlineModelCheckpointed,
     PredictionMade,
+    RunDatasetUsed,
 )
 from modelog.models.monitor import ServingMonitor
 from modelog.models.monitor_config import MonitorConfig
@@ -61,8 +69,13 @@ from modelog.streams.kafka import (
 )
 from modelog.streams.topics import Topics, ensure_topics
 
-__all__ = ["CONSUMER_NAME", "RecordRouter", "build_app",
-           "run_worker"]
+__all__ = [
+    "CONSUMER_NAME",
+    "RecordRouter",
+    "build_app",
+    "run_worker",
+    "standard_router",
+]
 
 _log = logging.getLogger("modelog.worker")
 
@@ -85,7 +98,7 @@ class RecordRouter:
 
     def __init__(self, topics: Topics, monitor: ServingMonitor,
                  consumer: str = CONSUMER_NAME, *, online: Any = None,
-                 retrain: Any = None) -> None:
+                 retrain: Any = None, rollout: Any = None, quality: Any = None) -> None:
         self.topics = topics
         self.monitor = monitor
         self.consumer = consumer
@@ -93,6 +106,10 @@ class RecordRouter:
         self.online = online
         #: Optional :class:`~modelog.models.retrain.RetrainTrigger`.
         self.retrain = retrain
+        #: Optional :class:`~modelog.models.rollout.RolloutProcessor` (comparison, promotion).
+        self.rollout = rollout
+        #: Optional :class:`~modelog.models.quality_monitor.QualityMonitor`.
+        self.quality = quality
         self.records = 0
         self.dead_lettered = 0
         self.published = 0
@@ -103,6 +120,10 @@ class RecordRouter:
         self._resumed = False
         self._registry_seen: set[str] = set()
         self._decoded: dict[int, Event] = {}
+        #: Id of the last event processed per topic (serving: any decoded event; monitoring:
+        #: configurations and policies): where a refilled broker's offsets put this state
+        #: (:mod:`modelog.streams.archive`).
+        self.last_ids: dict[str, str] = {}
 
     _COUNTERS = ("records", "dead_lettered", "published", "registry_errors", "configs_applied",
                  "configs_rejected", "monitoring_skipped")
@@ -113,9 +134,12 @@ class RecordRouter:
             "monitor": self.monitor.snapshot(),
             "retrain": None if self.retrain is None else self.retrain.snapshot(),
             "online": None if self.online is None else self.online.snapshot(),
+            "rollout": None if self.rollout is None else self.rollout.snapshot(),
+            "quality": None if self.quality is None else self.quality.snapshot(),
             "counters": {name: getattr(self, name) for name in self._COUNTERS},
             "resumed": self._resumed,
             "registry_seen": self._registry_seen,
+            "last_ids": self.last_ids,
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
@@ -126,10 +150,15 @@ class RecordRouter:
             self.retrain.restore(state["retrain"])
         if self.online is not None and state["online"] is not None:
             self.online.restore(state["online"])
+        if self.rollout is not None and state.get("rollout") is not None:
+            self.rollout.restore(state["rollout"])
+        if self.quality is not None and state.get("quality") is not None:
+            self.quality.restore(state["quality"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
         self._resumed = state["resumed"]
         self._registry_seen = set(state["registry_seen"])
+        self.last_ids = dict(state.get("last_ids", {}))
 
     def observe_registry(self, events: Sequence[Event]) -> list[Outgoing]:
         """Feed registry events to the monitor (signatures) and the online learner.
@@ -142,8 +171,10 @@ class RecordRouter:
         events = [e for e in events if e.id not in self._registry_seen]
         self._registry_seen.update(e.id for e in events)
         for event in events:
-            if isinstance(event, ModelVersionRegistered):
-                self.monitor.observe_registry(event)
+            if isinstance(event, ModelVersionRegistered | RunDatasetUsed | DatasetVersionCreated):
+                self.monitor.observe_registry(event)  # signatures, training references
+            elif self.rollout is not None:
+                self.rollout.process(event)  # alias moves and answered commands
         if self.online is None:
             return []
         from modelog.models.errors import OnlineModelError
@@ -187,8 +218,9 @@ class RecordRouter:
               offset: int) -> list[Outgoing]:
         """The records to write for one consumed record (in order).
 
-        Records of the monitoring topic other than ``MonitorConfigured`` are
-        skipped; an invalid configuration is dead-lettered with the reason.
+        Records of the monitoring topic other than ``MonitorConfigured`` and
+        ``RetrainPolicySet`` (to the retrain trigger) are skipped; an invalid
+        configuration or policy is dead-lettered with the reason.
         """
         self.records += 1
         raw = value if value is not None else b""
@@ -200,6 +232,7 @@ class RecordRouter:
             if isinstance(decoded, Outgoing):
                 return [decoded]
             event = decoded
+        self.last_ids[topic] = event.id
         if not isinstance(event, PredictionMade | LabelObserved):
             reason = (f"{event.type_name()} does not belong on the serving topic; "
                       f"the monitoring worker reads only PredictionMade and LabelObserved")
@@ -209,11 +242,16 @@ class RecordRouter:
             derived += self.retrain.process_many(derived)
         if self.online is not None:
             derived += self.online.process(event, partition, offset)
+        if self.rollout is not None:  # comparisons, decisions and their alias commands
+            derived += self.rollout.process(event)
+        if self.quality is not None:  # performance estimation, multivariate drift, segments
+            derived += self.quality.process(event)
         return [self._outgoing(d) for d in derived]
 
     def _on_monitoring(self, key: bytes | None, raw: bytes, topic: str, partition: int,
                        offset: int) -> list[Outgoing]:
-        if b"MonitorConfigured" not in raw:  # our own alerts and stats: no decoding
+        if (b"MonitorConfigured" not in raw and b"RetrainPolicySet" not in raw
+                and b"PromotionPolicySet" not in raw):  # alerts, stats
             self.monitoring_skipped += 1
             return []
         event = self._decode(key, raw, topic, partition, offset)
@@ -222,14 +260,60 @@ class RecordRouter:
             _log.warning("monitor configuration not applied: %s",
                          DeadLetter.from_headers(event.headers).reason)
             return [event]
+        from modelog.models.policy_events import PromotionPolicySet, RetrainPolicySet
+
+        self.last_ids[topic] = event.id  # configuration: what a refilled broker must not redo
+        if isinstance(event, RetrainPolicySet):
+            return self._on_retrain_policy(event, key, raw, topic, partition, offset)
+        if isinstance(event, PromotionPolicySet):
+            return self._on_promotion_policy(event, key, raw, topic, partition, offset)
         if not isinstance(event, MonitorConfigured):
             self.monitoring_skipped += 1
             return []
         try:
+            quality = None if self.quality is None else self.quality.parse(event)
             self.monitor.configure(event)
         except MonitorConfigError as exc:
             self.configs_rejected += 1
             _log.warning("monitor configuration not applied: %s", exc)
+            return [self._dead_letter(key, raw, str(exc), topic, partition, offset)]
+        if quality is not None:
+            self.quality.apply(event.model, quality)
+        self.configs_applied += 1
+        return []
+
+    def _on_retrain_policy(self, event: Event, key: bytes | None, raw: bytes, topic: str,
+                           partition: int, offset: int) -> list[Outgoing]:
+        """Apply a model's ``RetrainPolicySet`` to the retrain trigger; an invalid one is
+        dead-lettered with the reason and the previous policy stays in force."""
+        from modelog.models.errors import RetrainPolicyError
+
+        if self.retrain is None:
+            self.monitoring_skipped += 1
+            return []
+        try:
+            self.retrain.configure(event)
+        except RetrainPolicyError as exc:
+            self.configs_rejected += 1
+            _log.warning("retrain policy not applied: %s", exc)
+            return [self._dead_letter(key, raw, str(exc), topic, partition, offset)]
+        self.configs_applied += 1
+        return []
+
+    def _on_promotion_policy(self, event: Event, key: bytes | None, raw: bytes, topic: str,
+                             partition: int, offset: int) -> list[Outgoing]:
+        """Apply a model's ``PromotionPolicySet`` to the rollout processor; an invalid one is
+        dead-lettered with the reason and the previous policy stays in force."""
+        from modelog.models.errors import PromotionPolicyError
+
+        if self.rollout is None:
+            self.monitoring_skipped += 1
+            return []
+        try:
+            self.rollout.process(event)
+        except PromotionPolicyError as exc:
+            self.configs_rejected += 1
+            _log.warning("promotion policy not applied: %s", exc)
             return [self._dead_letter(key, raw, str(exc), topic, partition, offset)]
         self.configs_applied += 1
         return []
@@ -248,6 +332,19 @@ class RecordRouter:
         self.dead_lettered += 1
         return dead_letter_copy(self.topics.dead_letter, key, value, reason, topic=topic,
                                 partition=partition, offset=offset, consumer=self.consumer)
+
+
+def standard_router(topics: Topics, monitor_config: MonitorConfig | None = None, *,
+                    online: Any = None) -> RecordRouter:
+    """The router a worker runs: every processor on (serving monitor, retrain trigger,
+    comparison and rollout, quality monitors, and ``online`` learners when given)."""
+    from modelog.models.quality_monitor import QualityMonitor
+    from modelog.models.retrain import RetrainTrigger
+    from modelog.models.rollout import RolloutProcessor
+
+    return RecordRouter(topics, ServingMonitor(monitor_config), online=online,
+                        retrain=RetrainTrigger(), rollout=RolloutProcessor(),
+                        quality=QualityMonitor())
 
 
 def build_app(
@@ -302,7 +399,6 @@ def build_app(
     import mode
 
     from modelog.models.online_models import OnlineModelProcessor
-    from modelog.models.retrain import RetrainTrigger
     from modelog.store.artifacts import ArtifactStore
     from modelog.store.worker_key import worker_key
     from modelog.streams.serving_loop import ServingLoop
@@ -313,8 +409,7 @@ def build_app(
     def make_router() -> RecordRouter:
         online = OnlineModelProcessor(artifacts, allow_pickle=settings.online_allow_pickle,
                                       checkpoint_key=worker_key(settings.data_dir))
-        return RecordRouter(topics, ServingMonitor(monitor_config), online=online,
-                            retrain=RetrainTrigger())
+        return standard_router(topics, monitor_config, online=online)
 
     app = faust.App(
         app_id or f"{settings.topic_prefix}worker",

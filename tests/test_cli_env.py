@@ -33,6 +33,7 @@ NON_DEFAULT: dict[str, Any] = {
     "producer_name": "svc@host", "query_url": "http://q:1", "query_bind": "0.0.0.0:9000",
     "artifact_uri": "memory://x", "webhook_allow_private": True, "secret_key": "k",
     "online_allow_pickle": True, "query_token": "q-token", "dashboard_token": "d-token",
+    "restore_retention": 30.0,
 }
 
 

@@ -26,10 +26,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from modelog.config import Settings
 from modelog.models import codec
 from modelog.models.events import Event, LabelObserved, PredictionMade
-from modelog.models.monitor import ServingMonitor
-from modelog.models.retrain import RetrainTrigger
 from modelog.streams.topics import Topics, ensure_topics
-from modelog.streams.worker import RecordRouter
+from modelog.streams.worker import standard_router
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -200,7 +198,7 @@ def published(s: Settings) -> dict[str, str]:
 def reference(s: Settings, events: list[Event]) -> dict[str, str]:
     """What one pure router derives from the whole log."""
     topics = Topics.from_settings(s)
-    router = RecordRouter(topics, ServingMonitor(), retrain=RetrainTrigger())
+    router = standard_router(topics)
     out: dict[str, str] = {}
     for k, ev in enumerate(events):
         for rec in router.route(ev.aggregate.encode(), codec.encode(ev), topics.serving, 0, k):
