@@ -5,7 +5,6 @@ session's broker; the quality monitor's events reach the ledger, the alerts tabl
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,19 @@ N = 3_000
 FLIP_AT = 2_000
 
 
+def _committed(s: Settings, topic: str) -> int:
+    """Records of ``topic`` the worker's serving loop committed past (all partitions)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({**s.kafka_config(), "group.id": f"{s.topic_prefix}worker.monitor",
+                  "enable.auto.commit": False})
+    try:
+        parts = c.committed([TopicPartition(topic, p) for p in range(s.partitions)], 10)
+    finally:
+        c.close()
+    return sum(max(tp.offset, 0) for tp in parts)
+
+
 @pytest.fixture(scope="module")
 def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data = tmp_path_factory.mktemp("quality")
@@ -44,7 +56,10 @@ def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
                                 "report_every": 500}})
         producer.produce(topics.monitoring, key=b"churn", value=codec.encode(config))
         assert producer.flush(30) == 0
-        time.sleep(1.0)  # the configuration is consumed before the first prediction
+        # the configuration is consumed (the worker committed past it) before the first
+        # prediction: with a backlog on both topics their order is not guaranteed
+        _wait_for(lambda: _committed(s, topics.monitoring) >= 1, 120,
+                  "the worker to consume the configuration")
         for ev in serving(N, seed=9, flip_at=FLIP_AT):
             producer.produce(topics.for_event(ev), key=b"churn", value=codec.encode(ev))
             producer.poll(0)
