@@ -29,7 +29,7 @@ import pandas as pd
 from modelog.dashboard.data import QuerySource, bounded
 
 __all__ = ["EMPTY_ROLLOUT", "comparisons", "effect_chart", "rollout_decisions",
-           "rollout_models", "rollout_page"]
+           "rollout_models", "rollout_page", "traffic_split"]
 
 EMPTY_ROLLOUT = ("**No comparison yet**: log a challenger's predictions in shadow "
                  "(`shadow=True`, `paired_with` the served prediction) or as an A/B arm, and "
@@ -48,6 +48,35 @@ def rollout_models(source: QuerySource) -> pd.DataFrame:
 SELECT model, count(*) AS reports, max(time) AS last_report
 FROM (SELECT model, time FROM comparisons UNION ALL SELECT model, time FROM rollout_decisions)
 GROUP BY model ORDER BY last_report DESC, model LIMIT 1000""")
+    return df
+
+
+def traffic_split(source: QuerySource, model: str | None = None) -> pd.DataFrame:
+    """Each model's traffic policy in force (its last ``TrafficPolicySet``): one row per
+    alias with ``model``, ``alias``, ``role`` (``arm``/``shadow``), ``share`` of the
+    requests (shadows score every request, share ``None``), ``since`` and ``reason``."""
+    df: pd.DataFrame = source.query_df("""
+WITH last AS (
+    SELECT aggregate AS model, time, payload FROM events WHERE type = 'TrafficPolicySet'
+      AND ($model IS NULL OR aggregate = $model)
+    QUALIFY row_number() OVER (PARTITION BY aggregate ORDER BY time DESC, id DESC) = 1
+), arms AS (
+    SELECT model, time, payload->>'$.reason' AS reason,
+           unnest(map_keys(json_transform(payload->'$.arms', '"MAP(VARCHAR, DOUBLE)"')))
+               AS alias,
+           unnest(map_values(json_transform(payload->'$.arms', '"MAP(VARCHAR, DOUBLE)"')))
+               AS weight
+    FROM last
+), shadows AS (
+    SELECT model, time, payload->>'$.reason' AS reason,
+           unnest(json_transform(payload->'$.shadows', '["VARCHAR"]')) AS alias
+    FROM last
+)
+SELECT model, alias, 'arm' AS role, weight / sum(weight) OVER (PARTITION BY model) AS share,
+       time AS since, reason FROM arms
+UNION ALL
+SELECT model, alias, 'shadow', NULL, time, reason FROM shadows
+ORDER BY model, role, alias""", {"model": _model(model)})
     return df
 
 
@@ -107,6 +136,19 @@ def _rollout_body(source: QuerySource) -> None:
         return
     choice = st.selectbox("Model", [ALL_MODELS, *models["model"]], key="rollout_model")
     model = None if choice == ALL_MODELS else str(choice)
+    split = traffic_split(source, model)
+    st.subheader("Traffic split")
+    if split.empty:
+        st.caption("Default policy: production answers every request, no shadow.")
+    else:
+        arms = split[split["role"] == "arm"]
+        if not arms.empty:
+            st.altair_chart(alt.Chart(arms).mark_bar().encode(
+                x=alt.X("share:Q", axis=alt.Axis(format="%")), y="model:N",
+                color="alias:N", tooltip=["model", "alias", alt.Tooltip("share:Q", format=".0%"),
+                                          "since", "reason"]).properties(height=80),
+                width="stretch")
+        st.dataframe(split, hide_index=True, key="rollout_traffic")
     decisions = rollout_decisions(source, model)
     st.subheader("Decisions")
     if decisions.empty:

@@ -66,3 +66,29 @@ def test_a_shadow_scored_after_the_label_is_still_compared() -> None:
     last = reports[-1]
     assert (last.baseline_version, last.challenger_version) == (1, 2)  # type: ignore[attr-defined]
     assert last.pairs == 300 and last.effect > 0.3  # type: ignore[attr-defined]
+
+
+def test_the_rollout_page_shows_the_traffic_split_in_force() -> None:
+    import json
+
+    import duckdb
+
+    from modelog.dashboard.data import ConnectionSource
+    from modelog.dashboard.rollout_page import traffic_split
+    from modelog.store.schema import create_schema
+
+    con = duckdb.connect()
+    create_schema(con)
+    for k, (arms, shadows) in enumerate([({"production": 1.0}, []),
+                                         ({"production": 0.9, "candidate": 0.1}, ["shadow"])]):
+        payload = json.dumps({"model": "churn", "arms": arms, "shadows": shadows,
+                              "reason": f"step {k}"})
+        con.execute("INSERT INTO events (id, type, schema_version, time, aggregate, producer, "
+                    "topic, partition, \"offset\", payload) VALUES (?, 'TrafficPolicySet', 1, "
+                    "?, 'churn', 'registry', 'registry', 0, ?, ?)",
+                    [f"e{k}", T0 + dt.timedelta(minutes=k), k, payload])
+    rows = traffic_split(ConnectionSource(con)).to_dict("records")
+    assert [(r["alias"], r["role"]) for r in rows] == [
+        ("candidate", "arm"), ("production", "arm"), ("shadow", "shadow")]
+    assert [round(r["share"], 3) for r in rows[:2]] == [0.1, 0.9]
+    assert {r["reason"] for r in rows} == {"step 1"}
