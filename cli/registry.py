@@ -56,8 +56,8 @@ def registry_show(
     from modelog.store.queries import parse_time
     from modelog.store.registry import registry_history, registry_state
 
-    reader = reader_of(ctx)
-    with exit_on_error():
+    with exit_on_error():  # a time in the future or before the first event is refused
+        reader = reader_of(ctx, as_of)
         when = parse_time(as_of) if as_of else None
         state = registry_state(reader, name, as_of=when)
         history = registry_history(reader, name)
