@@ -403,12 +403,17 @@ class EventProducer(ClosingContext):
 
     def _flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while (self._buf or self._pending) and time.monotonic() < deadline:
-            if self._drain(self._chunk * 5) == 0 and (self._buf or self._pending):
-                self._producer.poll(0.05)
-        in_flight = self._producer.flush(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            unsent = len(self._buf) + len(self._pending)
+        while True:
+            while (self._buf or self._pending) and time.monotonic() < deadline:
+                if self._drain(self._chunk * 5) == 0 and (self._buf or self._pending):
+                    self._producer.poll(0.05)
+            in_flight = self._producer.flush(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                unsent = len(self._buf) + len(self._pending)
+            # another thread may have queued events meanwhile: drain them too, until the
+            # deadline, rather than report them as not acknowledged
+            if not (unsent or in_flight) or time.monotonic() >= deadline:
+                break
         with self._err_lock:
             failed = self._local_failed + self._delivery_failed
             new_failures = failed - self._failed_reported
