@@ -174,7 +174,7 @@ def archive_export(
             return
     import threading
 
-    from modelog.streams.signals import stop_on_sigterm
+    from modelog.streams.signals import stop_on_signal
 
     stop = threading.Event()
 
@@ -186,7 +186,7 @@ def archive_export(
             typer.echo(f"archive export: {exc} (retrying)", err=True)
 
     typer.echo(f"exporting the ledger to {archive.uri} (Ctrl-C stops)")
-    with stop_on_sigterm(stop), contextlib.suppress(KeyboardInterrupt):
+    with stop_on_signal(stop), contextlib.suppress(KeyboardInterrupt):
         archive.follow(source, stop, interval=interval, compact_every=compact_every,
                        on_error=complain)
 

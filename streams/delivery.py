@@ -70,7 +70,7 @@ from modelog.streams.kafka import (
     produce_and_wait,
     resume_offset,
 )
-from modelog.streams.signals import stop_on_sigterm
+from modelog.streams.signals import stop_on_signal
 from modelog.streams.topics import Topics, ensure_topics
 from modelog.streams.webhooks import WebhookSender
 
@@ -80,7 +80,7 @@ __all__ = [
     "DeliveryWorker",
     "deliver_once",
     "run_delivery",
-    "stop_on_sigterm",
+    "stop_on_signal",
 ]
 
 log = logging.getLogger(__name__)
@@ -498,7 +498,7 @@ class DeliveryWorker:
         stop = stop or threading.Event()
         started = threading.Event()
         try:
-            with stop_on_sigterm(stop, started):
+            with stop_on_signal(stop, started):
                 if self._ledger is None:
                     self.start()
                 started.set()

@@ -68,7 +68,7 @@ from modelog.streams.projector_reader import (
     projector_consumer,
     projector_dead_letter_producer,
 )
-from modelog.streams.signals import stop_on_sigterm
+from modelog.streams.signals import stop_on_signal
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["Projector", "ProjectorProgress"]
@@ -448,7 +448,7 @@ class Projector:
         stop = stop or threading.Event()
         started = threading.Event()
         try:
-            with stop_on_sigterm(stop, started):
+            with stop_on_signal(stop, started):
                 self.start()
                 started.set()
                 log.info("projector: projecting into %s, queries on %s", self.db_path,

@@ -57,7 +57,7 @@ from modelog.streams.errors import RegistryTimeoutError, RetrainerError
 from modelog.streams.kafka import ErrorPolicy, new_consumer, resume_offset
 from modelog.streams.retrain_run import PRODUCER, JobRunner
 from modelog.streams.sdk import Client, connect
-from modelog.streams.signals import stop_on_sigterm
+from modelog.streams.signals import stop_on_signal
 from modelog.streams.topics import Topics, ensure_topics
 
 __all__ = ["Retrainer", "configured_trainers", "request_retrain", "run_retrainer"]
@@ -313,7 +313,7 @@ class Retrainer:
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set, SIGTERM or Ctrl-C."""
         stop = stop or threading.Event()
-        with self, stop_on_sigterm(stop):
+        with self, stop_on_signal(stop):
             try:
                 while not stop.is_set():
                     self.poll_once(0.5)
