@@ -76,7 +76,12 @@ from modelog.models.events import (
 )
 from modelog.models.ids import derived_id, epoch_ms
 from modelog.models.monitor_state import prediction_error
-from modelog.models.policy_events import ComparisonReported, PromotionPolicySet, RolloutDecided
+from modelog.models.policy_events import (
+    ComparisonReported,
+    PromotionPolicySet,
+    RolloutDecided,
+    TrafficPolicySet,
+)
 from modelog.models.processor import SnapshotByPickle
 from modelog.models.rollout_policy import (
     POLICY_KEYS,
@@ -141,6 +146,10 @@ class _Watch:
     looks: int = 0
 
 
+_Labelled = tuple[int, "str | None", tuple[float, bool], str, dt.datetime, Any, set[int]]
+"""A labelled served prediction: version, alias, error, label id, time, value, paired."""
+
+
 @dataclasses.dataclass
 class _Model:
     production: int | None = None
@@ -158,9 +167,12 @@ class _Model:
     rolled_back: set[int] = dataclasses.field(default_factory=set)
     #: Served predictions already labelled, for shadows scored after the label arrived
     #: (shadow scoring runs off the request path and may lag): the served entry, its
-    #: error, the label event and the shadow versions already paired with it.
-    labelled: OrderedDict[str, tuple[int, str | None, tuple[float, bool], LabelObserved,
-                                     set[int]]] = dataclasses.field(default_factory=OrderedDict)
+    #: error, the label (id, time, value) and the shadow versions already paired with it.
+    #: Kept only while the model is shadowed (its traffic policy names shadows, or shadow
+    #: predictions arrived): plain values, so that the state snapshots stay cheap.
+    labelled: OrderedDict[str, _Labelled] = dataclasses.field(default_factory=OrderedDict)
+    #: Whether shadow predictions may come (a traffic policy with shadows, or one seen).
+    shadowed: bool = False
 
 
 PENDING_S = 600.0
@@ -249,6 +261,9 @@ class RolloutProcessor(SnapshotByPickle):
             self.policies[event.model] = parse_promotion_policy(event.model, event.policy)
         elif isinstance(event, AliasSet | AliasRemoved | AliasChangeRejected):
             self._on_registry(event)
+        elif isinstance(event, TrafficPolicySet):
+            state = self._model(event.model)
+            state.shadowed = state.shadowed or bool(event.shadows)
         return []
 
     def _on_registry(self, event: AliasSet | AliasRemoved | AliasChangeRejected) -> None:
@@ -279,6 +294,7 @@ class RolloutProcessor(SnapshotByPickle):
         state = self._model(event.model)
         entry = (event.model_version, event.alias, event.output)
         if event.shadow:  # kept until its served prediction's label (either may come first)
+            state.shadowed = True
             if event.paired_with is None:
                 return []
             done = state.labelled.get(event.paired_with)
@@ -297,13 +313,14 @@ class RolloutProcessor(SnapshotByPickle):
             state.served.popitem(last=False)
         return []
 
-    def _late_pair(self, state: _Model, event: PredictionMade,
-                   done: tuple[int, str | None, tuple[float, bool], LabelObserved, set[int]]
-                   ) -> list[Event]:
-        version, alias, error, label, paired = done
+    def _late_pair(self, state: _Model, event: PredictionMade, done: _Labelled) -> list[Event]:
+        version, alias, error, label_id, label_time, value, paired = done
         if event.model_version in paired or event.model_version == version:
             return []
         paired.add(event.model_version)
+        label = LabelObserved(id=label_id, time=label_time, aggregate=event.aggregate,
+                              prediction_id=event.paired_with or "", model=event.model,
+                              label=value)
         s_error = prediction_error(event.output, label.label)
         if s_error is None:
             return []
@@ -331,8 +348,9 @@ class RolloutProcessor(SnapshotByPickle):
                 continue
             out += self._on_pair(state, event, (version, alias, error),
                                  (s_version, s_alias, s_error), policy)
-        if error is not None:
-            state.labelled[event.prediction_id] = (version, alias, error, event, paired)
+        if error is not None and state.shadowed:
+            state.labelled[event.prediction_id] = (version, alias, error, event.id, event.time,
+                                                   event.label, paired)
             while len(state.labelled) > self.max_pending:
                 state.labelled.popitem(last=False)
         return out

@@ -340,3 +340,59 @@ def test_the_cli_refuses_a_bad_policy_before_connecting() -> None:
     result = runner.invoke(app, ["--broker", "127.0.0.1:1", "policy", "promotion", "set", M,
                                  "alpha"])
     assert result.exit_code == 1 and "write KEY=VALUE" in result.output
+
+
+def _traffic_policy(shadows: list[str]) -> Event:
+    from modelog.models.policy_events import TrafficPolicySet
+
+    return TrafficPolicySet(id=f"tp-{shadows}", time=T0, aggregate=M, model=M,
+                            arms={"production": 1.0}, shadows=shadows)
+
+
+def _shadows_last(events: Iterator[Event]) -> list[Event]:
+    """Each request's shadow prediction moved after its label (shadow scoring lagged)."""
+    out: list[Event] = []
+    held: PredictionMade | None = None
+    for event in events:
+        if isinstance(event, PredictionMade) and event.shadow:
+            held = event
+            continue
+        out.append(event)
+        if isinstance(event, LabelObserved) and held is not None:
+            out.append(held)
+            held = None
+    return out
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["traffic-policy", "first-shadow"])
+def test_a_shadow_scored_after_its_label_still_pairs(announced: bool) -> None:
+    in_order, late = RolloutProcessor(), RolloutProcessor()
+    setup: list[Event] = [alias_set(1), policy(min_pairs=200, report_every=50)]
+    if announced:
+        setup.append(_traffic_policy(["candidate"]))
+    in_order.process_many(setup)
+    late.process_many(setup)
+    expected = of(in_order.process_many(traffic(400, (1, 0.7), (2, 0.9))), ComparisonReported)
+    got = of(late.process_many(_shadows_last(traffic(400, (1, 0.7), (2, 0.9)))),
+             ComparisonReported)
+    assert len(expected) >= 4
+    if announced:  # every late shadow pairs: the same reports, to the id
+        assert got == expected
+    else:  # the first request's shadow (after its label) comes before any sign of shadows
+        assert [r.pairs for r in got] == [r.pairs for r in expected][:len(got)]
+        assert len(got) >= len(expected) - 1
+
+
+def test_labels_are_kept_for_late_shadows_only_when_the_model_is_shadowed() -> None:
+    """Without shadows nothing is held per label, so the snapshot stays small."""
+    plain, shadowed = RolloutProcessor(), RolloutProcessor()
+    plain.process_many([alias_set(1)])
+    shadowed.process_many([alias_set(1), _traffic_policy(["candidate"])])
+    plain.process_many(traffic(5_000, (1, 0.8)))
+    shadowed.process_many(traffic(5_000, (1, 0.8)))
+    assert len(plain.models[M].labelled) == 0
+    assert len(shadowed.models[M].labelled) == 5_000
+    assert len(plain.snapshot()) < len(shadowed.snapshot()) / 5
+    restored = RolloutProcessor()
+    restored.restore(shadowed.snapshot())
+    assert restored.models[M].shadowed and len(restored.models[M].labelled) == 5_000

@@ -42,9 +42,13 @@ def test_a_shadow_scored_after_the_label_is_still_compared() -> None:
     """Shadow scoring runs off the request path and may lag behind the label: the pair
     still counts, exactly once."""
     from modelog.models.events import LabelObserved
+    from modelog.models.policy_events import TrafficPolicySet
     from modelog.models.rollout import RolloutProcessor
 
     rollout = RolloutProcessor()
+    # shadows are scored because the traffic policy names them (the registry's answer)
+    rollout.process(TrafficPolicySet(id="tp", time=T0, aggregate="churn", model="churn",
+                                     arms={"production": 1.0}, shadows=["candidate"]))
     out = []
     for i in range(300):
         t = T0 + dt.timedelta(seconds=i)

@@ -307,7 +307,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"worker     {r['predictions_per_s']:>12,.0f} predictions/s per worker "
         f"({r['records_per_s']:,.0f} serving records/s incl. labels; every monitor on)  "
-        f"[target >= 10,000]",
+        f"[target >= 20,000]",
     ]
     if r["alerts"]:
         lines.append(
