@@ -44,9 +44,12 @@ True
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import re
 import threading
@@ -54,7 +57,7 @@ import time
 import urllib.parse
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -372,20 +375,40 @@ class ParquetArchive:
 
     # -- reading -----------------------------------------------------------------------
     def _read(self, path: str) -> pa.Table:
-        with self.fs.open_input_file(path) as f:
-            return pq.read_table(f)
+        return pq.read_table(path, filesystem=self.fs)  # columns decoded in parallel
+
+    def _events_part(self, f: ArchiveFile) -> pa.Table | str:
+        """The ledger rows of one part file, or why it cannot be read."""
+        try:
+            table = _events_table(self._read(f.path))
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return table.append_column("topic", pa.array([f.topic] * table.num_rows, pa.string()))
 
     def _tables(self, files: Iterable[ArchiveFile], bad: dict[str, str]
                 ) -> Iterable[tuple[ArchiveFile, pa.Table]]:
-        for f in files:
-            try:
-                table = self._read(f.path)
-                table = _events_table(table)
-            except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
-                bad[f.path] = f"{type(exc).__name__}: {exc}"
-                continue
-            yield f, table.append_column("topic", pa.array([f.topic] * table.num_rows,
-                                                           pa.string()))
+        """Each readable part file's rows, in order; the next file is read while the
+        caller handles this one (Arrow and DuckDB release the GIL)."""
+        with concurrent.futures.ThreadPoolExecutor(1, "modelog-archive-read") as pool:
+            ahead: collections.deque[tuple[ArchiveFile, concurrent.futures.Future[Any]]] = (
+                collections.deque())
+            for f in files:
+                ahead.append((f, pool.submit(self._events_part, f)))
+                if len(ahead) < 2:
+                    continue
+                yield from self._ready(ahead.popleft(), bad)
+            while ahead:
+                yield from self._ready(ahead.popleft(), bad)
+
+    @staticmethod
+    def _ready(item: tuple[ArchiveFile, concurrent.futures.Future[Any]], bad: dict[str, str]
+               ) -> Iterator[tuple[ArchiveFile, pa.Table]]:
+        f, future = item
+        result = future.result()
+        if isinstance(result, str):
+            bad[f.path] = result
+        else:
+            yield f, result
 
     def load(self, con: duckdb.DuckDBPyConnection, *, as_of: str | dt.datetime | None = None,
              skip_existing: bool = False) -> LoadReport:
@@ -401,17 +424,27 @@ class ParquetArchive:
         files = 0
         conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
         before = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
-        for _, table in self._tables(self.files(), bad):
-            if when is not None:
-                table = table.filter(pc.less_equal(table.column("time"),
-                                                   pa.scalar(when, pa.timestamp("us", "UTC"))))
-            con.register("modelog_archive_part", table)
+        parts = iter(self._tables(self.files(), bad))
+        first = next(parts, None)
+        if first is not None:  # one INSERT streaming every part (per part: ~4x slower)
+            loaded = [0]
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                for _, table in itertools.chain([first], parts):
+                    if when is not None:
+                        table = table.filter(pc.less_equal(
+                            table.column("time"), pa.scalar(when, pa.timestamp("us", "UTC"))))
+                    loaded[0] += 1
+                    yield from table.to_batches()
+
+            stream = pa.RecordBatchReader.from_batches(first[1].schema, batches())
+            con.register("modelog_archive_parts", stream)
             try:
-                con.execute(f"INSERT INTO events BY NAME SELECT * FROM modelog_archive_part"
+                con.execute(f"INSERT INTO events BY NAME SELECT * FROM modelog_archive_parts"
                             f"{conflict}")
             finally:
-                con.unregister("modelog_archive_part")
-            files += 1
+                con.unregister("modelog_archive_parts")
+            files = loaded[0]
         rows = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0]) - before
         return LoadReport(rows, files, bad, time.monotonic() - started)
 

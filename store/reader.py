@@ -27,7 +27,7 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import duckdb
@@ -173,7 +173,37 @@ class Reader:
                                       str(info.get("statement", "")))
         return QueryError(message)
 
-    def _query_file(self, sql: str, params: Params) -> pa.Table:
+    def scan(self, sql: str, params: Params = None, *,
+             batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        """Stream the rows of one read statement straight from the DuckDB file, in batches.
+
+        One query, no row cap, nothing held but the batch in hand: for bulk reads
+        by modelog itself (a restore refilling a broker) while no projector holds
+        the file. Not for time travel (``as_of`` must be ``None``).
+
+        Raises
+        ------
+        DatabaseBusyError
+            A writer (a running projector) holds the file: page through :meth:`query`.
+        NoDataError
+            Nothing was projected yet.
+        """
+        if self.as_of is not None:
+            raise QueryError("Reader.scan reads the live ledger; use query() with as_of")
+        read_statement(sql)
+        con = self._open_file()
+        try:
+            rel = con.sql(sql, params=params)
+            if rel is None:
+                raise QueryError(f"the scan returned no rows: {sql}")
+            yield from rel.to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise QueryError(f"the scan of {self.settings.duckdb_path} failed: {exc}") from None
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+
+    def _open_file(self) -> duckdb.DuckDBPyConnection:
         path = self.settings.duckdb_path
         if not path.exists():
             raise NoDataError(
@@ -189,6 +219,11 @@ class Reader:
                 "projector runs, make sure its projector.json is in this data directory (or "
                 "set MODELOG_QUERY_URL); otherwise stop the process holding the file."
             ) from None
+        return con
+
+    def _query_file(self, sql: str, params: Params) -> pa.Table:
+        path = self.settings.duckdb_path
+        con = self._open_file()
         try:
             target = con if self.as_of is None else SNAPSHOTS.get(
                 con, self.as_of, source=str(path.resolve()))

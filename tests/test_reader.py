@@ -111,6 +111,8 @@ def test_locked_by_a_process_without_server(tmp_path: Path) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         with pytest.raises(DatabaseBusyError, match="locked"):
             Reader(s).query("select 1")
+        with pytest.raises(DatabaseBusyError, match="locked"):  # a bulk scan: the same
+            next(Reader(s).scan("select 1"))
     finally:
         holder.kill()
         holder.wait()
@@ -177,3 +179,19 @@ def test_reader_in_another_process_sees_only_whole_batches(topics: Settings) -> 
     assert len(set(counts)) >= 2, "the reader never saw the projector make progress"
     with duckdb.connect(str(topics.duckdb_path), read_only=True) as con:
         assert con.execute("select count(*) from predictions").fetchall() == [(n,)]
+
+
+def test_a_scan_streams_every_row_in_batches_without_the_row_cap(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    con = duckdb.connect(str(s.duckdb_path))
+    con.execute("create table t as select range as x, 'v' || range as y from range(250000)")
+    con.close()
+    batches = list(Reader(s).scan("select x, y from t where x % ? = 0 order by x desc", [1],
+                                  batch_rows=100_000))
+    assert len(batches) >= 3 and all(b.num_rows <= 100_000 for b in batches)
+    xs = [x for b in batches for x in b.column("x").to_pylist()]
+    assert xs == list(range(249_999, -1, -1))
+    with pytest.raises(ReadOnlyQueryError):  # reads only, like query()
+        next(Reader(s).scan("delete from t"))
+    with pytest.raises(QueryError, match="as_of"):
+        next(Reader(s, as_of="2026-01-01T00:00:00Z").scan("select 1"))
