@@ -57,7 +57,7 @@ def segments(source: QuerySource, model: str, version: int | None = None) -> pd.
     """The latest segment report of each version: one row per (feature, value)."""
     df: pd.DataFrame = source.query_df(
         f"""SELECT model_version, feature, value, predictions, labelled, error, accuracy,
-                   degraded, time
+                   share, reference_share, psi, feature_psi, degraded, time
             FROM segment_metrics WHERE latest AND model = $model AND {_VERSION}
             ORDER BY model_version DESC, feature, value = 'other', predictions DESC""",
         {"model": model, "version": version})
@@ -133,7 +133,10 @@ def segment_chart(frame: pd.DataFrame) -> alt.Chart:
         row=alt.Row("feature:N", title=None),
         color=alt.condition("datum.degraded", alt.value("#d62728"), alt.value("#1f77b4")),
         tooltip=["feature:N", "segment:N", "predictions:Q", "labelled:Q",
-                 alt.Tooltip("error:Q", format=".3f")],
+                 alt.Tooltip("error:Q", format=".3f"),
+                 alt.Tooltip("share:Q", title="share (recent)", format=".1%"),
+                 alt.Tooltip("reference_share:Q", title="share (reference)", format=".1%"),
+                 alt.Tooltip("psi:Q", title="mix PSI term", format=".3f")],
     ).properties(height=alt.Step(16))
     return chart
 
@@ -176,10 +179,23 @@ def quality_panel(source: QuerySource, model: str, version: int | None) -> None:
     st.markdown(f"**Segments** — rolling error per segment value; **{len(bad)}** degraded"
                 + (": " + ", ".join(f"`{r.feature}={r.value}`" for r in bad.itertuples())
                    if not bad.empty else ""))
+    mix = seg.dropna(subset=["feature_psi"]).drop_duplicates(["model_version", "feature"])
+    if not mix.empty:
+        psi = [(str(f), float(v)) for f, v in zip(mix["feature"], mix["feature_psi"],
+                                                      strict=True)]
+        st.caption("Traffic mix against the reference (PSI; > 0.2: a significant shift): "
+                   + ", ".join(f"`{f}` {v:.3f}" + (" (shifted)" if v > 0.2 else "")
+                               for f, v in psi))
     chart_col, table_col = st.columns([3, 2], gap="large")
     with chart_col:
         st.altair_chart(segment_chart(seg[seg["error"].notna()]), width="stretch")
     with table_col:
         st.dataframe(seg.drop(columns=["time"]), hide_index=True, width="stretch",
                      column_config={"error": st.column_config.NumberColumn(format="%.3f"),
-                                    "accuracy": st.column_config.NumberColumn(format="%.3f")})
+                                    "accuracy": st.column_config.NumberColumn(format="%.3f"),
+                                    "share": st.column_config.NumberColumn(format="%.3f"),
+                                    "reference_share": st.column_config.NumberColumn(
+                                        format="%.3f"),
+                                    "psi": st.column_config.NumberColumn(format="%.3f"),
+                                    "feature_psi": st.column_config.NumberColumn(
+                                        format="%.3f")})

@@ -120,7 +120,8 @@ class QualityConfig:
         return SegmentMonitor(self.segments, top_k=self.segment_top_k,
                               window=self.segment_window, min_count=self.segment_min_count,
                               alpha=self.segment_alpha, min_gap=self.segment_min_gap,
-                              check_every=self.segment_check_every)
+                              check_every=self.segment_check_every,
+                              reference_size=self.reference_size)
 
     def part(self, prefix: str) -> tuple[Any, ...]:
         """The settings of one detector (``estimation``, ``multivariate``, ``segment``)."""

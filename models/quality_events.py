@@ -116,6 +116,11 @@ class SegmentMetrics(msgspec.Struct, frozen=True, kw_only=True):
     labelled: int = 0
     error: float | None = None
     accuracy: float | None = None
+    #: Traffic-mix drift: share of the recent predictions, share in the reference,
+    #: and the segment's PSI term (absent until the reference is complete).
+    share: float | None = None
+    reference_share: float | None = None
+    psi: float | None = None
 
 
 class SegmentMetricsReported(Event, frozen=True, kw_only=True):
@@ -127,6 +132,8 @@ class SegmentMetricsReported(Event, frozen=True, kw_only=True):
     window: Window = Window()
     segments: list[SegmentMetrics] = []
     degraded: list[str] = []
+    #: Each segment feature's traffic-mix PSI (recent window against the reference).
+    mix_psi: dict[str, float] = {}
 
 
 class SegmentDegraded(QualityAlert, frozen=True, kw_only=True):

@@ -22,6 +22,13 @@ over the segments tested: a segment is degraded when its p-value is below
 check that degrades a new segment; it names every segment degraded then. A
 degraded segment recovers after ``clear_after`` checks without the condition.
 
+Traffic-mix drift, per segment: the first ``reference_size`` predictions fix each
+segment's reference share of traffic; afterwards each segment's share over the
+last ``window`` predictions is compared with it, as its term of the population
+stability index, ``(share - reference) * ln(share / reference)`` (shares floored
+at 1e-4), and the feature's PSI is their sum (below 0.1 stable, above 0.2 a
+significant shift). Statistics only: the per-feature data drift monitors alert.
+
 Examples
 --------
 >>> import random
@@ -39,6 +46,13 @@ Examples
 [[('country', 'DE')]]
 >>> [(r.value, r.predictions) for r in mon.table()][:2]
 [('US', 1030), ('ES', 1006)]
+>>> round(mon.mix_psi()["country"], 3)  # the same mix as in the first 1,000: stable
+0.002
+>>> for i in range(1000):                # then half of the traffic comes from DE
+...     _ = mon.update({"country": "DE" if i % 2 else rng.choice(["FR", "US", "ES"])})
+>>> de = next(r for r in mon.table() if r.value == "DE")
+>>> round(de.reference_share, 2), round(de.share, 2), round(mon.mix_psi()["country"], 2)
+(0.24, 0.5, 0.31)
 """
 
 from __future__ import annotations
@@ -67,6 +81,11 @@ class SegmentRow:
     labelled: int
     error: float | None
     accuracy: float | None
+    #: Share of the last ``window`` predictions, share in the reference, and this
+    #: segment's PSI term (``None`` until the reference is complete).
+    share: float | None = None
+    reference_share: float | None = None
+    psi: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +132,9 @@ class _Rolling:
         self.sumsq += value * value
 
 
+_PSI_FLOOR = 1e-4
+
+
 def _norm_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
@@ -147,14 +169,17 @@ class SegmentMonitor:
         Distinct values per feature with their own state (default ``4 * top_k``).
     clear_after
         Checks without the condition that end a segment's degradation.
+    reference_size
+        First predictions whose segment mix is the reference of the traffic-mix drift.
     """
 
     def __init__(self, features: Sequence[str], *, top_k: int = 10, window: int = 1_000,
                  min_count: int = 30, alpha: float = 1e-3, min_gap: float = 0.05,
                  check_every: int = 200, max_tracked: int | None = None,
-                 clear_after: int = 3) -> None:
+                 clear_after: int = 3, reference_size: int = 1_000) -> None:
         for name, value in (("top_k", top_k), ("window", window), ("min_count", min_count),
-                            ("check_every", check_every), ("clear_after", clear_after)):
+                            ("check_every", check_every), ("clear_after", clear_after),
+                            ("reference_size", reference_size)):
             if value < 1:
                 raise InvalidParameterError("SegmentMonitor", name, value, "must be >= 1")
         if not 0.0 < alpha < 1.0:
@@ -171,12 +196,27 @@ class SegmentMonitor:
         self.check_every = check_every
         self.max_tracked = max_tracked if max_tracked is not None else 4 * top_k
         self.clear_after = clear_after
+        self.reference_size = reference_size
         self._state: dict[str, dict[str, _Rolling]] = {f: {} for f in self.features}
+        self._seen = 0  # predictions counted
+        self._reference: dict[str, collections.Counter[str]] = {
+            f: collections.Counter() for f in self.features}
+        self._recent: collections.deque[tuple[str, ...]] = collections.deque(maxlen=window)
         self._degraded: dict[tuple[str, str], int] = {}  # -> checks without the condition
         self._labels = 0
         self._classification = True
         self.last_tests: list[SegmentTest] = []
         self._findings: list[SegmentFinding] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle a snapshot; one taken before the traffic-mix statistic starts its
+        reference now."""
+        self.__dict__.update(state)
+        if "_recent" not in state:
+            self.reference_size = 1_000
+            self._seen = 0
+            self._reference = {f: collections.Counter() for f in self.features}
+            self._recent = collections.deque(maxlen=self.window)
 
     # -- read-outs ---------------------------------------------------------------
     @property
@@ -207,7 +247,14 @@ class SegmentMonitor:
                     states[value] = _Rolling(self.window)
             states[value].n_predictions += 1
             out.append(value)
-        return tuple(out)
+        values = tuple(out)
+        if self._seen < self.reference_size:
+            for feature, value in zip(self.features, values, strict=True):
+                self._reference[feature][value] += 1
+        else:
+            self._recent.append(values)
+        self._seen += 1
+        return values
 
     def learn_one(self, segments: Sequence[str], error: float, *,
                   classification: bool = True) -> None:
@@ -241,11 +288,47 @@ class SegmentMonitor:
     def table(self) -> list[SegmentRow]:
         """Every shown segment of every feature, most predictions first (``other`` last)."""
         out = []
-        for feature in self.features:
-            for value, n, labelled, total, _ in self._groups(feature):
+        for i, feature in enumerate(self.features):
+            groups = self._groups(feature)
+            mix = self._mix(i, [g[0] for g in groups])
+            for value, n, labelled, total, _ in groups:
                 error = total / labelled if labelled else None
                 accuracy = 1.0 - error if error is not None and self._classification else None
-                out.append(SegmentRow(feature, value, n, labelled, error, accuracy))
+                share, ref, term = mix.get(value, (None, None, None))
+                out.append(SegmentRow(feature, value, n, labelled, error, accuracy,
+                                      share, ref, term))
+        return out
+
+    def mix_psi(self) -> dict[str, float]:
+        """Each feature's traffic-mix PSI, recent window against the reference (once both
+        exist): the sum of its segments' terms in :meth:`table`."""
+        out: dict[str, float] = {}
+        for i, feature in enumerate(self.features):
+            mix = self._mix(i, [g[0] for g in self._groups(feature)])
+            if mix:
+                out[feature] = sum(term for _, _, term in mix.values())
+        return out
+
+    def _mix(self, index: int, shown: list[str]) -> dict[str, tuple[float, float, float]]:
+        """``value -> (share, reference share, PSI term)`` over the shown values (the rest
+        counted in ``other``); empty before the reference is complete."""
+        if self._seen < self.reference_size or not self._recent:
+            return {}
+        names = set(shown)
+        recent: collections.Counter[str] = collections.Counter()
+        for values in self._recent:
+            value = values[index]
+            recent[value if value in names else OTHER] += 1
+        reference: collections.Counter[str] = collections.Counter()
+        for value, count in self._reference[self.features[index]].items():
+            reference[value if value in names else OTHER] += count
+        n_recent, n_reference = len(self._recent), sum(reference.values())
+        out = {}
+        for value in shown:
+            share = recent[value] / n_recent
+            ref = reference[value] / n_reference if n_reference else 0.0
+            a, e = max(share, _PSI_FLOOR), max(ref, _PSI_FLOOR)
+            out[value] = (share, ref, (a - e) * math.log(a / e))
         return out
 
     def _check(self) -> None:

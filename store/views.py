@@ -162,16 +162,21 @@ FROM est e LEFT JOIN realized r
     # issue 13: per-segment figures of every SegmentMetricsReported; latest: the newest report
     "segment_metrics": """
 SELECT event_id, time, model, model_version, seg.feature, seg.value, seg.predictions,
-       seg.labelled, seg.error, seg.accuracy,
+       seg.labelled, seg.error, seg.accuracy, seg.share, seg.reference_share, seg.psi,
+       CAST(json_extract(mix, '$."' || replace(seg.feature, '"', '') || '"') AS DOUBLE)
+           AS feature_psi,
        list_contains(degraded, seg.feature || '=' || seg.value) AS degraded,
        rank() OVER (PARTITION BY model, model_version ORDER BY time DESC, event_id DESC) = 1
            AS latest
 FROM (SELECT id AS event_id, time, payload->>'$.model' AS model,
              CAST(payload->>'$.model_version' AS INTEGER) AS model_version,
              coalesce(CAST(json_extract(payload, '$.degraded') AS VARCHAR[]), []) AS degraded,
+             json_extract(payload, '$.mix_psi') AS mix,
              unnest(json_transform(json_extract(payload, '$.segments'),
                  '[{"feature": "VARCHAR", "value": "VARCHAR", "predictions": "BIGINT",
-                    "labelled": "BIGINT", "error": "DOUBLE", "accuracy": "DOUBLE"}]')) AS seg
+                    "labelled": "BIGINT", "error": "DOUBLE", "accuracy": "DOUBLE",
+                    "share": "DOUBLE", "reference_share": "DOUBLE", "psi": "DOUBLE"}]'))
+                 AS seg
       FROM events WHERE type = 'SegmentMetricsReported')""",
     # issue 12: challengers compared with production (one row per ComparisonReported) and
     # the promotion policy's decisions with the registry's answer to their command

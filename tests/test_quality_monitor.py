@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from modelog.models.alerts import ALERT_TYPE_NAMES, MONITOR_ALERT_TYPE_NAMES, is_alert
-from modelog.models.errors import MonitorConfigError
+from modelog.models.errors import InvalidParameterError, MonitorConfigError
 from modelog.models.events import Event, LabelObserved, MonitorConfigured, PredictionMade
 from modelog.models.monitor import ServingMonitor
 from modelog.models.monitor_config import parse_monitor_config
@@ -193,6 +193,48 @@ def test_segment_cardinality_is_bounded_with_other() -> None:
     assert len(mon._state["user"]) <= 6  # 5 tracked values and the "other" bucket
 
 
+def test_traffic_mix_drift_per_segment_against_the_reference() -> None:
+    """Each segment's share of recent traffic against its share in the first predictions:
+    a shift confined to one segment shows as its PSI term, the feature's PSI sums them."""
+    rng = random.Random(5)
+    mon = SegmentMonitor(["country"], window=1_000, reference_size=2_000)
+    for _ in range(1_999):
+        mon.update({"country": rng.choice(["FR", "DE", "US", "ES"])})
+    assert mon.mix_psi() == {} and all(r.share is None for r in mon.table())  # no reference yet
+    for _ in range(1_001):
+        mon.update({"country": rng.choice(["FR", "DE", "US", "ES"])})
+    assert mon.mix_psi()["country"] < 0.02  # the same mix: stable
+    for i in range(1_000):  # ES doubles its share, taken from the others
+        mon.update({"country": "ES" if i % 2 else rng.choice(["FR", "DE", "US"])})
+    rows = {r.value: r for r in mon.table()}
+    es = rows["ES"]
+    assert es.share == pytest.approx(0.5) and es.reference_share == pytest.approx(0.25, abs=0.03)
+    assert es.psi is not None and es.psi > 0.15
+    assert max(rows.values(), key=lambda r: r.psi or 0.0).value == "ES"
+    assert mon.mix_psi()["country"] == pytest.approx(sum(r.psi or 0.0 for r in rows.values()))
+    assert mon.mix_psi()["country"] > 0.2
+    with pytest.raises(InvalidParameterError, match="reference_size"):
+        SegmentMonitor(["country"], reference_size=0)
+
+
+def test_a_segment_snapshot_from_before_the_mix_statistic_still_restores() -> None:
+    import pickle
+
+    mon = SegmentMonitor(["country"], reference_size=10)
+    for value in ["FR", "DE"] * 20:
+        mon.learn_one(mon.update({"country": value}), 0.0)
+    old = dict(mon.__dict__)
+    for name in ("reference_size", "_seen", "_reference", "_recent"):
+        del old[name]
+    stale = SegmentMonitor.__new__(SegmentMonitor)
+    stale.__setstate__(old)
+    restored = pickle.loads(pickle.dumps(stale))
+    for _ in range(1_005):
+        restored.update({"country": "FR"})
+    assert [r.value for r in restored.table()] == ["FR", "DE"]
+    assert restored.mix_psi()["country"] == pytest.approx(0.0)
+
+
 # -- the processor ---------------------------------------------------------------------------
 def serving(n: int, seed: int, *, flip_at: int | None = None, bad_country_at: int | None = None,
             label_lag: int = 3) -> list[Event]:
@@ -254,6 +296,9 @@ def test_processor_segments_from_configuration_name_the_worse_country() -> None:
     assert len(reports) == 12
     assert {s.value for s in reports[-1].segments} == {"FR", "DE", "US"}
     assert reports[-1].degraded == ["country=DE"]
+    assert not reports[0].mix_psi and reports[-1].mix_psi["country"] < 0.05  # same mix
+    assert all(s.share is not None and s.reference_share is not None and s.psi is not None
+               for s in reports[-1].segments)
 
 
 def test_processor_ignores_non_probability_outputs_and_regression() -> None:
@@ -388,3 +433,6 @@ def test_views_and_the_dashboard_panel_show_estimates_correlations_and_segments(
     text = "\n".join(str(m.value) for m in at.markdown)
     assert "estimated from the predicted probabilities" in text and "`country=DE`" in text
     assert len(at.dataframe) == 1
+    assert any("Traffic mix against the reference" in str(c.value) and "`country`" in
+               str(c.value) for c in at.caption)
+    assert {"share", "reference_share", "psi", "feature_psi"} <= set(seg.columns)

@@ -107,3 +107,5 @@ def test_segment_metrics_view_has_the_configured_segments(live: dict[str, Any]) 
     assert [r["value"] for r in rows] == ["DE", "FR", "US"]
     assert all(r["feature"] == "country" and r["predictions"] > 0 for r in rows)
     assert sum(r["predictions"] for r in rows) == N
+    assert all(r["share"] is not None and r["psi"] is not None for r in rows)  # traffic mix
+    assert len({r["feature_psi"] for r in rows}) == 1 and rows[0]["feature_psi"] >= 0
