@@ -117,8 +117,9 @@ def archive_restore(
         with exit_on_error():
             loaded = restore_ledger(ParquetArchive.from_uri(from_parquet), s.duckdb_path,
                                     force=force)
-        typer.echo(f"ledger: restored {loaded.rows:,} events from {loaded.files} Parquet "
-                   f"files in {loaded.seconds:.1f} s; views rebuilt")
+        typer.echo(f"ledger: restored {loaded.rows:,} events and {loaded.dead_letters:,} dead "
+                   f"letters from Parquet ({loaded.files} event files) in {loaded.seconds:.1f} s; "
+                   "views rebuilt")
         bad = bad_files_message(loaded)
         if ledger_only:
             if bad:
@@ -169,8 +170,9 @@ def archive_export(
         source = reader_of(ctx)
         if not follow:
             report = archive.export(source)
-            typer.echo(f"{archive.uri}: exported {report.rows:,} events into {report.files} "
-                       f"files in {report.seconds:.1f} s")
+            typer.echo(f"{archive.uri}: exported {report.rows:,} events and "
+                       f"{report.dead_letters:,} dead letters into {report.files} files in "
+                       f"{report.seconds:.1f} s")
             return
     import threading
 
@@ -237,6 +239,9 @@ def bench(
                          "live drifting traffic (median, p99).")] = False,
     worker_predictions: Annotated[int, typer.Option(
         help="Predictions (each labelled) in the worker benchmark's backlog.")] = 100_000,
+    worker_processes: Annotated[int, typer.Option(
+        min=1, help="Worker processes in one consumer group for --worker (they share the "
+                    "partitions: how the monitoring scales out; the target is for one).")] = 1,
     failover: Annotated[bool, typer.Option(
         "--failover", help="Also measure the worker's failover: seconds from kill -9 of a "
                            "worker under load (2,000 serving records/s) to the first "
@@ -311,7 +316,7 @@ def bench(
             typer.echo(f"monitoring worker: {worker_predictions:,} labelled predictions, then "
                        "live drifting traffic ...")
             wr = bench_worker(s.replace(topic_prefix=run + "worker."),
-                              predictions=worker_predictions)
+                              predictions=worker_predictions, processes=worker_processes)
             typer.echo(worker_report(wr))
         if failover:
             from modelog.streams.bench.failover import bench_failover

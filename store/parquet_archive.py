@@ -11,6 +11,7 @@ directory, ``s3://...`` or any filesystem the artifact store opens)::
 
     <root>/topic=<topic>/date=<YYYY-MM-DD>/part-<first>-<last>.parquet
     <root>/_modelog/state.json          the export position (ignored by readers)
+    <root>/_dead_letters/...            the ``dead_letters`` table (parquet_dead_letters)
 
 A file holds the ledger's columns but the partition keys: ``id, type,
 schema_version, time, aggregate, producer, partition, offset, projected_at,
@@ -124,17 +125,21 @@ class ExportReport:
     files: int = 0
     steps: int = 0
     seconds: float = 0.0
+    dead_letters: int = 0
+    """Rows of the ``dead_letters`` table written (:mod:`modelog.store.parquet_dead_letters`)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadReport:
     """What a load or restore did: ``rows`` added to the ledger, ``files`` read, ``bad``
-    files (path -> reason) skipped because they are corrupt or truncated."""
+    files (path -> reason) skipped because they are corrupt or truncated; ``dead_letters``
+    rows added to that table by a restore or query that read them."""
 
     rows: int = 0
     files: int = 0
     bad: dict[str, str] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    dead_letters: int = 0
 
 
 def _events_table(table: pa.Table) -> pa.Table:
@@ -162,6 +167,11 @@ class ParquetArchive:
     uri
         How to name the root in messages (``s3://bucket/modelog/archive``).
     """
+
+    TABLE = "events"
+    """The ledger table the files hold (:meth:`load` inserts into it)."""
+    SORT_KEYS: tuple[tuple[str, str], ...] = (("time", "ascending"), ("id", "ascending"))
+    """The order of a compacted file's rows."""
 
     def __init__(self, fs: pafs.FileSystem, base: str, uri: str | None = None) -> None:
         self.fs = fs
@@ -284,19 +294,32 @@ class ParquetArchive:
             return 0, 0
         seq = int(state["seq"]) + 1
         events = _events_table(rows)
-        topics = pc.fill_null(rows.column("topic").cast(pa.string()), "unknown")
-        dates = pc.strftime(events.column("time"), format="%Y-%m-%d")
-        keys = pa.table({"topic": topics, "date": dates, "i": pa.array(range(rows.num_rows))})
-        groups = keys.group_by(["topic", "date"]).aggregate([("i", "list")])
-        for topic, date, idx in zip(groups.column("topic").to_pylist(),
-                                    groups.column("date").to_pylist(),
-                                    groups.column("i_list").to_pylist(), strict=True):
-            self._write_part(topic, date, (seq, seq), events.take(idx))
+        files = self._write_step(seq, events, rows.column("topic"))
         last = events.slice(events.num_rows - 1).to_pylist()[0]
         stamp = last["projected_at"]
         self._save_state({"seq": seq, "projected_at": stamp and stamp.isoformat(),
                           "id": last["id"], "rows": int(state.get("rows", 0)) + rows.num_rows})
-        return rows.num_rows, groups.num_rows
+        return rows.num_rows, files
+
+    def _write_step(self, seq: int, table: pa.Table, topic: pa.ChunkedArray) -> int:
+        """Write step ``seq``'s rows, one part per (topic, day of ``time``); files written."""
+        topics = pc.fill_null(topic.cast(pa.string()), "unknown")
+        dates = pc.fill_null(pc.strftime(table.column("time"), format="%Y-%m-%d"), "unknown")
+        keys = pa.table({"topic": topics, "date": dates, "i": pa.array(range(table.num_rows))})
+        groups = keys.group_by(["topic", "date"]).aggregate([("i", "list")])
+        for name, date, idx in zip(groups.column("topic").to_pylist(),
+                                   groups.column("date").to_pylist(),
+                                   groups.column("i_list").to_pylist(), strict=True):
+            self._write_part(name, date, (seq, seq), table.take(idx))
+        return int(groups.num_rows)
+
+    def dead_letter_archive(self) -> ParquetArchive | None:
+        """The ``dead_letters`` table's archive under this root (``_dead_letters/``, see
+        :mod:`modelog.store.parquet_dead_letters`); ``None`` for that archive itself."""
+        from modelog.store.parquet_dead_letters import DeadLetterArchive
+
+        return DeadLetterArchive(self.fs, f"{self.base}/_dead_letters",
+                                 f"{self.uri}/_dead_letters")
 
     def export(self, source: QuerySource, *, batch_rows: int = 100_000,
                max_steps: int | None = None) -> ExportReport:
@@ -320,7 +343,11 @@ class ParquetArchive:
             if n == 0:
                 break
             rows, files, steps = rows + n, files + k, steps + 1
-        return ExportReport(rows, files, steps, time.monotonic() - started)
+        dead = self.dead_letter_archive()
+        extra = (dead.export(source, batch_rows=batch_rows, max_steps=max_steps) if dead
+                 else ExportReport())
+        return ExportReport(rows, files + extra.files, steps, time.monotonic() - started,
+                            extra.rows)
 
     def compact(self, *, min_files: int = 8, today: dt.date | None = None) -> int:
         """Merge the parts of each partition-day into one file; the partition-days merged.
@@ -345,15 +372,15 @@ class ParquetArchive:
                 tables = [self._read(f.path) for f in group]
             except (OSError, ValueError, pa.ArrowException):
                 continue  # a corrupt part: leave the day as it is (a load names the file)
-            table = pa.concat_tables(tables).sort_by([("time", "ascending"),
-                                                      ("id", "ascending")])
+            table = pa.concat_tables(tables).sort_by(list(self.SORT_KEYS))
             first, last = min(f.first for f in group), max(f.last for f in group)
             self._write_part(group[0].topic, group[0].date, (first, last), table)
             for f in group:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.delete_file(f.path)
             merged += 1
-        return merged
+        dead = self.dead_letter_archive()
+        return merged + (dead.compact(min_files=min_files, today=today) if dead else 0)
 
     def follow(self, source: QuerySource, stop: threading.Event, *, interval: float = 2.0,
                compact_every: float = 300.0, batch_rows: int = 100_000,
@@ -377,10 +404,14 @@ class ParquetArchive:
     def _read(self, path: str) -> pa.Table:
         return pq.read_table(path, filesystem=self.fs)  # columns decoded in parallel
 
+    def _columns(self, table: pa.Table) -> pa.Table:
+        """A file's columns as :attr:`TABLE` takes them (``topic`` is added from the path)."""
+        return _events_table(table)
+
     def _events_part(self, f: ArchiveFile) -> pa.Table | str:
         """The ledger rows of one part file, or why it cannot be read."""
         try:
-            table = _events_table(self._read(f.path))
+            table = self._columns(self._read(f.path))
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
             return f"{type(exc).__name__}: {exc}"
         return table.append_column("topic", pa.array([f.topic] * table.num_rows, pa.string()))
@@ -423,7 +454,7 @@ class ParquetArchive:
         bad: dict[str, str] = {}
         files = 0
         conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
-        before = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
+        before = int(con.execute(f"SELECT count(*) FROM {self.TABLE}").fetchall()[0][0])
         parts = iter(self._tables(self.files(), bad))
         first = next(parts, None)
         if first is not None:  # one INSERT streaming every part (per part: ~4x slower)
@@ -440,12 +471,12 @@ class ParquetArchive:
             stream = pa.RecordBatchReader.from_batches(first[1].schema, batches())
             con.register("modelog_archive_parts", stream)
             try:
-                con.execute(f"INSERT INTO events BY NAME SELECT * FROM modelog_archive_parts"
+                con.execute(f"INSERT INTO {self.TABLE} BY NAME SELECT * FROM modelog_archive_parts"
                             f"{conflict}")
             finally:
                 con.unregister("modelog_archive_parts")
             files = loaded[0]
-        rows = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0]) - before
+        rows = int(con.execute(f"SELECT count(*) FROM {self.TABLE}").fetchall()[0][0]) - before
         return LoadReport(rows, files, bad, time.monotonic() - started)
 
     def query(self, sql: str, params: Any = None, *, as_of: str | dt.datetime | None = None
@@ -469,8 +500,11 @@ class ParquetArchive:
             con.execute("SET TimeZone = 'UTC'")
             create_schema(con)
             report = self.load(con)
-            if report.bad:
-                raise ArchiveError(_bad_files(report.bad))
+            words = set(re.findall(r"[a-z_]+", sql.lower()))
+            dead = self.dead_letter_archive() if words & _DEAD_LETTER_WORDS else None
+            bad = {**report.bad, **(dead.load(con).bad if dead is not None else {})}
+            if bad:
+                raise ArchiveError(_bad_files(bad))
             if not report.files:
                 raise ArchiveError(f"the archive at {self.uri} holds no part files yet; run "
                                    "`modelog archive export` (or `modelog up`)")
@@ -480,13 +514,16 @@ class ParquetArchive:
                     return run_read_query(then, sql, params)
                 finally:
                     then.close()
-            words = set(re.findall(r"[a-z_]+", sql.lower()))
             if words & (set(DERIVED_TABLES) | set(VIEWS)):
                 derive(con, "events")
             lock_down(con)
             return run_read_query(con, sql, params)
         finally:
             con.close()
+
+
+_DEAD_LETTER_WORDS = frozenset({"dead_letters", "dead_letter_count"})
+"""Names in a query's SQL that make :meth:`ParquetArchive.query` load the dead letters."""
 
 
 def _bad_files(bad: dict[str, str]) -> str:
@@ -517,7 +554,8 @@ def restore_ledger(archive: ParquetArchive, db_path: Path, *, force: bool = Fals
     keep their ids, times, topics, partitions, offsets and ``projected_at``; the
     derived tables and views are then rebuilt from them
     (:func:`~modelog.store.schema.rebuild_projections`), so they equal the ones of
-    the deployment the archive came from. Corrupt files are skipped and reported in
+    the deployment the archive came from; the dead letters are loaded back into
+    ``dead_letters``. Corrupt files are skipped and reported in
     :attr:`LoadReport.bad`; the rest is restored.
 
     Raises
@@ -547,6 +585,11 @@ def restore_ledger(archive: ParquetArchive, db_path: Path, *, force: bool = Fals
             report = archive.load(con, skip_existing=bool(held))
             if not held:
                 con.execute("ALTER TABLE events ADD PRIMARY KEY (id)")
+            dead = archive.dead_letter_archive()
+            if dead is not None:  # keyed by (topic, partition, offset): none twice
+                more = dead.load(con, skip_existing=True)
+                report = dataclasses.replace(report, bad={**report.bad, **more.bad},
+                                             dead_letters=more.rows)
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
