@@ -72,6 +72,6 @@ def replay(
             else:
                 n = replaying.write_lines(s, query, sys.stdout, rate=rate, progress=bar)
     if n == 0:
-        typer.echo(f"no events in {query.describe()}", err=True)
+        typer.echo(f"no events match: {query.describe()}", err=True)
     elif to_topic:
         typer.echo(f"replayed {n:,} events into {to_topic}", err=True)

@@ -196,6 +196,11 @@ def parse_arms(words: Iterable[str]) -> dict[str, float]:
     Traceback (most recent call last):
     ...
     modelog.models.errors.EventValidationError: invalid TrafficPolicyRequested: field 'arms' ...
+    >>> parse_arms(["production=1", "candidate=-0.5"])
+    Traceback (most recent call last):
+    ...
+    modelog.models.errors.EventValidationError: invalid TrafficPolicyRequested: field \
+'arms.candidate' = '-0.5' breaks the rule: must be a number from 0 to 1,000,000, e.g. 0.9...
     """
     out: dict[str, float] = {}
     for word in words:
@@ -207,8 +212,10 @@ def parse_arms(words: Iterable[str]) -> dict[str, float]:
         try:
             value = float(weight)
         except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not 0.0 <= value <= 1_000_000.0:
             raise EventValidationError("TrafficPolicyRequested", f"arms.{alias}", weight,
-                                       "must be a number >= 0, e.g. 0.9") from None
+                                       "must be a number from 0 to 1,000,000, e.g. 0.9")
         if alias in out:
             raise EventValidationError("TrafficPolicyRequested", "arms", alias,
                                        "each alias may appear once")

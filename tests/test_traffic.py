@@ -151,6 +151,9 @@ def test_parse_arms_names_the_bad_word() -> None:
         parse_arms(["candidate=lots"])
     with pytest.raises(EventValidationError, match="each alias may appear once"):
         parse_arms(["a=1", "a=2"])
+    for bad in ("-1", "nan", "inf", "1e7"):  # refused before anything is sent
+        with pytest.raises(EventValidationError, match=rf"'arms\.b' = '{bad}'.*from 0 to"):
+            parse_arms(["a=1", f"b={bad}"])
 
 
 class _Ledger:
