@@ -22,8 +22,8 @@ from modelog.errors import ModelogError
 if TYPE_CHECKING:
     from modelog.store.reader import Reader
 
-__all__ = ["AsOfOpt", "FormatOpt", "cell", "exit_on_error", "fail", "print_frame", "reader_of",
-           "settings_of"]
+__all__ = ["AsOfOpt", "FormatOpt", "cell", "checked_name", "exit_on_error", "fail",
+           "print_frame", "reader_of", "settings_of"]
 
 FormatOpt = Annotated[str, typer.Option("--format", "-F", help="table, csv or json (one object "
                                                                  "per line).")]
@@ -60,6 +60,28 @@ def exit_on_error() -> Iterator[None]:
         yield
     except ModelogError as exc:
         fail(exc)
+
+
+def checked_name(value: str) -> str:
+    """A model or alias name argument, checked before the command connects anywhere (a
+    Typer callback: ``typer.Argument(callback=checked_name)``).
+
+    Examples
+    --------
+    >>> checked_name("churn")
+    'churn'
+    >>> checked_name("x;rm -rf /")
+    Traceback (most recent call last):
+    ...
+    typer._click.exceptions.BadParameter: 'x;rm -rf /' is not a name: 1-128 characters: ...
+    """
+    from modelog.models.errors import EventValidationError
+    from modelog.models.validation import check_name
+
+    try:
+        return check_name(value, "command", "name")
+    except EventValidationError as exc:
+        raise typer.BadParameter(f"{value!r} is not a name: {exc.rule}") from None
 
 
 AsOfOpt = Annotated[str | None, typer.Option(

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelog.cli.common import exit_on_error, fail, settings_of
+from modelog.cli.common import checked_name, exit_on_error, fail, settings_of
 from modelog.errors import ModelogError
 
 __all__ = ["alerts_app", "monitor_app"]
@@ -180,7 +180,7 @@ _VERSION_OPT = Annotated[int | None, typer.Option(
     "outlier_margin=5`"))
 def monitor_configure(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     pairs: Annotated[list[str], typer.Argument(
         help="KEY=VALUE pairs (JSON values, else strings).", metavar="KEY=VALUE...")],
     version: _VERSION_OPT = None,
@@ -203,7 +203,7 @@ def monitor_configure(
     "Return MODEL (all its versions) or one --version to the default monitor settings."))
 def monitor_reset(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     version: _VERSION_OPT = None,
 ) -> None:
     from modelog.streams.sdk import connect
@@ -220,7 +220,7 @@ def monitor_reset(
     "set, then every setting in force."))
 def monitor_show(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     version: _VERSION_OPT = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -14,7 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
-from modelog.cli.common import cell, exit_on_error, fail, print_frame, reader_of, settings_of
+from modelog.cli.common import (
+    cell,
+    checked_name,
+    exit_on_error,
+    fail,
+    print_frame,
+    reader_of,
+    settings_of,
+)
 from modelog.errors import ModelogError
 
 __all__ = ["registry_app"]
@@ -29,7 +37,7 @@ SUFFIX_FLAVORS = {".skops": "sklearn", ".pkl": "river", ".pickle": "river",
                   ".json": "river-spec", ".pt": "pytorch", ".pth": "pytorch"}
 """The flavor a model file's suffix implies (``--flavor`` overrides it)."""
 
-ModelArg = Annotated[str, typer.Argument(help="The model.")]
+ModelArg = Annotated[str, typer.Argument(help="The model.", callback=checked_name)]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the history).")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait for the registry's answer.")]
 
@@ -120,7 +128,8 @@ def _check_loadable(data: bytes, flavor: str, allow_pickle: bool, trust: list[st
 @registry_app.command("register")
 def registry_register(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The model to add a version to.")],
+    name: Annotated[str, typer.Argument(help="The model to add a version to.",
+                                        callback=checked_name)],
     file: Annotated[Path, typer.Argument(
         exists=True, dir_okay=False, readable=True,
         help="The model file: .skops (scikit-learn), .json (River specification, online), "
@@ -175,8 +184,9 @@ def registry_register(
 def alias_set(
     ctx: typer.Context,
     name: ModelArg,
-    alias: Annotated[str, typer.Argument(help="The alias (production, candidate, shadow...).")],
-    version: Annotated[int, typer.Argument(help="The version it should point at.")],
+    alias: Annotated[str, typer.Argument(help="The alias (production, candidate, shadow...).",
+                                         callback=checked_name)],
+    version: Annotated[int, typer.Argument(min=1, help="The version it should point at.")],
     reason: ReasonOpt = "",
     expected: Annotated[int | None, typer.Option(
         help="Only if the alias points at this version now (optimistic concurrency).")] = None,
@@ -196,7 +206,7 @@ def alias_set(
 def alias_remove(
     ctx: typer.Context,
     name: ModelArg,
-    alias: Annotated[str, typer.Argument(help="The alias to remove.")],
+    alias: Annotated[str, typer.Argument(help="The alias to remove.", callback=checked_name)],
     reason: ReasonOpt = "",
     timeout: TimeoutOpt = 30.0,
 ) -> None:
@@ -212,7 +222,7 @@ def alias_remove(
 def promote(
     ctx: typer.Context,
     name: ModelArg,
-    version: Annotated[int, typer.Argument(help="The version to put in production.")],
+    version: Annotated[int, typer.Argument(min=1, help="The version to put in production.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help=(
         "Why (kept in the history). Default: 'promoted from the command line by <you>'."))
     ] = "",

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from modelog.cli.common import exit_on_error, settings_of
+from modelog.cli.common import checked_name, exit_on_error, settings_of
 
 __all__ = ["retrain", "retrain_policy_app", "retrainer"]
 
@@ -37,7 +37,7 @@ _KEYS_HELP = (
       "gate_metric=f1 gate_margin=0.01`"))
 def policy_set(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     pairs: Annotated[list[str], typer.Argument(
         help="KEY=VALUE pairs, e.g. cooldown=2h gate_metric=f1.", metavar="KEY=VALUE...")],
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
@@ -60,7 +60,7 @@ def policy_set(
     "Reset MODEL's retrain policy to the deployment's defaults (an empty RetrainPolicySet)."))
 def policy_reset(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
 ) -> None:
     from modelog.streams.sdk import connect
@@ -76,7 +76,7 @@ def policy_reset(
     "or is the default."))
 def policy_show(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     import json
@@ -181,7 +181,7 @@ def _time(value: str | None, option: str) -> dt.datetime | None:
 
 def retrain(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model to retrain.")],
+    model: Annotated[str, typer.Argument(help="The model to retrain.", callback=checked_name)],
     start: Annotated[str | None, typer.Option(
         "--from", help="Start of the window of labelled traffic (ISO 8601; UTC when no "
                        "offset). Default: all of it.")] = None,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from modelog.cli.common import exit_on_error, settings_of
+from modelog.cli.common import checked_name, exit_on_error, settings_of
 
 __all__ = ["promotion_policy_app"]
 
@@ -52,7 +52,7 @@ def _show(value: object) -> str:
     "min_pairs=1000 max_error=0.3`"))
 def policy_set(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     pairs: Annotated[list[str], typer.Argument(
         help="KEY=VALUE pairs, e.g. alpha=0.01 min_pairs=1000.", metavar="KEY=VALUE...")],
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
@@ -75,7 +75,7 @@ def policy_set(
     "comparisons are still reported."))
 def policy_reset(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
 ) -> None:
     from modelog.streams.sdk import connect
@@ -92,7 +92,7 @@ def policy_reset(
     "or is the default."))
 def policy_show(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model.")],
+    model: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     import json

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from modelog.cli.common import cell, exit_on_error, settings_of
+from modelog.cli.common import cell, checked_name, exit_on_error, settings_of
 
 __all__ = ["traffic_app"]
 
@@ -24,7 +24,7 @@ traffic_app = typer.Typer(
 @traffic_app.command("set")
 def traffic_set(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The model.")],
+    name: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
     arms: Annotated[list[str], typer.Argument(
         help="ALIAS=WEIGHT for each arm, e.g. production=0.9 candidate=0.1.")],
     shadow: Annotated[list[str] | None, typer.Option(
@@ -55,7 +55,7 @@ def traffic_set(
 @traffic_app.command("show")
 def traffic_show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The model.")],
+    name: Annotated[str, typer.Argument(help="The model.", callback=checked_name)],
 ) -> None:
     """The traffic policy in force for NAME, and the version behind each alias it names."""
     from modelog.streams.sdk import connect

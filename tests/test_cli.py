@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,29 @@ def test_bad_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["topics"])
     assert result.exit_code == 1
     assert "MODELOG_PARTITIONS='many' is invalid" in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["monitor", "configure", "bad name!", "psi_threshold=0.2"],
+    ["retrain", "x;rm -rf /"],
+    ["registry", "alias", "set", "churn", "a b", "1"],
+    ["registry", "alias", "remove", "churn", "../prod"],
+    ["traffic", "set", "a b", "production=1"],
+    ["policy", "promotion", "set", "../x", "alpha=0.1"],
+    ["policy", "retrain", "show", "$(whoami)"],
+])
+def test_names_are_checked_before_anything_connects(args: list[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELOG_BROKER", "127.0.0.1:1")  # nothing listens: must not be tried
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # unwrap the error box
+    assert "is not a name" in text and "letters, digits" in text
+    assert "broker" not in text
+
+
+def test_a_version_below_one_is_refused_before_anything_connects(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELOG_BROKER", "127.0.0.1:1")
+    result = runner.invoke(app, ["registry", "promote", "churn", "0"])
+    assert result.exit_code == 2 and "greater than or equal to 1" in result.output
