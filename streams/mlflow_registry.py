@@ -178,6 +178,19 @@ def delete_model(state: MlflowState, args: Args, caller: Any) -> Args:
     return {}
 
 
+def rename_model(state: MlflowState, args: Args, caller: Any) -> Args:
+    """Refused with a reason (not ``ENDPOINT_NOT_FOUND``): the registry keys a model by name."""
+    name = text(args, "name")
+    new_name = text(args, "new_name")
+    with state.reading() as fold:
+        _model(fold, name)
+    raise invalid(
+        f"Renaming registered model {name!r} to {new_name!r} is not supported: modelog's "
+        "registry identifies a model's versions, aliases and their audit trail by its name "
+        "(predictors serve models:/<name>@<alias>); register new versions under the new "
+        "name instead (copy_model_version)")
+
+
 def _tagging(change: Any) -> tuple[Any, Any]:
     """The set-tag and delete-tag handlers of what ``change`` changes."""
 
@@ -411,6 +424,7 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/registered-models/create", create_model),
     ("GET", "/registered-models/get", get_model),
     ("PATCH", "/registered-models/update", update_model),
+    ("POST", "/registered-models/rename", rename_model),
     ("DELETE", "/registered-models/delete", delete_model),
     ("GET", "/registered-models/search", search_models),
     ("POST", "/registered-models/get-latest-versions", latest_versions),

@@ -193,3 +193,18 @@ def test_registry_semantics_of_mlflows_own_test_suite(client: MlflowClient) -> N
     assert client.get_model_version_download_uri(name, "4") == f"runs:/{run_a}/model"
     client.delete_model_version(name, "4")
     assert client.create_model_version(name, "runs:/x/model").version == "5"  # never reused
+
+
+def test_rename_is_refused_with_its_reason_and_an_absent_model_is_not_found(
+        client: MlflowClient) -> None:
+    name = _name("rename")
+    client.create_registered_model(name)
+    with pytest.raises(MlflowException, match="not supported: modelog's registry") as info:
+        client.rename_registered_model(name, f"{name}-new")
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert client.get_registered_model(name).name == name
+    client.delete_registered_model(name)
+    with pytest.raises(MlflowException,
+                       match=f"Registered Model with name={name} not found") as info:
+        client.rename_registered_model(name, "something-else")
+    assert info.value.error_code == "RESOURCE_DOES_NOT_EXIST"
