@@ -102,8 +102,11 @@ def test_the_correlation_flip_is_one_multivariate_alert(live: dict[str, Any]) ->
 
 def test_segment_metrics_view_has_the_configured_segments(live: dict[str, Any]) -> None:
     s = live["settings"]
-    rows = _wait_for(lambda: _q(s, "select * from segment_metrics where latest "
-                                   "order by value"), 60, "a segment report")
+    def whole() -> list[dict[str, Any]] | None:  # the report after the last prediction
+        rows = _q(s, "select * from segment_metrics where latest order by value")
+        return rows if sum(r["predictions"] for r in rows) == N else None
+
+    rows = _wait_for(whole, 60, f"the segment report of all {N} predictions")
     assert [r["value"] for r in rows] == ["DE", "FR", "US"]
     assert all(r["feature"] == "country" and r["predictions"] > 0 for r in rows)
     assert sum(r["predictions"] for r in rows) == N
