@@ -307,17 +307,7 @@ def restore_to_broker(
 
     def produce(topic: str, value: bytes, key: bytes | None, partition: int | None,
                 headers: Any = None) -> None:
-        args: dict[str, Any] = {}
-        if partition is not None:
-            args["partition"] = partition
-        if headers:
-            args["headers"] = headers
-        while True:
-            try:
-                producer.produce(topic, value, key, **args)
-                return
-            except BufferError:  # local queue full: let librdkafka send, then retry
-                producer.poll(0.05)
+        _send(producer, topic, value, key, -1 if partition is None else partition, headers)
 
     current = {name: cls.current_version() for name, cls in CATALOGUE.items()}
     for topic, stream in wanted.items():
@@ -356,6 +346,22 @@ def restore_to_broker(
     return RestoreReport(restored, skipped, carried, time.monotonic() - started)
 
 
+def _send(producer: Any, topic: str, value: bytes, key: bytes | None, partition: int,
+          headers: Any = None) -> None:
+    """Produce one record (``partition`` < 0: by key); a full local queue is drained first."""
+    while True:
+        try:
+            if partition < 0 and not headers:
+                producer.produce(topic, value, key)
+            elif partition < 0:
+                producer.produce(topic, value, key, headers=headers)
+            else:
+                producer.produce(topic, value, key, partition=partition, headers=headers or None)
+            return
+        except BufferError:  # local queue full: let librdkafka send, then retry
+            producer.poll(0.05)
+
+
 def _refill_chunk(producer: Any, topic: str, n_parts: int, rows: tuple[list[Any], ...],
                   current: dict[str, int], refilled: dict[tuple[str, int], int],
                   anchored: dict[str, list[_Anchor]]) -> int:
@@ -366,23 +372,13 @@ def _refill_chunk(producer: Any, topic: str, n_parts: int, rows: tuple[list[Any]
     last event id it meets the count at that point.
     """
     parts, ids, aggregates, kinds, versions, payloads = rows
-    send = producer.produce
     for i, payload in enumerate(payloads):
         raw = payload if isinstance(payload, bytes) else str(payload).encode()
         if versions[i] != current.get(kinds[i]):  # an older schema: upcast on the way
             raw = codec.encode(codec.decode(raw))
         p = parts[i]
         part = p if p is not None and 0 <= p < n_parts else -1
-        key = str(aggregates[i]).encode()
-        while True:
-            try:
-                if part < 0:
-                    send(topic, raw, key)
-                else:
-                    send(topic, raw, key, partition=part)
-                break
-            except BufferError:  # local queue full: let librdkafka send, then retry
-                producer.poll(0.05)
+        _send(producer, topic, raw, str(aggregates[i]).encode(), part)
         slot = (topic, part)
         refilled[slot] = refilled.get(slot, 0) + 1
         if anchored:
