@@ -328,15 +328,16 @@ class QualityMonitor(SnapshotByPickle):
     def _segment_report(ev: PredictionMade, state: _Version) -> SegmentMetricsReported:
         seg = state.segments
         assert seg is not None
+        table = seg.table()
         rows = [SegmentMetrics(feature=r.feature, value=r.value, predictions=r.predictions,
                                labelled=r.labelled, error=r.error, accuracy=r.accuracy,
                                share=r.share, reference_share=r.reference_share, psi=r.psi)
-                for r in seg.table()]
+                for r in table]
         out = SegmentMetricsReported(
             **_envelope("segment_report", ev, ev.model_version),
             window=Window(start=state.period_start, end=ev.time, size=state.predictions),
             segments=rows, degraded=[f"{f}={v}" for f, v in seg.degraded()],
-            mix_psi=seg.mix_psi())
+            mix_psi=seg.mix_psi(table))
         state.period_start = None
         return out
 

@@ -168,8 +168,8 @@ class _Model:
     #: Served predictions already labelled, for shadows scored after the label arrived
     #: (shadow scoring runs off the request path and may lag): the served entry, its
     #: error, the label (id, time, value) and the shadow versions already paired with it.
-    #: Kept only while the model is shadowed (its traffic policy names shadows, or shadow
-    #: predictions arrived): plain values, so that the state snapshots stay cheap.
+    #: Kept only once the model has been shadowed (a traffic policy named shadows, or a
+    #: shadow prediction arrived): plain values, so that the state snapshots stay cheap.
     labelled: OrderedDict[str, _Labelled] = dataclasses.field(default_factory=OrderedDict)
     #: Whether shadow predictions may come (a traffic policy with shadows, or one seen).
     shadowed: bool = False

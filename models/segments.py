@@ -64,6 +64,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelog.models.errors import InvalidParameterError
+from modelog.models.tabular import PSI_EPSILON
 
 __all__ = ["OTHER", "SegmentFinding", "SegmentMonitor", "SegmentRow", "SegmentTest"]
 
@@ -130,9 +131,6 @@ class _Rolling:
         self.values.append(value)
         self.sum += value
         self.sumsq += value * value
-
-
-_PSI_FLOOR = 1e-4
 
 
 def _norm_sf(z: float) -> float:
@@ -299,14 +297,13 @@ class SegmentMonitor:
                                       share, ref, term))
         return out
 
-    def mix_psi(self) -> dict[str, float]:
+    def mix_psi(self, rows: Sequence[SegmentRow] | None = None) -> dict[str, float]:
         """Each feature's traffic-mix PSI, recent window against the reference (once both
-        exist): the sum of its segments' terms in :meth:`table`."""
+        exist): the sum of its segments' terms in ``rows`` (default: :meth:`table`)."""
         out: dict[str, float] = {}
-        for i, feature in enumerate(self.features):
-            mix = self._mix(i, [g[0] for g in self._groups(feature)])
-            if mix:
-                out[feature] = sum(term for _, _, term in mix.values())
+        for r in self.table() if rows is None else rows:
+            if r.psi is not None:
+                out[r.feature] = out.get(r.feature, 0.0) + r.psi
         return out
 
     def _mix(self, index: int, shown: list[str]) -> dict[str, tuple[float, float, float]]:
@@ -327,7 +324,7 @@ class SegmentMonitor:
         for value in shown:
             share = recent[value] / n_recent
             ref = reference[value] / n_reference if n_reference else 0.0
-            a, e = max(share, _PSI_FLOOR), max(ref, _PSI_FLOOR)
+            a, e = max(share, PSI_EPSILON), max(ref, PSI_EPSILON)
             out[value] = (share, ref, (a - e) * math.log(a / e))
         return out
 
