@@ -1,11 +1,12 @@
 """Anomalous inputs: Half-Space Trees scores turned into rate-based alerts.
 
-:class:`AnomalyMonitor` scores each input dict with River's ``HalfSpaceTrees``
-behind a ``MinMaxScaler`` (non-numeric features are ignored; the scaler learns
-its ranges during warm-up and is then frozen, so a shift lands outside the
-learned range instead of stretching it). A single high score is ordinary
-noise -- by construction 5 % of normal inputs score above the 95th percentile
--- so it does not alert on scores. It alerts on a *rate*:
+:class:`AnomalyMonitor` scores each input dict with Half-Space Trees
+(:class:`~modelog.models.hst.HalfSpaceForest`, the algorithm of River's
+``HalfSpaceTrees`` laid out as arrays) behind a min-max scaler (non-numeric
+features are ignored; the scaler learns its ranges during warm-up and is then
+frozen, so a shift lands outside the learned range instead of stretching it).
+A single high score is ordinary noise -- by construction 5 % of normal inputs
+score above the 95th percentile -- so it does not alert on scores. It alerts on a *rate*:
 
 1. a running quantile ``q`` of the score (``river.stats.Quantile``), learned
    after warm-up on the traffic seen so far, is the score threshold;
@@ -22,7 +23,7 @@ It follows River's drift-detector protocol
 ``drift_detected`` and ``findings`` (the :class:`AnomalyDecision` of a burst).
 :meth:`AnomalyMonitor.prescore` scores a batch of upcoming inputs at once, for
 the same decisions at a fraction of the cost. This module owns the anomaly
-detector; it imports only numpy, River and :mod:`modelog.models.errors`.
+detector; it imports only numpy, River's running quantile and :mod:`modelog.models`.
 
 The default ``q`` is 0.95, not 0.99: Half-Space Trees scores saturate close to
 1, so the top 1 % of normal traffic (points in the tails of *any* feature)
@@ -62,9 +63,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from river import anomaly, preprocessing, stats
+from river import stats
 
 from modelog.models.errors import InvalidParameterError
+from modelog.models.hst import HalfSpaceForest
 
 __all__ = ["AnomalyDecision", "AnomalyMonitor", "binomial_critical_count", "binomial_tail"]
 
@@ -168,63 +170,6 @@ def numeric_features(x: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-class _TreeArrays:
-    """River's Half-Space Trees laid out as flat arrays, to score many inputs at once.
-
-    The scores equal ``HalfSpaceTrees.score_one`` exactly: masses and depth
-    weights are integers, so the sums are exact in either order. Inputs lacking
-    a split feature are not scored here (River then follows the child with the
-    larger *latest* mass, which learning keeps changing).
-    """
-
-    def __init__(self, hst: Any) -> None:
-        nodes: list[Any] = []
-        roots: list[int] = []
-        for tree in hst.trees:
-            roots.append(len(nodes))
-            nodes.extend(tree.iter_dfs())
-        index = {id(n): i for i, n in enumerate(nodes)}
-        features = sorted({n.feature for n in nodes if hasattr(n, "feature")})
-        column = {f: c for c, f in enumerate(features)}
-        self.features = features
-        self.roots = np.asarray(roots, dtype=np.int64)
-        self.feature = np.asarray([column[n.feature] if hasattr(n, "feature") else 0
-                                   for n in nodes], dtype=np.int64)
-        self.threshold = np.asarray([getattr(n, "threshold", 0.0) for n in nodes])
-        self.left = np.asarray([index[id(n.children[0])] if hasattr(n, "feature") else i
-                                for i, n in enumerate(nodes)], dtype=np.int64)
-        self.right = np.asarray([index[id(n.children[1])] if hasattr(n, "feature") else i
-                                 for i, n in enumerate(nodes)], dtype=np.int64)
-        self.nodes = nodes
-        self.r_mass = np.zeros(len(nodes), dtype=np.int64)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Read the reference masses again (after a window pivot)."""
-        self.r_mass = np.fromiter((n.r_mass for n in self.nodes), dtype=np.int64,
-                                  count=len(self.nodes))
-
-    def scores(self, rows: np.ndarray, height: int, size_limit: float,
-               max_score: float) -> np.ndarray:
-        """Scores of ``rows`` (inputs x features, in ``self.features`` order)."""
-        n = rows.shape[0]
-        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
-        total = np.zeros(node.shape, dtype=np.int64)
-        alive = np.ones(node.shape, dtype=bool)
-        line = np.arange(n)[:, None]
-        weight = 1
-        for _ in range(height):
-            r = self.r_mass[node]
-            total += np.where(alive, r * weight, 0)
-            alive &= r >= size_limit
-            values = rows[line, self.feature[node]]
-            node = np.where(values < self.threshold[node], self.left[node], self.right[node])
-            weight <<= 1
-        total += np.where(alive, self.r_mass[node] * weight, 0)
-        sums: np.ndarray = total.sum(axis=1)
-        return 1.0 - sums / max_score
-
-
 class AnomalyMonitor:
     """Score inputs with Half-Space Trees and alert on bursts of high scores.
 
@@ -312,18 +257,15 @@ class AnomalyMonitor:
         self.cooldown = cooldown
         self.max_keys = max_keys
         self.learn_every = learn_every
-        self._arrays: _TreeArrays | None = None
         self._generation = 0  # window pivots of the trees so far
-        self._arrays_generation = 0
         self._ahead: dict[str, int] = {}  # prescored key -> row
         self._ahead_rows: np.ndarray = np.zeros((0, 0))
         self._ahead_scores: list[float] = []
         self._ahead_generation = 0
-
-        self._scaler: Any = preprocessing.MinMaxScaler()
-        self._hst: Any = anomaly.HalfSpaceTrees(
-            n_trees=n_trees, height=height, window_size=window_size, seed=seed
-        )
+        self._forest = HalfSpaceForest(n_trees, height, window_size, seed)
+        # the min-max scaler of the trees' features: learned during warm-up, then frozen
+        self._lo: list[float] = []
+        self._hi: list[float] = []
         self._quantile: Any = stats.Quantile(q)
         self.critical_count = binomial_critical_count(window, 1.0 - q, alpha, min_count)
         # (key, score, exceeded) of the last `window` scored inputs after warm-up
@@ -391,72 +333,78 @@ class AnomalyMonitor:
         A batch-processing caller (the monitoring worker) passes the inputs it
         is about to feed, with their keys, in order. Decisions are exactly
         those of feeding :meth:`update` alone: the scores are computed with the
-        trees' current reference masses (integer sums, so exactly River's), and
-        when the trees pivot to a new window in between, the remaining scores
-        are computed again. Nothing is precomputed during warm-up (the scaler
-        still learns), nor for inputs lacking a feature the trees split on.
-        Returns how many inputs were scored ahead.
+        trees' current reference masses, and when the trees pivot to a new
+        window in between, the remaining scores are computed again. Nothing is
+        precomputed during warm-up (the scaler still learns). Returns how many
+        inputs were scored ahead.
         """
         self._ahead = {}
-        hst = self._hst
+        forest = self._forest
         if self.warm_up == 0 or self.n_observations < self.warm_up or \
-                hst._first_window or not hst.trees:
+                forest.first_window or not forest.built:
             return 0
-        if self._arrays is None:
-            self._arrays = _TreeArrays(hst)
-            self._arrays_generation = self._generation
-        names = self._arrays.features
+        names = forest.features
+        nan = math.nan
         keys: list[str] = []
         rows: list[list[float]] = []
         for key, x in inputs:
             row: list[float] = []
+            usable = False
             for name in names:
                 v = x.get(name)
                 if v.__class__ is float or v.__class__ is int or v.__class__ is bool:
-                    f = float(v)  # type: ignore[arg-type]
-                    if math.isfinite(f):
-                        row.append(f)
-                        continue
-                break
-            else:
+                    row.append(float(v))  # type: ignore[arg-type]
+                    usable = True
+                else:
+                    row.append(nan)
+            if usable or numeric_features(x):
                 keys.append(key)
                 rows.append(row)
         if not rows:
             return 0
-        lo = np.asarray([self._scaler.min[n].get() for n in names], dtype=float)
-        hi = np.asarray([self._scaler.max[n].get() for n in names], dtype=float)
-        span = hi - lo
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scaled = np.where(span != 0, (np.asarray(rows, dtype=float) - lo) / span, 0.0)
-        self._ahead_rows = scaled
+        self._ahead_rows = self._scale_rows(np.asarray(rows, dtype=float))
         self._ahead = {key: i for i, key in enumerate(keys)}
         self._score_ahead()
         return len(keys)
 
+    def _scale_rows(self, raw: np.ndarray) -> np.ndarray:
+        """Min-max scale rows of the trees' features (non-finite values become NaN)."""
+        lo = np.asarray(self._lo, dtype=float)
+        span = np.asarray(self._hi, dtype=float) - lo
+        raw = np.where(np.isfinite(raw), raw, np.nan)
+        ok = np.isfinite(span) & (span > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled: np.ndarray = np.where(ok, (raw - lo) / np.where(ok, span, 1.0),
+                                          np.where(np.isnan(raw), np.nan, 0.0))
+        return scaled
+
+    def _scale(self, features: Mapping[str, float]) -> list[float]:
+        """The scaled row of one input's finite numeric features (NaN where missing)."""
+        row: list[float] = []
+        for name, lo, hi in zip(self._forest.features, self._lo, self._hi, strict=True):
+            v = features.get(name)
+            if v is None:
+                row.append(math.nan)
+            elif hi > lo and math.isfinite(hi - lo):
+                row.append((v - lo) / (hi - lo))
+            else:
+                row.append(0.0)
+        return row
+
     def _score_ahead(self) -> None:
-        arrays = self._arrays
-        assert arrays is not None
-        if self._arrays_generation != self._generation:
-            arrays.refresh()
-            self._arrays_generation = self._generation
-        hst = self._hst
-        self._ahead_scores = arrays.scores(self._ahead_rows, hst.height, 0.1 * hst.window_size,
-                                           hst._max_score).tolist()
+        self._ahead_scores = self._forest.score_many(self._ahead_rows).tolist()
         self._ahead_generation = self._generation
 
-    def _ahead_score(self, key: str) -> float | None:
+    def _ahead_score(self, key: str) -> tuple[float, Sequence[float]] | None:
         i = self._ahead.pop(key, None)
         if i is None:
             return None
         if self._ahead_generation != self._generation:
             self._score_ahead()
-        score: float = self._ahead_scores[i]
-        return score
+        return self._ahead_scores[i], self._ahead_rows[i]
 
-    def _learn(self, scaled: Mapping[str, float]) -> None:
-        hst = self._hst
-        hst.learn_one(scaled)
-        if hst.counter == 0:  # the trees pivoted: the reference masses changed
+    def _learn(self, row: Sequence[float]) -> None:
+        if self._forest.learn_one(row):  # the trees pivoted: the reference masses changed
             self._generation += 1
 
     def update(self, x: Mapping[str, Any], key: str | None = None) -> None:
@@ -465,6 +413,7 @@ class AnomalyMonitor:
         ``key`` (e.g. the prediction id) is the input's evidence in a decision
         and its handle for :meth:`prescore`; by default its 1-based number.
         Inputs without any numeric feature are skipped (nothing is learned).
+        The trees split on the numeric features of the first input.
         """
         self._decision = None
         features = numeric_features(x)
@@ -473,15 +422,30 @@ class AnomalyMonitor:
         if key is None:
             key = str(self.n_observations + 1)
         self._features.update(features)
+        forest = self._forest
+        if not forest.built:
+            forest.build(sorted(features))
+            self._lo = [math.inf] * len(forest.features)
+            self._hi = [-math.inf] * len(forest.features)
         if self.n_observations < self.warm_up or self.warm_up == 0:
-            self._scaler.learn_one(features)
+            lo, hi = self._lo, self._hi
+            for i, name in enumerate(forest.features):
+                v = features.get(name)
+                if v is not None:
+                    if v < lo[i]:
+                        lo[i] = v
+                    if v > hi[i]:
+                        hi[i] = v
         ahead = self._ahead_score(key) if self._ahead else None
-        scaled = self._scaler.transform_one(features) if ahead is None else None
-        score = float(self._hst.score_one(scaled)) if ahead is None else ahead
+        if ahead is None:
+            row: Sequence[float] = self._scale(features)
+            score = forest.score_one(row)
+        else:
+            score, row = ahead
         self.n_observations += 1
         self.last_score = score
         if self.n_observations <= self.warm_up:
-            self._learn(scaled or self._scaler.transform_one(features))
+            self._learn(row)
             if self.n_observations > self.window_size:  # the trees have a reference mass
                 self._quantile.update(score)
             return
@@ -489,7 +453,7 @@ class AnomalyMonitor:
         threshold = self.score_threshold
         exceeded = threshold is not None and score > threshold
         if self.learn_every == 1 or (self.n_observations - self.warm_up) % self.learn_every == 0:
-            self._learn(scaled or self._scaler.transform_one(features))
+            self._learn(row)
         if len(self._window) == self.window:
             _, old_score, old_exceeded = self._window[0]
             self._score_sum -= old_score

@@ -178,7 +178,7 @@ class DataDriftConfig:
     psi_bins: int = 10
     psi_threshold: float = 0.2
     ks_alpha: float = 1e-5
-    chi2_alpha: float = 1e-3
+    chi2_alpha: float = 1e-5
     new_category_share: float = 0.01
     vanished_category_share: float = 0.05
     max_categories: int = 100

@@ -46,7 +46,10 @@ __all__ = ["PartitionSnapshots"]
 
 log = logging.getLogger("modelog.worker")
 
-_MAGIC = b"modelog-partition-state-v1\n"
+# The layout of the pickled processor state: a new version makes older files be ignored
+# (replayed from the beginning) instead of restored into classes that changed.
+# v2: Half-Space Trees as arrays (models/hst.py), no River trees.
+_MAGIC = b"modelog-partition-state-v2\n"
 
 
 class PartitionSnapshots:
@@ -93,7 +96,7 @@ class PartitionSnapshots:
             return None
         try:
             if not data.startswith(_MAGIC):
-                raise ValueError("not a partition state file")
+                raise ValueError("not a partition state file of this version")
             mac, header, state = data[len(_MAGIC):].split(b"\n", 2)
             if not hmac.compare_digest(mac, self._mac(header, state)):
                 raise ValueError("its signature does not match this worker's key")
