@@ -61,7 +61,6 @@ Examples
 
 from __future__ import annotations
 
-import bisect
 import collections
 import dataclasses
 import itertools
@@ -180,8 +179,10 @@ class NumericDrift:
         self.window = window
         self.exact = exact
         self.source = source
-        self._counts = [0] * (2 * self._n_points + 1)
+        self._points_array: FloatArray = np.asarray(self._points, dtype=float)
+        self._counts = np.zeros(2 * self._n_points + 1, dtype=np.int64)
         self._buckets: collections.deque[int] = collections.deque(maxlen=window)
+        self._pending: list[float] = []  # values not yet in the window (see update)
 
     @classmethod
     def from_sample(cls, feature: str, values: Sequence[float], *, window: int = 500,
@@ -234,25 +235,54 @@ class NumericDrift:
     @property
     def size(self) -> int:
         """Values in the live window."""
-        return len(self._buckets)
+        return min(self.window, len(self._buckets) + len(self._pending))
 
     def update(self, value: float) -> None:
-        """Slide ``value`` into the window (O(log n) bisect, O(1) histogram update)."""
-        points = self._points
-        i = bisect.bisect_left(points, value)
-        b = 2 * i + 1 if i < self._n_points and points[i] == value else 2 * i
-        buckets = self._buckets
-        if len(buckets) == self.window:
-            self._counts[buckets[0]] -= 1
-        buckets.append(b)
-        self._counts[b] += 1
+        """Slide ``value`` into the window.
+
+        Values are buffered and slid in together, in order, when the window is
+        next read (:meth:`statistics`) or the buffer reaches a window's length:
+        the same window as one at a time, at a fraction of the cost.
+        """
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= self.window:
+            self._absorb()
+
+    def _absorb(self) -> None:
+        """Slide the buffered values into the window (bucket of each: one searchsorted)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        values = np.asarray(pending, dtype=float)
+        points = self._points_array
+        i = np.searchsorted(points, values, side="left")
+        inside = i < self._n_points
+        equal = np.zeros(values.size, dtype=np.intp)
+        equal[inside] = points[i[inside]] == values[inside]
+        b = 2 * i + equal  # bucket 2k: between points k-1 and k; 2k+1: equal to point k
+        b[np.isnan(values)] = 0  # NaN compares below everything, as bisect puts it
+        buckets, window, n = self._buckets, self.window, self._counts.size
+        if b.size >= window:
+            b = b[-window:]
+            buckets.clear()
+            self._counts[:] = 0
+        else:
+            k = len(buckets) + b.size - window
+            if k > 0:
+                gone = np.fromiter(itertools.islice(buckets, k), dtype=np.intp, count=k)
+                self._counts -= np.bincount(gone, minlength=n)
+        buckets.extend(b.tolist())
+        self._counts += np.bincount(b, minlength=n)
 
     def statistics(self) -> tuple[float, float]:
         """``(psi, ks_distance)`` of the current window (zeros when it is empty)."""
+        self._absorb()
         m = len(self._buckets)
         if m == 0:
             return 0.0, 0.0
-        counts = np.asarray(self._counts, dtype=float)
+        counts = self._counts.astype(float)
         actual: FloatArray = np.bincount(self._psi_bins, weights=counts,
                                          minlength=self._n_psi).astype(float)
         psi = psi_from_counts(self._psi_reference.tolist(), actual.tolist())

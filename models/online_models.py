@@ -377,17 +377,19 @@ class OnlineModelProcessor(SnapshotByPickle):
         checkpoints then record what they cover. Event types other than
         registrations, predictions and labels are ignored.
         """
-        if isinstance(event, ModelVersionRegistered):
-            return self._on_registered(event)
-        if not isinstance(event, PredictionMade | LabelObserved):
-            return []
+        if not isinstance(event, PredictionMade) and not isinstance(event, LabelObserved):
+            return self._on_registered(event) if isinstance(event, ModelVersionRegistered) \
+                else []
         covered_key = None
         if partition is not None and offset is not None:
             covered_key = str(partition)
-            self._next_offset[covered_key] = max(self._next_offset.get(covered_key, 0),
-                                                 offset + 1)
+            if offset >= self._next_offset.get(covered_key, 0):
+                self._next_offset[covered_key] = offset + 1
+        learners = self._learners.get(event.model)
+        if not learners:
+            return []
         out: list[Event] = []
-        for state in self._learners.get(event.model, {}).values():
+        for state in learners.values():
             if covered_key is not None and offset is not None and \
                     offset < state.covered.get(covered_key, 0):
                 state.counters["skipped_covered"] += 1

@@ -323,8 +323,7 @@ class OutlierMonitor:
             s = summaries.get(name)
             if s is None or value is None:
                 continue
-            if s.__class__ is NumericSummary:
-                assert isinstance(s, NumericSummary)
+            if isinstance(s, NumericSummary):
                 cls = value.__class__
                 if cls is not float and cls is not int:
                     continue
@@ -334,7 +333,6 @@ class OutlierMonitor:
                     if value > s.fence_high or value < s.fence_low:
                         outlier = True
             else:
-                assert isinstance(s, CategorySummary)
                 if value.__class__ is not str or not s.complete or value in s.categories:
                     continue
                 z = UNSEEN_SCORE
@@ -342,7 +340,10 @@ class OutlierMonitor:
                 outlier = True
             if z > best:
                 best = z
-        offending.sort(key=lambda t: (-t[0], t[1]))
+        if not offending:
+            return Scored(round(best, 4), (), False)
+        if len(offending) > 1:
+            offending.sort(key=lambda t: (-t[0], t[1]))
         return Scored(round(best, 4), tuple(n for _, n in offending[:5]), outlier)
 
     def update(self, inputs: Mapping[str, Any], key: str) -> Scored | None:

@@ -66,6 +66,9 @@ _log = logging.getLogger("modelog.worker")
 Position = dict[str, int]
 """Next offset to process, per topic name, of one partition."""
 
+Record = tuple[int, str, int, int, bytes | None, bytes | None]
+"""A consumed record: ``(log time, topic, partition, offset, key, value)``."""
+
 
 class PartitionRouters:
     """One :class:`~modelog.streams.worker.RecordRouter` per partition, with its positions.
@@ -354,28 +357,38 @@ class ServingLoop:
         """Route one batch; the positions to commit afterwards."""
         committed: dict[tuple[str, int], int] = {}
         routers = self.routers
-        ordered = list(_in_log_time_order(msgs))
+        ordered = _in_log_time_order(msgs)
         serving = self.topics.serving
         ahead: dict[int, list[tuple[bytes | None, int]]] = {}
-        for msg in ordered:
-            if msg.topic() == serving:
-                ahead.setdefault(msg.partition(), []).append((msg.value(), msg.offset()))
+        for _, topic, part, offset, _, value in ordered:
+            if topic == serving:
+                records = ahead.get(part)
+                if records is None:
+                    records = ahead[part] = []
+                records.append((value, offset))
         for part, records in ahead.items():
             if part not in routers.routers:
                 self._pending.add(part)
                 self._rebuild(consumer)
             routers.routers[part].prepare(records)
-        for msg in ordered:
-            topic, part, offset = msg.topic(), msg.partition(), msg.offset()
-            router = routers.routers.get(part)
-            if router is None:  # not seen in an assignment callback: make it current first
-                self._pending.add(part)
-                self._rebuild(consumer)
-                router = routers.routers[part]
-            self._publish(producer, router.route(msg.key(), msg.value(), topic, part, offset))
-            routers.advance(part, topic, offset)
+        held = routers.routers
+        router: Any = None
+        current = -1
+        for _, topic, part, offset, key, value in ordered:
+            if part != current:
+                router = held.get(part)
+                if router is None:  # not seen in an assignment callback: make it current
+                    self._pending.add(part)
+                    self._rebuild(consumer)
+                    router = held[part]
+                current = part
+            out = router.route(key, value, topic, part, offset)
+            if out:
+                self._publish(producer, out)
             committed[(topic, part)] = offset + 1
-            self.records += 1
+        for (topic, part), end in committed.items():
+            routers.positions[part][topic] = end
+        self.records += len(ordered)
         return committed
 
     def _publish(self, producer: Any, records: Sequence[Any]) -> None:
@@ -403,26 +416,31 @@ class ServingLoop:
             )
 
 
-def _in_log_time_order(msgs: Sequence[Any]) -> Iterator[Any]:
+def _in_log_time_order(msgs: Sequence[Any]) -> list[Record]:
     """The good records of a batch, each partition's serving and monitoring records merged.
 
     Per partition, the serving and monitoring records are merged by log time
-    (each topic's own order is kept), as the rebuild does, so that a
-    configuration published before some predictions applies to them however
-    the fetches interleaved.
+    (each topic's own order is kept; a tie goes to the topic whose name sorts
+    first), as the rebuild does, so that a configuration published before some
+    predictions applies to them however the fetches interleaved.
     """
-    lanes: dict[tuple[str, int], list[Any]] = {}
+    lanes: dict[tuple[str, int], list[Record]] = {}
     for msg in msgs:
         if msg.error() is None:  # partition EOF and transient errors: librdkafka retries
-            lanes.setdefault((msg.topic(), msg.partition()), []).append(msg)
-    by_partition: dict[int, list[list[Any]]] = {}
+            topic, part = msg.topic(), msg.partition()
+            lane = lanes.get((topic, part))
+            if lane is None:
+                lane = lanes[(topic, part)] = []
+            lane.append((msg.timestamp()[1], topic, part, msg.offset(), msg.key(), msg.value()))
+    if len(lanes) == 1:
+        return next(iter(lanes.values()))
+    by_partition: dict[int, list[list[Record]]] = {}
     for (_, part), lane in lanes.items():
         by_partition.setdefault(part, []).append(lane)
+    out: list[Record] = []
     for group in by_partition.values():
-        if len(group) == 1:
-            yield from group[0]
-        else:
-            yield from heapq.merge(*group, key=lambda m: m.timestamp()[1])
+        out.extend(group[0] if len(group) == 1 else heapq.merge(*group))
+    return out
 
 
 def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> bool:

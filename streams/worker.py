@@ -233,12 +233,12 @@ class RecordRouter:
                 return [decoded]
             event = decoded
         self.last_ids[topic] = event.id
-        if not isinstance(event, PredictionMade | LabelObserved):
+        if event.__class__ is not PredictionMade and event.__class__ is not LabelObserved:
             reason = (f"{event.type_name()} does not belong on the serving topic; "
                       f"the monitoring worker reads only PredictionMade and LabelObserved")
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
         derived = self.monitor.process(event)
-        if self.retrain is not None:
+        if self.retrain is not None and derived:
             derived += self.retrain.process_many(derived)
         if self.online is not None:
             derived += self.online.process(event, partition, offset)

@@ -187,3 +187,32 @@ def test_alert_book_opens_once_and_resolves_after_a_clear_streak() -> None:
     assert transitions == [("open", None), None, None, None, None, None, ("resolve", "e0"),
                            None, ("open", None)]
     assert book.opening_id("k") == "e8" and book.is_open("k")
+
+
+@pytest.mark.parametrize("read_every", [1, 7, 100, 499, 500, 1_337])
+def test_numeric_window_is_the_same_however_values_are_buffered(read_every: int) -> None:
+    """Values slide in buffered; the window equals sliding them in one at a time."""
+    import bisect
+    import collections
+    import random
+
+    from modelog.models.datadrift import NumericDrift
+
+    rng = random.Random(read_every)
+    reference = [float(rng.randint(0, 50)) for _ in range(1_000)]
+    drift = NumericDrift.from_sample("x", reference, window=500)
+    points = sorted(set(reference))
+    window: collections.deque[int] = collections.deque(maxlen=500)
+    specials = [float("nan"), float("inf"), -float("inf"), 0, 50, 25.0, -3, 1e9]
+    for i in range(3_000):
+        value = rng.choice(specials) if i % 50 == 0 else rng.randint(-5, 55) + rng.choice(
+            (0.0, 0.5))
+        drift.update(value)
+        k = bisect.bisect_left(points, value)
+        window.append(2 * k + 1 if k < len(points) and points[k] == value else 2 * k)
+        if i % read_every == 0 or i == 2_999:
+            drift.statistics()
+            assert list(drift._buckets) == list(window)
+            assert drift._counts.tolist() == [window.count(b) for b in range(2 * len(points)
+                                                                                 + 1)]
+        assert drift.size == len(window)
