@@ -44,6 +44,7 @@ the beginning.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 import pickle
@@ -237,6 +238,7 @@ class ServingLoop:
             self.routers.observe_registry(self._verified(registry, registry.read_to_end()))
             consumer.subscribe([self.topics.serving, self.topics.monitoring],
                                on_assign=self._on_assign, on_revoke=self._on_revoke)
+            _collect_less_often()
             self.started.set()
             while not self._stop.is_set():
                 msgs = consumer.consume(self.batch_size, self.batch_within)
@@ -441,6 +443,22 @@ def _in_log_time_order(msgs: Sequence[Any]) -> list[Record]:
     for group in by_partition.values():
         out.extend(group[0] if len(group) == 1 else heapq.merge(*group))
     return out
+
+
+def _collect_less_often() -> None:
+    """Run Python's cyclic garbage collector ~100x less often from now on, in this process.
+
+    The loop allocates a few objects per record (decoded and derived events,
+    tuples) that reference counting frees, while the detectors' state holds
+    millions of long-lived objects. At the default gen-0 threshold (700
+    allocations) the collector ran ~900 times per 80,000 predictions and took
+    ~9 % of the loop, rescanning that state. Everything alive now is frozen
+    out of the collector's scans, and a young collection waits for 50,000
+    allocations.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _commit(consumer: Any, committed: dict[tuple[str, int], int]) -> bool:
