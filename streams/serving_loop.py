@@ -236,9 +236,9 @@ class ServingLoop:
         registry = LifecycleFollower(self.settings)  # + training datasets and profiles
         try:
             self.routers.observe_registry(self._verified(registry, registry.read_to_end()))
+            _collect_less_often()
             consumer.subscribe([self.topics.serving, self.topics.monitoring],
                                on_assign=self._on_assign, on_revoke=self._on_revoke)
-            _collect_less_often()
             self.started.set()
             while not self._stop.is_set():
                 msgs = consumer.consume(self.batch_size, self.batch_within)
