@@ -11,6 +11,7 @@ True
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -217,7 +218,10 @@ class EventValidationError(ModelsError, ValueError):
         self.field = field
         self.value = value
         self.rule = rule
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except ValueError:  # an int too long to print (Python's 4,300-digit limit)
+            shown = f"<an integer of more than {sys.get_int_max_str_digits()} digits>"
         if len(shown) > 120:
             shown = shown[:117] + "..."
         super().__init__(

@@ -30,6 +30,7 @@ from modelog.models.events import NAME_PATTERN
 
 __all__ = [
     "FINITE_RULE",
+    "INT_RULE",
     "PLAIN_TYPES",
     "SCALAR_RULE",
     "Scalar",
@@ -40,6 +41,7 @@ __all__ = [
     "check_scalars",
     "check_time",
     "finite_float",
+    "oversized_int",
 ]
 
 Scalar = str | int | float | bool | None
@@ -49,6 +51,8 @@ PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 """Scalar types that need no check at all (``float`` must be finite)."""
 SCALAR_RULE = "must be a str, int, float, bool or None"
 FINITE_RULE = "numbers must be finite (no NaN or infinity)"
+INT_RULE = "integers must fit in 64 bits (-2**63 to 2**63 - 1)"
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _NAME_RULE = (
     "1-128 characters: letters, digits, '.', '_', '-', starting with a letter or digit"
 )
@@ -65,7 +69,7 @@ def _coerce(value: Any, event_type: str, field: str) -> Scalar:
     if isinstance(value, bool):
         return value
     if isinstance(value, numbers.Integral):
-        return int(value)
+        return _int64(int(value), event_type, field)
     if isinstance(value, numbers.Real):
         f = float(value)
         if not math.isfinite(f):
@@ -109,6 +113,9 @@ def check_scalars(values: Any, event_type: str, field: str) -> dict[str, Scalar]
         if t is float:
             if v - v:  # NaN or +-inf (x - x is 0.0 for every finite float)
                 raise EventValidationError(event_type, f"{field}.{k}", v, FINITE_RULE)
+        elif t is int:
+            if not _INT_MIN <= v <= _INT_MAX:
+                raise EventValidationError(event_type, f"{field}.{k}", v, INT_RULE)
         elif t is not str and t is not int and t is not bool and v is not None:
             out[k] = _coerce(v, event_type, f"{field}.{k}")
         if type(k) is not str:
@@ -138,6 +145,8 @@ def check_output(value: Any, event_type: str, field: str) -> Any:
         if value - value != 0.0:
             raise EventValidationError(event_type, field, value, FINITE_RULE)
         return value
+    if t is int:
+        return _int64(value, event_type, field)
     if t in PLAIN_TYPES:
         return value
     if isinstance(value, Mapping):
@@ -152,6 +161,35 @@ def check_output(value: Any, event_type: str, field: str) -> Any:
     if isinstance(value, list | tuple):
         return [finite_float(v, event_type, f"{field}[{i}]") for i, v in enumerate(value)]
     return _coerce(value, event_type, field)
+
+
+def _int64(value: int, event_type: str, field: str) -> int:
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise EventValidationError(event_type, field, value, INT_RULE)
+    return value
+
+
+def oversized_int(values: Mapping[str, Any] | None, *scalars: tuple[str, Any]) -> str | None:
+    """The path of the first integer beyond 64 bits among ``values`` and ``scalars``, if any.
+
+    What the SDK refuses (:data:`INT_RULE`), checked again where events are
+    consumed: a record from any other Kafka client may carry an integer too
+    large for a float, which every numeric monitor would choke on.
+
+    Examples
+    --------
+    >>> oversized_int({"age": 41, "plan": "pro"}, ("output", 1))
+    >>> oversized_int({"age": 10**30}), oversized_int({}, ("label", -(2**64)))
+    ('inputs.age', 'label')
+    """
+    if values:
+        for k, v in values.items():
+            if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
+                return f"inputs.{k}"
+    for name, v in scalars:
+        if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
+            return name
+    return None
 
 
 def finite_float(v: Any, event_type: str, field: str) -> float:

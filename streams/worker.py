@@ -61,6 +61,7 @@ from modelog.models.events import (
 )
 from modelog.models.monitor import ServingMonitor
 from modelog.models.monitor_config import MonitorConfig
+from modelog.models.validation import INT_RULE, oversized_int
 from modelog.streams.kafka import (
     Outgoing,
     dead_letter_copy,
@@ -117,6 +118,8 @@ class RecordRouter:
         self.configs_applied = 0
         self.configs_rejected = 0
         self.monitoring_skipped = 0
+        #: Serving records a processor failed on (dead-lettered with the reason, logged).
+        self.failed = 0
         self._resumed = False
         self._registry_seen: set[str] = set()
         self._decoded: dict[int, Event] = {}
@@ -126,7 +129,7 @@ class RecordRouter:
         self.last_ids: dict[str, str] = {}
 
     _COUNTERS = ("records", "dead_lettered", "published", "registry_errors", "configs_applied",
-                 "configs_rejected", "monitoring_skipped")
+                 "configs_rejected", "monitoring_skipped", "failed")
 
     def snapshot(self) -> bytes:
         """The state of this partition's processors and counters (local state, never sent)."""
@@ -203,11 +206,16 @@ class RecordRouter:
         decoded: dict[int, Event] = {}
         for value, offset in records:
             try:
-                decoded[offset] = codec.decode(value if value is not None else b"")
+                event = codec.decode(value if value is not None else b"")
             except EventDecodeError:
                 continue  # route() decodes it again and dead-letters it with the reason
+            if _unusable(event) is None:  # else route() dead-letters it with the reason
+                decoded[offset] = event
         self._decoded = decoded
-        self.monitor.prescore([e for e in decoded.values() if isinstance(e, PredictionMade)])
+        try:
+            self.monitor.prescore([e for e in decoded.values() if isinstance(e, PredictionMade)])
+        except Exception:  # an optimisation only: route() scores one by one instead
+            _log.exception("scoring a batch ahead failed; its inputs are scored one by one")
 
     def _outgoing(self, event: Event) -> Outgoing:
         self.published += 1
@@ -232,11 +240,24 @@ class RecordRouter:
             if isinstance(decoded, Outgoing):
                 return [decoded]
             event = decoded
-        self.last_ids[topic] = event.id
-        if event.__class__ is not PredictionMade and event.__class__ is not LabelObserved:
-            reason = (f"{event.type_name()} does not belong on the serving topic; "
-                      f"the monitoring worker reads only PredictionMade and LabelObserved")
+            self.last_ids[topic] = event.id
+            reason = _unusable(event)
+            if reason is not None:
+                return [self._dead_letter(key, raw, reason, topic, partition, offset)]
+        else:
+            self.last_ids[topic] = event.id
+        try:
+            return self._process(event, partition, offset)
+        except Exception as exc:  # a record no processor can take must not stop the partition
+            _log.exception("could not process %s %s at %s[%s]@%s", event.type_name(), event.id,
+                           topic, partition, offset)
+            self.failed += 1
+            reason = (f"the monitoring worker failed on this {event.type_name()} "
+                      f"({type(exc).__name__}: {exc}); later records were processed")
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
+
+    def _process(self, event: Event, partition: int, offset: int) -> list[Outgoing]:
+        """The derived records of a decoded, usable serving event."""
         derived = self.monitor.process(event)
         if self.retrain is not None and derived:
             derived += self.retrain.process_many(derived)
@@ -332,6 +353,20 @@ class RecordRouter:
         self.dead_lettered += 1
         return dead_letter_copy(self.topics.dead_letter, key, value, reason, topic=topic,
                                 partition=partition, offset=offset, consumer=self.consumer)
+
+
+def _unusable(event: Event) -> str | None:
+    """Why the worker cannot monitor a decoded serving record (``None``: it can)."""
+    if isinstance(event, PredictionMade):
+        path = oversized_int(event.inputs, ("output", event.output))
+    elif isinstance(event, LabelObserved):
+        path = oversized_int(None, ("label", event.label))
+    else:
+        return (f"{event.type_name()} does not belong on the serving topic; "
+                f"the monitoring worker reads only PredictionMade and LabelObserved")
+    if path is None:
+        return None
+    return f"{event.type_name()}.{path} breaks the rule: {INT_RULE}"
 
 
 def standard_router(topics: Topics, monitor_config: MonitorConfig | None = None, *,
