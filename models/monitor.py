@@ -164,6 +164,19 @@ def _setting(cfg: MonitorConfig, section: str | None, name: str) -> Any:
     return getattr(cfg if section is None else getattr(cfg, section), name)
 
 
+CONFIRM_OFFSIDE = 50
+"""Events in a row, all more than ``pending_ttl`` off the watermark, that move it there."""
+
+
+def _shifted(time: dt.datetime, by: dt.timedelta) -> dt.datetime:
+    """``time + by``, clamped to the representable range (year 1 to 9999)."""
+    try:
+        return time + by
+    except OverflowError:
+        return (dt.datetime.max if by > dt.timedelta(0) else dt.datetime.min).replace(
+            tzinfo=dt.UTC)
+
+
 class ServingMonitor(SnapshotByPickle):
     """Join predictions with labels and run the monitors of every model version.
 
@@ -368,9 +381,30 @@ class ServingMonitor(SnapshotByPickle):
             state.recent = collections.deque(state.recent, maxlen=cfg.drift.window)
 
     def _advance(self, state: ModelState, time: dt.datetime) -> None:
-        if state.watermark is None or time > state.watermark:
-            state.watermark = time
-        horizon = state.watermark - self.config.pending_ttl
+        """Move the model's event-time watermark and evict what it leaves behind.
+
+        The watermark is the latest event time, except that a time more than
+        ``pending_ttl`` away from it (a producer with a skewed clock, a label
+        stamped in year 9999) does not move it: only ``CONFIRM_OFFSIDE`` such
+        events in a row do (traffic resuming after a pause, a backfill). One
+        bad timestamp thus cannot expire every pending prediction.
+        """
+        mark = state.watermark
+        ttl = self.config.pending_ttl
+        if mark is None:
+            state.watermark = mark = time
+        elif _shifted(mark, -ttl) <= time <= _shifted(mark, ttl):
+            state.offside = 0
+            if time > mark:
+                state.watermark = mark = time
+        else:
+            state.offside += 1
+            state.offside_times += 1
+            if state.offside < CONFIRM_OFFSIDE:
+                return
+            state.offside = 0
+            state.watermark = mark = time
+        horizon = _shifted(mark, -ttl)
         pending = state.pending
         while pending:
             first = next(iter(pending.values()))

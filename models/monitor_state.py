@@ -198,6 +198,10 @@ class ModelState:
     joined: collections.OrderedDict[str, None] = dataclasses.field(
         default_factory=collections.OrderedDict)
     watermark: dt.datetime | None = None
+    #: Events in a row whose time is more than ``pending_ttl`` away from the watermark.
+    offside: int = 0
+    #: Events whose time was that far off the watermark (a producer's skewed clock).
+    offside_times: int = 0
     predictions: int = 0
     labels: int = 0
     orphan_labels: int = 0
@@ -219,6 +223,7 @@ class ModelState:
             "evicted_by_size": self.evicted_by_size,
             "evicted_by_ttl": self.evicted_by_ttl,
             "unscorable_labels": self.unscorable_labels,
+            "offside_times": self.offside_times,
         }
 
 

@@ -562,3 +562,56 @@ def test_configuration_errors_name_the_setting_as_it_was_written() -> None:
             parse_monitor_config(config, model="m")
         assert info.value.field == field, config
         assert "MonitorConfigured" in str(info.value)
+
+
+FAR = [dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC), dt.datetime(1, 1, 1, tzinfo=dt.UTC)]
+
+
+@pytest.mark.parametrize("far", FAR, ids=["year-9999", "year-1"])
+def test_one_skewed_timestamp_does_not_expire_the_pending_predictions(far: dt.datetime) -> None:
+    m = ServingMonitor(MonitorConfig(anomaly=AnomalyConfig(enabled=False),
+                                     pending_ttl=dt.timedelta(hours=1)))
+    for i in range(100):
+        m.process(prediction(i))
+    m.process(LabelObserved(id="e-far", time=far, aggregate="churn", prediction_id="nope",
+                            model="churn", label=1))
+    m.process(PredictionMade(id="e-far-p", time=far, aggregate="churn", prediction_id="far",
+                             model="churn", model_version=1, inputs={"age": 1}, output=1))
+    for i in range(100, 200):
+        m.process(prediction(i))
+        m.process(label(i - 100, 1, seconds=i + 0.5))
+    c = m.counters("churn")
+    assert c["labels"] == 100 and c["orphan_labels"] == 1  # the far label's own
+    assert c["offside_times"] == 2 and c["evicted_by_ttl"] <= 1
+
+
+def test_a_skewed_first_timestamp_is_corrected_by_the_traffic_after_it() -> None:
+    from modelog.models.monitor import CONFIRM_OFFSIDE
+
+    m = ServingMonitor(MonitorConfig(anomaly=AnomalyConfig(enabled=False),
+                                     pending_ttl=dt.timedelta(hours=1)))
+    m.process(PredictionMade(id="e-far-p", time=FAR[0], aggregate="churn",
+                             prediction_id="far", model="churn", model_version=1,
+                             inputs={"age": 1}, output=1))
+    for i in range(300):
+        m.process(prediction(i))
+        if i >= 5:
+            m.process(label(i - 5, 1, seconds=i + 0.5))
+    c = m.counters("churn")
+    # until CONFIRM_OFFSIDE events agreed, the predictions expired at once; then they joined
+    assert c["labels"] >= 295 - CONFIRM_OFFSIDE and c["orphan_labels"] <= CONFIRM_OFFSIDE
+
+
+def test_traffic_resuming_after_a_long_pause_moves_the_watermark() -> None:
+    from modelog.models.monitor import CONFIRM_OFFSIDE
+
+    m = ServingMonitor(MonitorConfig(anomaly=AnomalyConfig(enabled=False),
+                                     pending_ttl=dt.timedelta(hours=1)))
+    for i in range(10):
+        m.process(prediction(i))  # never labelled
+    day = 86_400
+    for i in range(10, 10 + CONFIRM_OFFSIDE + 5):
+        m.process(prediction(i, seconds=day + i))
+    c = m.counters("churn")
+    assert c["evicted_by_ttl"] == 10  # the old ones expired once the new clock was confirmed
+    assert c["offside_times"] == CONFIRM_OFFSIDE
