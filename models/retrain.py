@@ -419,7 +419,9 @@ class RetrainTrigger(SnapshotByPickle):
         fire = self._evaluate(state, event, p)
         if fire is None:
             return None
-        if state.last_request is not None and event.time - state.last_request < p.cooldown:
+        # a request stamped later than this event (a skewed clock) does not hold retrains back
+        if state.last_request is not None and \
+                dt.timedelta(0) <= event.time - state.last_request < p.cooldown:
             state.suppressed += 1
             return None
         return self._request(model, state, event, fire, p)

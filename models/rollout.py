@@ -505,9 +505,9 @@ class RolloutProcessor(SnapshotByPickle):
                 report: ComparisonReported | None, reason: str) -> list[Event]:
         if state.production != from_version:
             return []  # production moved since (or is unknown): the evidence is stale
-        if state.last_decision is not None and (
+        if state.last_decision is not None and 0.0 <= (  # a later-stamped one (a skewed
                 event.time - state.last_decision).total_seconds() < policy.cooldown_s:
-            return []
+            return []  # clock) does not hold every later decision back
         if state.pending is not None and (
                 event.time - state.pending[1]).total_seconds() < PENDING_S:
             return []  # the last decision's command awaits the registry's answer
