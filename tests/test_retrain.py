@@ -207,3 +207,13 @@ def test_snapshot_mid_stream_then_restore_continues_identically() -> None:
         resumed = RetrainTrigger(policy)
         resumed.restore(first.snapshot())
         assert head + resumed.process_many(events[cut:]) == expected
+
+
+def test_a_request_stamped_in_the_far_future_does_not_block_later_ones() -> None:
+    trigger = RetrainTrigger(RetrainPolicy(cooldown=HOUR))
+    skewed = concept(1, 0)
+    skewed = DriftDetected(**{**{f: getattr(skewed, f) for f in skewed.__struct_fields__},
+                              "time": dt.datetime(9999, 1, 1, tzinfo=dt.UTC)})
+    assert one(trigger, skewed) is not None
+    assert one(trigger, concept(2, 1)) is not None  # not held back until year 9999
+    assert one(trigger, concept(3, 30)) is None     # the normal cooldown still applies
