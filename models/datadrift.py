@@ -249,6 +249,12 @@ class NumericDrift:
         if len(pending) >= self.window:
             self._absorb()
 
+    def extend(self, values: Sequence[float]) -> None:
+        """Slide ``values`` into the window, in order (as :meth:`update` one by one)."""
+        self._pending.extend(values)
+        if len(self._pending) >= self.window:
+            self._absorb()
+
     def _absorb(self) -> None:
         """Slide the buffered values into the window (bucket of each: one searchsorted)."""
         pending = self._pending
@@ -369,6 +375,37 @@ class CategoricalDrift:
                 del counts[old]
         values.append(value)
         counts[value] = counts.get(value, 0) + 1
+
+    def extend(self, values: Sequence[Hashable]) -> None:
+        """Slide ``values`` into the window, in order (as :meth:`update` one by one).
+
+        When the window's and the batch's categories fit in ``max_categories``
+        none can be folded into ``"__other__"``, and the batch is counted at once.
+        """
+        counts = self._counts
+        batch = collections.Counter(values)
+        if len(counts.keys() | batch.keys()) > self.max_categories:
+            for value in values:  # a category may overflow: the order matters
+                self.update(value)
+            return
+        window = self._values
+        if len(values) >= self.window:
+            kept = list(values)[-self.window:]
+            window.clear()
+            window.extend(kept)
+            self._counts = dict(collections.Counter(kept))
+            return
+        k = len(window) + len(values) - self.window
+        if k > 0:
+            for old, n in collections.Counter(itertools.islice(window, k)).items():
+                left = counts[old] - n
+                if left:
+                    counts[old] = left
+                else:
+                    del counts[old]
+        window.extend(values)
+        for value, n in batch.items():
+            counts[value] = counts.get(value, 0) + n
 
     def check(self, t: DriftThresholds) -> list[FeatureCheck]:
         """PSI, chi-squared, new- and vanished-category checks of the current window."""
@@ -514,8 +551,9 @@ class DataDriftMonitor:
                 self.trackers[str(name)] = tracker
         self._sample: dict[str, list[Any]] | None = {}
         self.n_observations = 0
-        self.type_mismatches = 0
-        self.untracked: set[str] = set()
+        self._type_mismatches = 0
+        self._untracked: set[str] = set()
+        self._pending: list[Mapping[str, Any]] = []  # observations after warm-up, not yet read
         self._checks: Sequence[FeatureCheck] = ()
 
     @property
@@ -538,10 +576,62 @@ class DataDriftMonitor:
         """Whether a test of the last :meth:`update` was breached."""
         return any(c.breached for c in self._checks)
 
+    @property
+    def type_mismatches(self) -> int:
+        """Values whose type did not match their feature's reference (kept out of the tests)."""
+        self._drain()
+        return self._type_mismatches
+
+    @property
+    def untracked(self) -> set[str]:
+        """Features first seen after the warm-up (not tracked)."""
+        self._drain()
+        return self._untracked
+
     def update(self, x: Mapping[str, Any]) -> None:
-        """Take one observation (a feature mapping); every ``check_every``-th runs the tests."""
+        """Take one observation (a feature mapping); every ``check_every``-th runs the tests.
+
+        After the warm-up, observations are buffered and fed to the trackers
+        feature by feature, in order, when the tests run (or a counter is read):
+        the same windows as one observation at a time, at a fraction of the cost.
+        """
         self._checks = ()
         self.n_observations += 1
+        if self._sample is None:
+            self._pending.append(x)
+            if self.n_observations % self.check_every == 0:
+                self._drain()
+                self._checks = self._test()
+            return
+        self._take(x)
+        if self.n_observations % self.check_every == 0:
+            self._checks = self._test()
+
+    def _drain(self) -> None:
+        """Feed the buffered observations to the trackers, one feature at a time."""
+        batch = self._pending
+        if not batch:
+            return
+        self._pending = []
+        trackers = self.trackers
+        for name in set().union(*batch):
+            tracker = trackers.get(name)
+            if tracker is None:
+                self._untracked.add(name)
+                continue
+            column = [x.get(name) for x in batch]
+            present = len(column) - column.count(None)
+            good: list[Any]
+            if tracker.__class__ is NumericDrift:
+                good = [v for v in column if v.__class__ is float or v.__class__ is int]
+            else:
+                good = [v for v in column if v.__class__ is str or v.__class__ is bool]
+            self._type_mismatches += present - len(good)
+            if good:
+                tracker.extend(good)
+
+    def _take(self, x: Mapping[str, Any]) -> None:
+        """One warm-up observation: into the reference sample, or its tracker if known."""
         sample = self._sample
         trackers = self.trackers
         for name, value in x.items():
@@ -555,7 +645,7 @@ class DataDriftMonitor:
                         values = sample[name] = []
                     values.append(value)
                 elif sample is None:
-                    self.untracked.add(name)
+                    self._untracked.add(name)
                 continue
             if value is None:
                 continue
@@ -567,12 +657,10 @@ class DataDriftMonitor:
             elif cls is str or cls is bool:
                 tracker.update(value)
                 continue
-            self.type_mismatches += 1
+            self._type_mismatches += 1
         if sample is not None and self.n_observations >= self.reference_size:
             self._build(sample)
             self._sample = None
-        if self.n_observations % self.check_every == 0:
-            self._checks = self._test()
 
     def _build(self, sample: dict[str, list[Any]]) -> None:
         for name, values in sample.items():

@@ -216,3 +216,55 @@ def test_numeric_window_is_the_same_however_values_are_buffered(read_every: int)
             assert drift._counts.tolist() == [window.count(b) for b in range(2 * len(points)
                                                                                  + 1)]
         assert drift.size == len(window)
+
+
+@pytest.mark.parametrize("max_categories", [3, 100])
+def test_categorical_extend_equals_update_one_by_one(max_categories: int) -> None:
+    import random
+
+    from modelog.models.datadrift import CategoricalDrift
+
+    rng = random.Random(max_categories)
+    one = CategoricalDrift("plan", {"a": 10, "b": 10}, window=50, max_categories=max_categories)
+    many = CategoricalDrift("plan", {"a": 10, "b": 10}, window=50,
+                            max_categories=max_categories)
+    values = [rng.choice("abcdefg") if i % 300 < 200 else rng.choice("ab") for i in range(2_000)]
+    i = 0
+    while i < len(values):
+        step = rng.choice((1, 7, 49, 50, 51, 130))
+        chunk = values[i:i + step]
+        many.extend(chunk)
+        for v in chunk:
+            one.update(v)
+        assert list(many._values) == list(one._values) and many._counts == one._counts
+        i += step
+
+
+@pytest.mark.parametrize("check_every", [1, 100, 333])
+def test_buffered_observations_give_the_same_checks_and_counters(check_every: int) -> None:
+    import random
+
+    from modelog.models.datadrift import DataDriftMonitor
+
+    rng = random.Random(check_every)
+    plain = DataDriftMonitor(reference_size=300, window=200, check_every=check_every,
+                             max_categories=4)
+    eager = DataDriftMonitor(reference_size=300, window=200, check_every=check_every,
+                             max_categories=4)
+    for i in range(3_000):
+        shift = 2.0 if i > 1_800 else 0.0
+        x: dict[str, object] = {"a": rng.gauss(shift, 1), "n": rng.randint(0, 9),
+                                "plan": rng.choice("xyz" if i < 2_000 else "xyzuvw")}
+        if i % 37 == 0:
+            x["a"] = "oops"  # a type mismatch
+        if i % 41 == 0:
+            x["plan"] = None
+        if i == 1_000:
+            x["late"] = 1.0  # first seen after the warm-up: untracked
+        plain.update(x)
+        eager.update(x)
+        _ = eager.type_mismatches  # reading a counter feeds the trackers now
+        assert plain.checks == eager.checks
+    assert plain.type_mismatches == eager.type_mismatches > 0
+    assert plain.untracked == eager.untracked == {"late"}
+    assert any(c.breached for c in plain.checks) or check_every == 333
