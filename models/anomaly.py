@@ -272,7 +272,6 @@ class AnomalyMonitor:
         self._window: collections.deque[tuple[str, float, bool]] = collections.deque(maxlen=window)
         self._exceeded = 0
         self._score_sum = 0.0
-        self._features: set[str] = set()
         self.n_observations = 0
         self.n_alerts = 0
         self._cooldown_left = 0
@@ -323,8 +322,8 @@ class AnomalyMonitor:
 
     @property
     def features_seen(self) -> tuple[str, ...]:
-        """Numeric features the monitor has learned from, sorted."""
-        return tuple(sorted(self._features))
+        """The numeric features the trees learn from (those of the first input), sorted."""
+        return self._forest.features
 
     # -- learning ------------------------------------------------------------------
     def prescore(self, inputs: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
@@ -416,32 +415,33 @@ class AnomalyMonitor:
         The trees split on the numeric features of the first input.
         """
         self._decision = None
-        features = numeric_features(x)
-        if not features:
-            return
         if key is None:
             key = str(self.n_observations + 1)
-        self._features.update(features)
-        forest = self._forest
-        if not forest.built:
-            forest.build(sorted(features))
-            self._lo = [math.inf] * len(forest.features)
-            self._hi = [-math.inf] * len(forest.features)
-        if self.n_observations < self.warm_up or self.warm_up == 0:
-            lo, hi = self._lo, self._hi
-            for i, name in enumerate(forest.features):
-                v = features.get(name)
-                if v is not None:
-                    if v < lo[i]:
-                        lo[i] = v
-                    if v > hi[i]:
-                        hi[i] = v
+        # scored ahead (after warm-up, the scaler frozen): known to have numeric features
         ahead = self._ahead_score(key) if self._ahead else None
-        if ahead is None:
-            row: Sequence[float] = self._scale(features)
-            score = forest.score_one(row)
-        else:
+        row: Sequence[float]
+        if ahead is not None:
             score, row = ahead
+        else:
+            features = numeric_features(x)
+            if not features:
+                return
+            forest = self._forest
+            if not forest.built:
+                forest.build(sorted(features))
+                self._lo = [math.inf] * len(forest.features)
+                self._hi = [-math.inf] * len(forest.features)
+            if self.n_observations < self.warm_up or self.warm_up == 0:
+                lo, hi = self._lo, self._hi
+                for i, name in enumerate(forest.features):
+                    v = features.get(name)
+                    if v is not None:
+                        if v < lo[i]:
+                            lo[i] = v
+                        if v > hi[i]:
+                            hi[i] = v
+            row = self._scale(features)
+            score = forest.score_one(row)
         self.n_observations += 1
         self.last_score = score
         if self.n_observations <= self.warm_up:

@@ -177,6 +177,7 @@ class _Model:
 
 PENDING_S = 600.0
 """Seconds (of event time) a decision's command may wait for the registry's answer."""
+_DEFAULT_POLICY = PromotionPolicy()  # frozen: shared by every model without a policy
 
 
 def spent_alpha(alpha: float, look: int) -> float:
@@ -360,7 +361,7 @@ class RolloutProcessor(SnapshotByPickle):
     def _on_served(self, state: _Model, event: LabelObserved, version: int, alias: str | None,
                    error: tuple[float, bool], policy: PromotionPolicy | None) -> list[Event]:
         value, classification = error
-        window = (policy or PromotionPolicy()).rollback_window
+        window = (policy or _DEFAULT_POLICY).rollback_window
         recent = state.recent.setdefault(version, deque(maxlen=window))
         recent.append((value, classification))
         out: list[Event] = []
@@ -382,7 +383,7 @@ class RolloutProcessor(SnapshotByPickle):
 
     def _maybe_report_arm(self, state: _Model, event: LabelObserved, alias: str, version: int,
                           policy: PromotionPolicy | None) -> list[Event]:
-        every = (policy or PromotionPolicy()).report_every
+        every = (policy or _DEFAULT_POLICY).report_every
         arm = state.arms[(alias, version)]
         production = state.production
         base = None if production is None else state.arms.get((PRODUCTION, production))
@@ -404,7 +405,7 @@ class RolloutProcessor(SnapshotByPickle):
 
     def _maybe_check_rollback(self, state: _Model, event: LabelObserved, watch: _Watch,
                               policy: PromotionPolicy | None) -> list[Event]:
-        p = policy or PromotionPolicy()
+        p = policy or _DEFAULT_POLICY
         n = watch.outcomes.n
         if watch.unreported < p.report_every and n != p.rollback_min:
             return []
@@ -457,7 +458,7 @@ class RolloutProcessor(SnapshotByPickle):
         else:
             pair.errors.add(b_err, c_err)
         pair.unreported += 1
-        p = policy or PromotionPolicy()
+        p = policy or _DEFAULT_POLICY
         if pair.unreported < p.report_every and pair.n != p.min_pairs:
             return []
         pair.unreported = 0
