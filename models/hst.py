@@ -16,9 +16,12 @@ does. Learning is buffered: masses are only ever read at a window pivot, so
 the buffered inputs are counted when the window fills (or on :meth:`flush`)
 and every score is exactly what learning input by input would give.
 
-A split on a feature the input lacks (``NaN``) follows the child with the
-larger reference mass (the left one on a tie), so that scores do not depend
-on what the current window has learned so far.
+The trees are grown as River grows them, so for the same seed and inputs
+that have every feature, the scores are exactly River's
+(``tests/test_hst.py`` checks it). A split on a feature the input lacks
+(``NaN``) follows the child with the larger reference mass (the left one on a
+tie), where River follows the larger mass of the current window: scores then
+do not depend on what the current window has learned so far.
 
 This module imports only numpy and :mod:`modelog.models.errors`.
 

@@ -96,3 +96,23 @@ def test_scores_separate_a_shifted_cluster_like_rivers_trees() -> None:
     shifted = forest.score_many(np.array([[rng.gauss(0.8, 0.05), rng.gauss(0.8, 0.05)]
                                           for _ in range(200)]))
     assert float(np.median(shifted)) > float(np.quantile(normal, 0.95))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_same_trees_and_scores_as_rivers_half_space_trees(seed: int) -> None:
+    """For the same seed and complete inputs, River's HalfSpaceTrees and these agree exactly."""
+    from river import anomaly
+
+    river = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=250, seed=seed)
+    forest = HalfSpaceForest(n_trees=10, height=8, window_size=250, seed=seed)
+    forest.build(["a", "b", "c"])
+    rng = random.Random(seed)
+    for _ in range(1_600):
+        x = {"a": rng.random(), "b": rng.gauss(0.5, 0.1), "c": rng.random()}
+        river.learn_one(x)
+        forest.learn_one([x["a"], x["b"], x["c"]])
+    probe = [{"a": rng.random(), "b": rng.random(), "c": rng.random()} for _ in range(300)]
+    rows = np.array([[x["a"], x["b"], x["c"]] for x in probe])
+    expected = [river.score_one(x) for x in probe]
+    assert [forest.score_one(r.tolist()) for r in rows] == expected
+    assert forest.score_many(rows).tolist() == expected
