@@ -542,7 +542,7 @@ def test_the_flat_wire_keys_and_the_nested_form_parse_alike() -> None:
         else:
             nested.setdefault(section, {})[name] = flat[key]
     assert parse_monitor_config({**nested, **top}) == cfg
-    assert cfg.concept.detector == "page_hinkley" and cfg.anomaly.alpha == 5e-5
+    assert cfg.concept.detector == "page_hinkley" and cfg.anomaly.alpha == 5e-6
     assert cfg.drift.window == 501 and cfg.skew.enabled is False and not cfg.anomaly.enabled
 
 
