@@ -217,13 +217,14 @@ class DataDriftMonitor:
         """
         self._checks = ()
         self.n_observations += 1
-        if self._sample is None:
+        sample = self._sample
+        if sample is None:
             self._pending.append(x)
             if self.n_observations % self.check_every == 0:
                 self._drain()
                 self._checks = self._test()
             return
-        self._take(x)
+        self._take(x, sample)
         if self.n_observations % self.check_every == 0:
             self._checks = self._test()
 
@@ -250,22 +251,19 @@ class DataDriftMonitor:
             if good:
                 tracker.extend(good)
 
-    def _take(self, x: Mapping[str, Any]) -> None:
+    def _take(self, x: Mapping[str, Any], sample: dict[str, list[Any]]) -> None:
         """One warm-up observation: into the reference sample, or its tracker if known."""
-        sample = self._sample
         trackers = self.trackers
         for name, value in x.items():
             tracker = trackers.get(name)
             if tracker is None:
-                if sample is not None and value is not None:
+                if value is not None:
                     values = sample.get(name)
                     if values is None:
                         if len(sample) + len(trackers) >= self.max_features:
                             continue
                         values = sample[name] = []
                     values.append(value)
-                elif sample is None:
-                    self._untracked.add(name)
                 continue
             if value is None:
                 continue
@@ -278,7 +276,7 @@ class DataDriftMonitor:
                 tracker.update(value)
                 continue
             self._type_mismatches += 1
-        if sample is not None and self.n_observations >= self.reference_size:
+        if self.n_observations >= self.reference_size:
             self._build(sample)
             self._sample = None
 

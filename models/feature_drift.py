@@ -130,8 +130,8 @@ class NumericDrift:
                  psi_bins: Sequence[int], psi_reference: Sequence[float], n_reference: float,
                  *, window: int, exact: bool, source: str) -> None:
         self.feature = feature
-        self._points = list(points)
-        self._n_points = len(self._points)
+        self._points: FloatArray = np.asarray(points, dtype=float)  # sorted, distinct
+        self._n_points = int(self._points.size)
         self._cdf: FloatArray = np.asarray(cdf, dtype=float)
         self._psi_bins = np.asarray(psi_bins, dtype=np.intp)
         self._psi_reference: FloatArray = np.asarray(psi_reference, dtype=float)
@@ -140,7 +140,6 @@ class NumericDrift:
         self.window = window
         self.exact = exact
         self.source = source
-        self._points_array: FloatArray = np.asarray(self._points, dtype=float)
         self._counts = np.zeros(2 * self._n_points + 1, dtype=np.int64)
         self._buckets: collections.deque[int] = collections.deque(maxlen=window)
         self._pending: list[float] = []  # values not yet in the window (see update)
@@ -223,7 +222,7 @@ class NumericDrift:
             return
         self._pending = []
         values = np.asarray(pending, dtype=float)
-        points = self._points_array
+        points = self._points
         i = np.searchsorted(points, values, side="left")
         inside = i < self._n_points
         equal = np.zeros(values.size, dtype=np.intp)

@@ -101,7 +101,7 @@ class HalfSpaceForest:
         self.features: tuple[str, ...] = ()
         self.counter = 0  # inputs learned in the current window, the buffered ones included
         self.first_window = True
-        self.n_nodes = 2 ** (height + 1) - 1
+        self.n_nodes: int = 2 ** (height + 1) - 1
         size = n_trees * self.n_nodes
         self._offsets = np.arange(n_trees, dtype=np.int64) * self.n_nodes
         self._feature = np.zeros(size, dtype=np.int64)
@@ -124,7 +124,7 @@ class HalfSpaceForest:
     @property
     def max_score(self) -> int:
         """The largest mass sum a path can collect (the score's normaliser)."""
-        return int(self.n_trees * self.window_size * (2 ** (self.height + 1) - 1))
+        return self.n_trees * self.window_size * self.n_nodes
 
     def build(self, features: Sequence[str]) -> None:
         """Grow the random trees over ``features`` (once; each ranges over ``[0, 1]``)."""

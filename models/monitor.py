@@ -393,7 +393,7 @@ class ServingMonitor(SnapshotByPickle):
         ttl = self.config.pending_ttl
         if mark is None:
             state.watermark = mark = time
-        elif _shifted(mark, -ttl) <= time <= _shifted(mark, ttl):
+        elif abs(time - mark) <= ttl:  # a difference of two datetimes never overflows
             state.offside = 0
             if time > mark:
                 state.watermark = mark = time

@@ -377,9 +377,10 @@ class OnlineModelProcessor(SnapshotByPickle):
         checkpoints then record what they cover. Event types other than
         registrations, predictions and labels are ignored.
         """
+        if isinstance(event, ModelVersionRegistered):
+            return self._on_registered(event)
         if not isinstance(event, PredictionMade) and not isinstance(event, LabelObserved):
-            return self._on_registered(event) if isinstance(event, ModelVersionRegistered) \
-                else []
+            return []
         covered_key = None
         if partition is not None and offset is not None:
             covered_key = str(partition)

@@ -116,7 +116,7 @@ def check_scalars(values: Any, event_type: str, field: str) -> dict[str, Scalar]
         elif t is int:
             if not _INT_MIN <= v <= _INT_MAX:
                 raise EventValidationError(event_type, f"{field}.{k}", v, INT_RULE)
-        elif t is not str and t is not int and t is not bool and v is not None:
+        elif t is not str and t is not bool and v is not None:
             out[k] = _coerce(v, event_type, f"{field}.{k}")
         if type(k) is not str:
             raise EventValidationError(event_type, field, k, "keys must be str")

@@ -60,7 +60,7 @@ from modelog.store.worker_key import worker_key
 from modelog.streams.kafka import new_consumer, new_producer
 from modelog.streams.topics import Topics
 
-__all__ = ["PartitionRouters", "Position", "ServingLoop"]
+__all__ = ["PartitionRouters", "Position", "ServingLoop", "collect_less_often"]
 
 _log = logging.getLogger("modelog.worker")
 
@@ -236,7 +236,6 @@ class ServingLoop:
         registry = LifecycleFollower(self.settings)  # + training datasets and profiles
         try:
             self.routers.observe_registry(self._verified(registry, registry.read_to_end()))
-            _collect_less_often()
             consumer.subscribe([self.topics.serving, self.topics.monitoring],
                                on_assign=self._on_assign, on_revoke=self._on_revoke)
             self.started.set()
@@ -445,8 +444,11 @@ def _in_log_time_order(msgs: Sequence[Any]) -> list[Record]:
     return out
 
 
-def _collect_less_often() -> None:
+def collect_less_often() -> None:
     """Run Python's cyclic garbage collector ~100x less often from now on, in this process.
+
+    For the process of a worker (:func:`~modelog.streams.worker.run_worker` calls it):
+    it changes the whole interpreter's collector, so a library caller decides itself.
 
     The loop allocates a few objects per record (decoded and derived events,
     tuples) that reference counting frees, while the detectors' state holds

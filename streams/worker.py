@@ -512,6 +512,8 @@ def run_worker(
     """
     import faust
 
+    from modelog.streams.serving_loop import collect_less_often
+
     ensure_topics(settings)
     group = app_id or f"{settings.topic_prefix}worker"
     if rebuild:
@@ -520,4 +522,5 @@ def run_worker(
                     session_timeout=session_timeout, web_port=web_port,
                     monitor_session_timeout=monitor_session_timeout, hosted=False)
     worker = faust.Worker(app, app.modelog_serving_service, loglevel=loglevel, quiet=True)
+    collect_less_often()  # this process is the worker's: see the function
     worker.execute_from_commandline()
