@@ -30,10 +30,14 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from scipy import special
 
 from modelog.models.errors import InvalidParameterError
-from modelog.models.tabular import chi2_homogeneity, ks_critical_value, ks_p_value
+from modelog.models.tabular import (
+    chi2_critical_value,
+    chi2_homogeneity,
+    ks_critical_value,
+    ks_p_value,
+)
 from modelog.models.tabular import psi as psi_from_counts
 
 __all__ = ["OTHER", "CategoricalDrift", "Detector", "DriftThresholds", "FeatureCheck",
@@ -384,7 +388,7 @@ class CategoricalDrift:
             win_cols = np.concatenate([actual[:-1], [0.0],
                                        np.asarray(list(unseen.values()), dtype=float)])
             stat, p, dof = chi2_homogeneity(ref_cols, win_cols)
-        critical = float(special.chdtri(dof, t.chi2_alpha)) if dof else math.inf
+        critical = chi2_critical_value(dof, t.chi2_alpha) if dof else math.inf
         out = [
             FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi),
             FeatureCheck(self.feature, "chi2", stat, critical, p < t.chi2_alpha, p,

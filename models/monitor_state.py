@@ -211,6 +211,22 @@ class ModelState:
     evicted_by_ttl: int = 0
     unscorable_labels: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The joined ids (up to ``max_pending`` per model) pickle ~3x faster as a list than
+        # as an OrderedDict, and the pending predictions as tuples: a snapshot pauses the loop.
+        state = dict(self.__dict__)
+        state["joined"] = list(self.joined)
+        state["pending"] = [(k, p.version, p.output, p.time) for k, p in self.pending.items()]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["joined"] = collections.OrderedDict.fromkeys(state["joined"])
+        if not isinstance(state["pending"], dict):  # (a snapshot taken before: as it was)
+            state["pending"] = collections.OrderedDict(
+                (k, PendingPrediction(v, o, t)) for k, v, o, t in state["pending"])
+        self.__dict__.update(state)
+
     def counters(self) -> dict[str, int]:
         """The join counters."""
         return {

@@ -31,7 +31,8 @@ monitoring worker hosts this loop instead, as a service of its Faust app
 
 Every ``snapshot_every`` seconds, right after a commit or while idle (one
 partition at a time, so the loop pauses for one partition's pickling; only
-partitions that moved), and for all of them on a clean stop, the state of each
+partitions that moved; less often when pickling would take more than
+:data:`SNAPSHOT_SHARE` of the loop's time), and for all of them on a clean stop, the state of each
 owned partition is saved with the positions it ends at
 (:class:`~modelog.store.partition_state.PartitionSnapshots`, signed with the
 worker key, in ``<data dir>/worker-state/<group>``): a worker on the same data
@@ -66,6 +67,11 @@ _log = logging.getLogger("modelog.worker")
 
 Position = dict[str, int]
 """Next offset to process, per topic name, of one partition."""
+
+SNAPSHOT_SHARE = 0.02
+"""Most of the serving loop's time that state snapshots may take: a snapshot that took
+``t`` seconds is followed by the next one ``t / SNAPSHOT_SHARE`` seconds later at the
+earliest (else every ``snapshot_every`` seconds)."""
 
 Record = tuple[int, str, int, int, bytes | None, bytes | None]
 """A consumed record: ``(log time, topic, partition, offset, key, value)``."""
@@ -329,7 +335,6 @@ class ServingLoop:
                        if self._saved.get(p) != self.routers.positions[p])
         if not owned:
             return
-        self._next_snapshot = now + self.snapshot_every / max(len(self._owned), 1)
         later = [p for p in owned if p > self._snapshot_cursor]
         for p in owned if every else [later[0] if later else owned[0]]:
             self._snapshot_cursor = p
@@ -341,6 +346,11 @@ class ServingLoop:
                 _log.warning("partition %s: state snapshot not saved (%s); a takeover "
                              "replays the partition from the beginning", p, exc)
                 self._snapshots.discard(p)
+        took = time.monotonic() - now
+        # every partition each snapshot_every seconds, unless that would spend more than
+        # SNAPSHOT_SHARE of the loop's time pickling (large state under a heavy load)
+        self._next_snapshot = now + max(self.snapshot_every / max(len(self._owned), 1),
+                                        took / SNAPSHOT_SHARE)
 
     def _history(self, partition: int, ends: Position, starts: Position | None = None,
                  ) -> Iterator[tuple[str, int, int, bytes | None, bytes]]:

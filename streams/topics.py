@@ -64,46 +64,25 @@ class Topics:
 
     def __init__(self, prefix: str = "modelog.") -> None:
         self.prefix = prefix
+        # the names, computed once: the worker asks for them per record
+        self._names = {s: self.name(s) for s in (*STREAMS, "dead-letter")}
+        self.datasets = self._names["datasets"]
+        self.runs = self._names["runs"]
+        self.registry = self._names["registry"]
+        self.registry_commands = self._names["registry_commands"]
+        self.serving = self._names["serving"]
+        self.monitoring = self._names["monitoring"]
+        self.subscriptions = self._names["subscriptions"]
+        self.dead_letter = self._names["dead-letter"]
 
     def name(self, stream: str) -> str:
         """The topic name of a stream family."""
         return f"{self.prefix}{stream.replace('_', '-')}"
 
-    @property
-    def datasets(self) -> str:
-        return self.name("datasets")
-
-    @property
-    def runs(self) -> str:
-        return self.name("runs")
-
-    @property
-    def registry(self) -> str:
-        return self.name("registry")
-
-    @property
-    def registry_commands(self) -> str:
-        return self.name("registry_commands")
-
-    @property
-    def serving(self) -> str:
-        return self.name("serving")
-
-    @property
-    def monitoring(self) -> str:
-        return self.name("monitoring")
-
-    @property
-    def subscriptions(self) -> str:
-        return self.name("subscriptions")
-
-    @property
-    def dead_letter(self) -> str:
-        return self.name("dead-letter")
-
     def for_event(self, event: Event | type[Event]) -> str:
         """The topic an event (or event type) is written to."""
-        return self.name(event.stream)
+        name = self._names.get(event.stream)
+        return self.name(event.stream) if name is None else name
 
     def event_topics(self) -> list[str]:
         """All topics that carry events (not the dead-letter topic)."""

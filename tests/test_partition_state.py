@@ -103,3 +103,55 @@ def test_a_snapshot_signed_with_another_key_or_tampered_with_is_not_used(
     assert snaps.load(1) is None
     path.write_bytes(b"not a snapshot")
     assert snaps.load(1) is None
+
+
+def test_the_join_state_survives_a_snapshot_in_order() -> None:
+    import collections
+    import pickle
+
+    from modelog.models.monitor_state import ModelState, PendingPrediction
+
+    state = ModelState(predictions=7, labels=3, watermark=T0)
+    for i in range(5):
+        state.pending[f"p{i}"] = PendingPrediction(1, {"a": 0.25 * i}, T0)
+    for i in range(9, 4, -1):
+        state.joined[f"j{i}"] = None
+    copy = pickle.loads(pickle.dumps(state))
+    assert copy == state
+    assert list(copy.pending) == [f"p{i}" for i in range(5)]
+    assert list(copy.joined) == [f"j{i}" for i in range(9, 4, -1)]
+    assert isinstance(copy.pending, collections.OrderedDict)
+    copy.pending.popitem(last=False)  # still an OrderedDict: the oldest goes first
+    assert next(iter(copy.pending)) == "p1"
+    # the form pickled before (the attributes as they are) is read too
+    old = ModelState.__new__(ModelState)
+    old.__setstate__(dict(state.__dict__))
+    assert old == state
+
+
+def test_snapshots_take_a_bounded_share_of_the_loop(tmp_path: Path) -> None:
+    import time
+
+    from modelog.config import Settings
+    from modelog.streams.serving_loop import SNAPSHOT_SHARE, ServingLoop
+
+    class SlowRouter(RecordRouter):
+        def snapshot(self) -> bytes:
+            time.sleep(0.05)  # a large state
+            return super().snapshot()
+
+    loop = ServingLoop(Settings(data_dir=tmp_path), lambda: SlowRouter(TOPICS, ServingMonitor()),
+                       group="g", snapshot_every=0.01)
+    loop._owned = {0}
+    loop.routers.fresh(0)
+    loop.routers.advance(0, TOPICS.serving, 10)
+    before = time.monotonic()
+    loop._maybe_snapshot()
+    assert loop._saved[0] == {TOPICS.serving: 11}
+    # the next one waits ~took / SNAPSHOT_SHARE (2.5 s here), not snapshot_every (0.01 s)
+    assert loop._next_snapshot - before >= 0.05 / SNAPSHOT_SHARE * 0.9
+    loop.routers.advance(0, TOPICS.serving, 11)
+    loop._maybe_snapshot()
+    assert loop._saved[0] == {TOPICS.serving: 11}  # not yet
+    loop._maybe_snapshot(every=True)  # a clean stop saves regardless
+    assert loop._saved[0] == {TOPICS.serving: 12}
