@@ -212,6 +212,7 @@ class AnomalyMonitor:
     """
 
     detector = "hst"
+    _ahead_span: tuple[int, int] = (0, 0)  # (also for a state pickled before it existed)
 
     def __init__(
         self,
@@ -260,7 +261,8 @@ class AnomalyMonitor:
         self._generation = 0  # window pivots of the trees so far
         self._ahead: dict[str, int] = {}  # prescored key -> row
         self._ahead_rows: np.ndarray = np.zeros((0, 0))
-        self._ahead_scores: list[float] = []
+        self._ahead_scores: list[float] = []  # of the rows in _ahead_span
+        self._ahead_span = (0, 0)
         self._ahead_generation = 0
         self._forest = HalfSpaceForest(n_trees, height, window_size, seed)
         # the min-max scaler of the trees' features: learned during warm-up, then frozen
@@ -390,17 +392,29 @@ class AnomalyMonitor:
                 row.append(0.0)
         return row
 
-    def _score_ahead(self) -> None:
-        self._ahead_scores = self._forest.score_many(self._ahead_rows).tolist()
+    def _score_ahead(self, start: int = 0) -> None:
+        """Score the prescored rows from ``start`` up to where the trees may pivot next.
+
+        Scores hold until the trees pivot (:attr:`_generation`), so only the
+        rows until the next possible pivot are scored at once: a batch is
+        scored about once, not again from each pivot to its end.
+        """
+        forest = self._forest
+        span = max(32, (forest.window_size - forest.counter + 1) * self.learn_every)
+        stop = min(start + span, self._ahead_rows.shape[0])
+        self._ahead_scores = forest.score_many(self._ahead_rows[start:stop]).tolist()
+        self._ahead_span = (start, stop)
         self._ahead_generation = self._generation
 
     def _ahead_score(self, key: str) -> tuple[float, Sequence[float]] | None:
         i = self._ahead.pop(key, None)
         if i is None:
             return None
-        if self._ahead_generation != self._generation:
-            self._score_ahead()
-        return self._ahead_scores[i], self._ahead_rows[i]
+        start, stop = self._ahead_span
+        if self._ahead_generation != self._generation or not start <= i < stop:
+            self._score_ahead(i)
+            start = i
+        return self._ahead_scores[i - start], self._ahead_rows[i]
 
     def _learn(self, row: Sequence[float]) -> None:
         if self._forest.learn_one(row):  # the trees pivoted: the reference masses changed
