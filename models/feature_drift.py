@@ -257,12 +257,18 @@ class NumericDrift:
                                          minlength=self._n_psi).astype(float)
         psi = psi_from_counts(self._psi_reference.tolist(), actual.tolist())
         s = np.cumsum(counts) / m
-        at = np.abs(self._cdf - s[1::2])  # F_window(point) vs F_ref(point)
-        d = float(at.max()) if at.size else 0.0
-        if self.exact:  # also just below each next point, and below the first point
+        if self.exact:
+            at = np.abs(self._cdf - s[1::2])  # F_window(point) vs F_ref(point)
+            d = float(at.max()) if at.size else 0.0
+            # also just below each next point, and below the first point
             before = np.abs(self._cdf - s[2::2])
-            d = max(d, float(before.max()) if before.size else 0.0, float(s[0]))
-        return psi, d
+            return psi, max(d, float(before.max()) if before.size else 0.0, float(s[0]))
+        # A histogram's bins are [e_k, e_k+1) (the last one closed): its CDF at edge k is the
+        # mass *below* e_k, so the window's is too -- values on an edge (integers, say) count
+        # above it, as in the reference -- and at the last edge, the mass up to it.
+        below = s[0::2][:self._n_points]
+        below[-1] = s[2 * self._n_points - 1]
+        return psi, float(np.abs(self._cdf - below).max())
 
     def check(self, t: DriftThresholds) -> list[FeatureCheck]:
         """PSI and KS checks of the current window."""

@@ -268,3 +268,43 @@ def test_buffered_observations_give_the_same_checks_and_counters(check_every: in
     assert plain.type_mismatches == eager.type_mismatches > 0
     assert plain.untracked == eager.untracked == {"late"}
     assert any(c.breached for c in plain.checks) or check_every == 333
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_integer_feature_is_stable_against_its_training_profile(seed: int) -> None:
+    """Integer values lie on the profile's bin edges: the KS distance compares like with like.
+
+    (Found end to end: `rooms` in 1..6 against its training dataset's profile raised a
+    KS alert in the first window of an unchanged stream, its distance ~P(rooms = k).)
+    """
+    rng = np.random.default_rng(seed)
+    draw = lambda n: rng.integers(1, 7, n)  # noqa: E731
+    profile = profile_table(pa.table({"rooms": draw(3_000)}))["columns"]["rooms"]["histogram"]
+    d = NumericDrift.from_histogram("rooms", profile["edges"], profile["counts"], window=500)
+    stable = []
+    for _ in range(10):
+        for v in draw(500):
+            d.update(int(v))
+        stable.append({c.detector: c for c in d.check(DriftThresholds())})
+    assert not any(c.breached for checks in stable for c in checks.values())
+    assert max(checks["ks"].statistic for checks in stable) < 0.1  # critical: 0.119
+    for v in rng.integers(2, 8, 500):  # shifted by one
+        d.update(int(v))
+    shifted = {c.detector: c for c in d.check(DriftThresholds())}
+    assert shifted["ks"].breached and shifted["psi"].breached
+    assert shifted["ks"].statistic == pytest.approx(1 / 6, abs=0.06)
+
+
+def test_a_continuous_feature_against_its_profile_still_sees_values_beyond_its_range() -> None:
+    rng = np.random.default_rng(1)
+    profile = profile_table(pa.table({"x": rng.normal(0, 1, 5_000)}))["columns"]["x"]["histogram"]
+    d = NumericDrift.from_histogram("x", profile["edges"], profile["counts"], window=500)
+    for v in rng.normal(0, 1, 500):
+        d.update(float(v))
+    assert not any(c.breached for c in d.check(DriftThresholds()))
+    for v in rng.normal(0, 1, 400):
+        d.update(float(v))
+    for _ in range(100):
+        d.update(1e6)  # a fifth of the window above the reference's largest value
+    ks = {c.detector: c for c in d.check(DriftThresholds())}["ks"]
+    assert ks.breached and ks.statistic == pytest.approx(0.2, abs=0.01)
