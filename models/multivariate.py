@@ -12,7 +12,8 @@ Method (NannyML's "data reconstruction drift"):
    numeric features (present as numbers in at least 90% of the rows, not
    constant; at most ``max_features``, by name) are standardised with the
    reference's means and standard deviations, and PCA keeps the fewest
-   components explaining ``variance`` (default 65%) of the variance.
+   components explaining ``variance`` (default 65%) of the variance, at most
+   all but one.
 2. An input's reconstruction error is the Euclidean distance between its
    standardised vector and its projection back from those components. A
    missing or non-numeric value is replaced by the reference mean (counted in
@@ -90,6 +91,12 @@ class MultivariateCheck:
         return not self.lower <= self.statistic <= self.upper
 
 
+MIN_BAND_SD = 1e-6
+"""Smallest standard error of the band (standardised units): the error of an exact
+linear relationship between features is float noise, not a statistic. The cap on an
+input's error is at least 100 times it, so a broken relationship still moves the mean."""
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -107,7 +114,8 @@ class ReconstructionDrift:
     window
         Inputs per checked window.
     variance
-        Share of the reference's variance the kept components explain (0 < v < 1).
+        Share of the reference's variance the kept components explain (0 < v < 1); at
+        most all components but one are kept (else nothing is left to reconstruct).
     k
         Width of the band in standard errors of a window's mean.
     max_features
@@ -249,12 +257,17 @@ class ReconstructionDrift:
         z = (data - self._mean) / self._std
         _, s, vt = np.linalg.svd(z, full_matrices=False)
         explained = np.cumsum(s**2) / float(np.sum(s**2))
-        self.components = min(int(np.searchsorted(explained, self.variance) + 1), len(s))
+        # at most all but one: with every component kept, nothing is left to reconstruct
+        # and the error is float noise (independent features each explaining a share)
+        self.components = min(int(np.searchsorted(explained, self.variance) + 1), len(s) - 1)
         self._basis = vt[: self.components].T
         errors = self.errors(data)
         self.reference_mean = float(errors.mean())
-        self.cap = float(errors.max())
-        self.reference_sd = float(errors.std(ddof=1)) * math.sqrt(1 / self.window + 1 / n)
+        self.cap = max(float(errors.max()), 100 * MIN_BAND_SD)  # (see MIN_BAND_SD)
+        # floored: features that are exact linear combinations reconstruct with float noise
+        # (~1e-16) that must not make a band of noise; any real change is far above it
+        self.reference_sd = max(float(errors.std(ddof=1)) * math.sqrt(1 / self.window + 1 / n),
+                                MIN_BAND_SD)
 
     def _check(self) -> None:
         statistic = float(np.minimum(self.errors(self._rows), self.cap).mean())

@@ -319,9 +319,9 @@ class QualityMonitor(SnapshotByPickle):
             >= 2 * abs(c.upper - c.reference_mean) else "warning",
             message=(f"the joint distribution of {ev.model} v{ev.model_version}'s numeric "
                      f"inputs ({features}) changed: mean PCA reconstruction error "
-                     f"{c.statistic:.3f} over {c.size} predictions is "
+                     f"{c.statistic:.4g} over {c.size} predictions is "
                      f"{'above' if above else 'below'} the reference band "
-                     f"[{c.lower:.3f}, {c.upper:.3f}] -- their correlations moved, even if "
+                     f"[{c.lower:.4g}, {c.upper:.4g}] -- their correlations moved, even if "
                      "each feature alone looks unchanged"))
 
     @staticmethod
