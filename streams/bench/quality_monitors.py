@@ -382,12 +382,58 @@ def _segment(rng: np.random.Generator, change: int, changed: bool) -> list[Row]:
     return rows
 
 
-def _is(kind: str, detector: str | None = None, segment: str | None = None
-        ) -> Callable[[Event], bool]:
+_LEVELS = tuple(f"c{i}" for i in range(30))
+_ZIPF = 1.0 / np.arange(1, 31) / float(np.sum(1.0 / np.arange(1, 31)))
+
+
+def _mixed_columns(rng: np.random.Generator, n: int, kids_rate: float = 1.2
+                   ) -> dict[str, list[Any]]:
+    """Columns of every kind a tabular model sees: small-range and count integers, a
+    bool, a long-tailed category (more levels than a profile's top 10), a bounded and
+    a skewed float (3 % missing), independent of each other."""
+    spend = rng.lognormal(3, 1, n)
+    missing = rng.random(n) < 0.03
+    return {
+        "rooms": [int(v) for v in rng.integers(1, 7, n)],
+        "kids": [int(v) for v in rng.poisson(kids_rate, n)],
+        "vip": [bool(v) for v in rng.random(n) < 0.1],
+        "country": [_LEVELS[int(i)] for i in rng.choice(30, n, p=_ZIPF)],
+        "score": [float(v) for v in rng.beta(2, 5, n)],
+        "spend": [None if m else float(v) for v, m in zip(spend, missing, strict=True)],
+    }
+
+
+def _mixed_profile(seed: int) -> dict[str, Any]:
+    import pyarrow as pa
+
+    from modelog.models.profile import profile_table
+
+    return profile_table(pa.table(_mixed_columns(np.random.default_rng(20_000 + seed), 5_000)))
+
+
+def _mixed(rng: np.random.Generator, change: int, changed: bool) -> list[Row]:
+    """Training-like mixed rows; from ``change`` on, ``kids`` (a count) averages 2, not 1.2."""
+    n = change + 3_000
+    before = _mixed_columns(rng, change)
+    after = _mixed_columns(rng, n - change, kids_rate=2.0 if changed else 1.2)
+    noise = rng.random(n) < 0.1
+    rows: list[Row] = []
+    for i in range(n):
+        cols, j = (before, i) if i < change else (after, i - change)
+        inputs = {name: values[j] for name, values in cols.items()}
+        out = int(float(inputs["score"]) > 0.3)  # type: ignore[arg-type]
+        rows.append((inputs, out, out ^ int(noise[i])))
+    return rows
+
+
+def _is(kind: str, detector: str | None = None, segment: str | None = None,
+        feature: str | None = None) -> Callable[[Event], bool]:
     def target(event: Event) -> bool:
         if event.type_name() != kind:
             return False
         if detector is not None and getattr(event, "detector", None) != detector:
+            return False
+        if feature is not None and getattr(event, "feature", None) != feature:
             return False
         return segment is None or segment in getattr(event, "segments", ())
     return target
@@ -412,6 +458,10 @@ def _builtin() -> dict[str, MonitorScenario]:
                         target=_is("SegmentDegraded", segment="country=US"), change=CHANGE,
                         n=CHANGE + 4_000, generate=_segment,
                         config={"quality": {"segments": ["country"]}}),
+        MonitorScenario(name="mixed-types-training", monitor="data drift, against training",
+                        alert="DriftDetected/kids", target=_is("DriftDetected", feature="kids"),
+                        change=CHANGE, n=CHANGE + 3_000, generate=_mixed,
+                        training=_mixed_profile),
     ]
     return {s.name: s for s in scenarios}
 
