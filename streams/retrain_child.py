@@ -57,7 +57,8 @@ def _watch_parent(parent: int) -> None:
 def predict(model: Any, frame: Any, metric: str = "accuracy") -> list[Any]:
     """Predictions of ``model`` for the rows of the pandas DataFrame ``frame``.
 
-    scikit-learn-like objects answer ``predict(frame)``, River models
+    scikit-learn-like objects answer ``predict(frame)`` (on the columns they were fit
+    on, when they know them: ``feature_names_in_``), River models
     ``predict_one(row)``. A PyTorch ``nn.Module`` is called on the numeric inputs
     as one float tensor (in ``frame``'s column order; text inputs are left out --
     a model that needs them encoded comes with a ``predict``): several outputs are
@@ -65,7 +66,7 @@ def predict(model: Any, frame: Any, metric: str = "accuracy") -> list[Any]:
     or the logit of class 1 (``accuracy``/``f1``: class 1 when it is above 0).
     """
     if hasattr(model, "predict"):
-        out = model.predict(frame)
+        out = model.predict(_fitted_columns(model, frame))
         return list(out.tolist() if hasattr(out, "tolist") else out)
     if hasattr(model, "predict_one"):  # River
         return [model.predict_one(row) for row in frame.to_dict("records")]
@@ -74,6 +75,29 @@ def predict(model: Any, frame: Any, metric: str = "accuracy") -> list[Any]:
         return _predict_torch(torch, model, frame, metric)
     raise TypeError(f"a {type(model).__name__} has no predict() or predict_one(); the runner "
                     "cannot score it on the holdout")
+
+
+def _fitted_columns(model: Any, frame: Any) -> Any:
+    """``frame``'s columns the model was fit on, in that order, when it says which.
+
+    A scikit-learn estimator or pipeline fit on a DataFrame knows its input
+    columns (``feature_names_in_``) and refuses any other set, while the holdout
+    carries every input the application logged: a model trained on some of them
+    is scored on those.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return frame
+    wanted = [str(n) for n in names]
+    missing = [n for n in wanted if n not in frame.columns]
+    if missing:
+        from modelog.models.errors import RetrainJobError
+
+        raise RetrainJobError(
+            f"the {type(model).__name__} was fit on {', '.join(missing)}, which the logged "
+            f"inputs of the holdout lack (they have {', '.join(map(str, frame.columns))}): "
+            "log those inputs with the predictions, or train on the logged ones")
+    return frame[wanted]
 
 
 def _predict_torch(torch: Any, model: Any, frame: Any, metric: str) -> list[Any]:
@@ -148,7 +172,8 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
     labels = holdout.column(target).to_pylist()
     metric = choose_metric(labels, job.get("metric"))
     frame = holdout.select(features).to_pandas()
-    candidate = score(metric, predict(model, frame, metric), labels) if labels else None
+    candidate = _scored("the candidate the trainer returned", model, frame, metric, labels) \
+        if labels else None
     production: float | None = None
     prod = job.get("production")
     source = None
@@ -166,8 +191,8 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
                     f"the production version v{prod['version']} cannot be loaded "
                     f"({type(exc).__name__}: {exc}); the candidate cannot be compared with "
                     "it") from None
-            production, source = (score(metric, predict(loaded, frame, metric), labels),
-                                  "artifact")
+            production, source = (_scored(f"the production version v{prod['version']}",
+                                          loaded, frame, metric, labels), "artifact")
         else:
             served, truth = _served(holdout, int(prod["version"]))
             if not served:
@@ -183,6 +208,22 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
         "candidate": candidate, "production": production, "production_source": source,
         "train_rows": train.num_rows, "holdout_rows": holdout.num_rows,
     }
+
+
+def _scored(what: str, model: Any, frame: Any, metric: str, labels: list[Any]) -> float:
+    """``model``'s ``metric`` on the holdout; a failure names the model it was, not the trainer."""
+    from modelog.models.errors import RetrainJobError
+    from modelog.models.retrain_job import score
+
+    try:
+        return score(metric, predict(model, frame, metric), labels)
+    except RetrainJobError:
+        raise
+    except Exception as exc:
+        raise RetrainJobError(
+            f"scoring {what} on the holdout failed ({type(exc).__name__}: {exc}); the "
+            f"holdout's inputs are {', '.join(map(str, frame.columns))}: the model must "
+            "predict from those (or a subset it was fit on by name)") from None
 
 
 def main(argv: list[str] | None = None) -> int:

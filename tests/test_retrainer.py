@@ -415,3 +415,30 @@ def test_a_forgotten_job_table_still_yields_one_candidate(deployment: Deployment
     assert jobs[d.requests["slow"]][0] == "candidate"
     assert _versions(s, "churn") == [1, 2]
     assert _versions(s, "slow") == [1, 2]
+
+
+def test_a_model_fit_on_some_of_the_logged_inputs_is_scored_on_those() -> None:
+    """Found end to end: production fit on 3 of the 4 logged inputs (a DataFrame) made every
+    retrain job fail, reported as the trainer's failure."""
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    from modelog.models.errors import RetrainJobError
+    from modelog.streams.retrain_child import _scored, predict
+
+    train = pd.DataFrame({"sqft": [50.0, 80.0, 120.0, 60.0], "rooms": [1.0, 2.0, 4.0, 2.0]})
+    model = LinearRegression().fit(train[["rooms", "sqft"]], [100.0, 160.0, 250.0, 125.0])
+    holdout = pd.DataFrame({"sqft": [70.0, 90.0], "city": ["lyon", "lille"],
+                            "rooms": [2.0, 3.0]})
+    expected = model.predict(holdout[["rooms", "sqft"]]).tolist()
+    assert predict(model, holdout, "mae") == pytest.approx(expected)
+    with pytest.raises(RetrainJobError, match="fit on rooms, which the logged inputs"):
+        predict(model, holdout.drop(columns=["rooms"]), "mae")
+
+    class Broken:
+        def predict(self, frame: object) -> list[float]:
+            raise ValueError("could not convert string to float: 'lyon'")
+
+    with pytest.raises(RetrainJobError, match=r"scoring the production version v3 on the "
+                                              r"holdout failed \(ValueError: could not"):
+        _scored("the production version v3", Broken(), holdout, "mae", [1.0, 2.0])
