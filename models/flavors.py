@@ -71,6 +71,7 @@ __all__ = [
     "detect_flavor",
     "digest",
     "dump",
+    "fitted_columns",
     "infer_signature",
     "load",
     "load_verified",
@@ -487,6 +488,32 @@ def load_verified(data: bytes, expected_digest: str, flavor: str, **options: Any
     if actual != expected_digest.strip().lower():
         raise ArtifactDigestMismatch(expected_digest, actual)
     return load(data, flavor, **options)
+
+
+def fitted_columns(model: Any) -> list[str] | None:
+    """The input columns ``model`` was fit on, in order, when it knows them (else ``None``).
+
+    A scikit-learn estimator or pipeline fit on a DataFrame records them
+    (``feature_names_in_``) and refuses any other set or order of columns, so
+    its signature, its holdout and its serving frame are those columns.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn.linear_model import LinearRegression
+    >>> X = pd.DataFrame({"rooms": [1.0, 2.0, 3.0], "sqft": [50.0, 70.0, 90.0]})
+    >>> fitted_columns(LinearRegression().fit(X[["sqft", "rooms"]], [1.0, 2.0, 3.0]))
+    ['sqft', 'rooms']
+    >>> fitted_columns(LinearRegression().fit(X.to_numpy(), [1.0, 2.0, 3.0])) is None
+    True
+    """
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return None
+    try:
+        return [str(n) for n in names]
+    except TypeError:  # not a sequence: not scikit-learn's attribute
+        return None
 
 
 def infer_signature(data: Any) -> list[tuple[str, str]]:

@@ -85,10 +85,11 @@ def _fitted_columns(model: Any, frame: Any) -> Any:
     carries every input the application logged: a model trained on some of them
     is scored on those.
     """
-    names = getattr(model, "feature_names_in_", None)
-    if names is None:
+    from modelog.models.flavors import fitted_columns
+
+    wanted = fitted_columns(model)
+    if wanted is None:
         return frame
-    wanted = [str(n) for n in names]
     missing = [n for n in wanted if n not in frame.columns]
     if missing:
         from modelog.models.errors import RetrainJobError

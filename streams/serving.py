@@ -106,6 +106,15 @@ def code_version_label(path: Any = None) -> str | None:
     return cv.commit[:12] + ("-dirty" if cv.dirty else "")
 
 
+def _columns(model: Any, info: Any) -> list[str]:
+    """The frame's columns for ``model``: those it was fit on (a scikit-learn model fit on a
+    DataFrame refuses any other set or order), else its version's signature (the training
+    dataset's columns but the target: a request must still carry them all)."""
+    from modelog.models.flavors import fitted_columns
+
+    return fitted_columns(model) or [c.name for c in info.signature]
+
+
 class Predictor:
     """Serve ``model`` through its aliases and traffic policy (get one from ``client.predictor``).
 
@@ -315,7 +324,7 @@ class Predictor:
         else:
             import pandas as pd
 
-            cols = [c.name for c in info.signature] or list(inputs)
+            cols = _columns(model, info) or list(inputs)
             out = model.predict(pd.DataFrame([[inputs.get(c) for c in cols]], columns=cols))[0]
         return check_output(out.item() if hasattr(out, "item") else out,
                             "PredictionMade", "output")
@@ -434,7 +443,7 @@ class Predictor:
             return [self._call(model, row, info) for row in rows]
         import pandas as pd
 
-        cols = [c.name for c in info.signature] or list(rows[0])
+        cols = _columns(model, info) or list(rows[0])
         frame = pd.DataFrame([[row.get(c) for c in cols] for row in rows], columns=cols)
         return [check_output(v.item() if hasattr(v, "item") else v, "PredictionMade", "output")
                 for v in model.predict(frame)]

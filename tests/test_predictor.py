@@ -229,3 +229,23 @@ def test_online_version_is_served_from_its_verified_checkpoint(
             time.sleep(0.02)
         assert predictor.predict({"x": 3.0}) == pytest.approx(expected)
         assert predictor.stats.refused_checkpoints >= 1
+
+
+def test_a_model_fit_on_some_dataset_columns_is_served_with_those(client: Client) -> None:
+    """Found end to end: the frame had every signature column (the dataset's but the
+    target), which a model fit on some of them, by name and in its own order, refuses."""
+    from sklearn.linear_model import LinearRegression
+
+    data = pd.DataFrame({"sqft": [50.0, 80.0, 120.0, 60.0], "city": ["a", "b", "a", "c"],
+                         "rooms": [1.0, 2.0, 4.0, 2.0], "price": [100.0, 160.0, 250.0, 125.0]})
+    model = LinearRegression().fit(data[["rooms", "sqft"]], data["price"])
+    name = f"m{uuid.uuid4().hex[:8]}"
+    version = client.register_model(name, model, dataset=data, target="price")
+    info = client.registry(name).versions(name)[version]
+    assert [c.name for c in info.signature] == ["sqft", "city", "rooms"]  # the training data's
+    client.set_alias(name, "production", version, reason="test")
+    request = {"city": "b", "sqft": 70.0, "rooms": 2.0, "request_id": "r-1"}
+    expected = float(model.predict(pd.DataFrame([{"rooms": 2.0, "sqft": 70.0}]))[0])
+    with client.predictor(name) as predictor:
+        assert predictor.predict(request) == pytest.approx(expected)
+        assert predictor.predict_many([request, request]) == pytest.approx([expected] * 2)
