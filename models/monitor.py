@@ -146,6 +146,7 @@ from modelog.models.monitor_state import (
     output_value,
     predicted_class,
     prediction_error,
+    probability_of_one,
 )
 from modelog.models.outliers import OutlierMonitor
 from modelog.models.processor import SnapshotByPickle
@@ -551,6 +552,8 @@ class ServingMonitor(SnapshotByPickle):
         version.labelled_window.append((pid, ev.time, value))
         if classification:
             version.outcomes.append((str(predicted_class(pending.output)), str(ev.label)))
+        elif (p := probability_of_one(pending.output, ev.label)) is not None:
+            version.outcomes.append(("1" if p >= 0.5 else "0", "1" if ev.label else "0"))
         if not drift.drift_detected:
             return []
         return [concept_drift_event(ev, pending.version, version, drift.findings[0], self.config)]

@@ -26,7 +26,7 @@ from modelog.models.outliers import OutlierMonitor
 from modelog.models.skew import SkewMonitor
 
 __all__ = ["AlertBook", "ModelState", "PendingPrediction", "VersionState", "live_metrics",
-           "output_value", "predicted_class", "prediction_error"]
+           "output_value", "predicted_class", "prediction_error", "probability_of_one"]
 
 _POSITIVE = ("1", "True", "true", "yes", "1.0")
 
@@ -37,7 +37,9 @@ def live_metrics(outcomes: Iterable[tuple[str, str]],
 
     F1 is of the positive class when the labels are binary with a positive
     value (``1``, ``True``, ``yes``), else the macro average over the classes
-    seen. Without classifications, ``rolling_mae`` is the mean absolute error.
+    seen. Without classifications, ``rolling_mae`` is the mean absolute error; with
+    classifications and errors that are not all 0/1 (a binary classifier logging
+    P(class 1), see :func:`probability_of_one`), both.
 
     Examples
     --------
@@ -46,11 +48,15 @@ def live_metrics(outcomes: Iterable[tuple[str, str]],
     (0.5, 0.5, None)
     >>> live_metrics([], [0.5, 1.5])["rolling_mae"]
     1.0
+    >>> live_metrics([("1", "1"), ("0", "1")], [0.25, 0.75])
+    {'rolling_accuracy': 0.5, 'rolling_f1': 0.6666666666666666, 'rolling_mae': 0.5}
     """
     pairs = list(outcomes)
+    mae = sum(errors) / len(errors) if errors else None
     if not pairs:
-        mae = sum(errors) / len(errors) if errors else None
         return {"rolling_accuracy": None, "rolling_f1": None, "rolling_mae": mae}
+    if any(e != 0.0 and e != 1.0 for e in errors):  # probabilities: |p - y| beside accuracy
+        return {**live_metrics(pairs, []), "rolling_mae": mae}
     accuracy = sum(p == t for p, t in pairs) / len(pairs)
     classes = {t for _, t in pairs} | {p for p, _ in pairs}
     positive = [c for c in _POSITIVE if c in classes]
@@ -106,6 +112,24 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
     if isinstance(output, dict):
         return float(str(predicted) != str(label)), True
     return float(predicted != label), True
+
+
+def probability_of_one(output: Any, label: Any) -> float | None:
+    """``output`` when it reads as P(class 1) of a binary label: a float in [0, 1], a 0/1 label.
+
+    Such a prediction's error is ``|p - y|`` (:func:`prediction_error`), and it
+    also predicts class 1 when ``p >= 0.5`` (rolling accuracy and F1).
+
+    Examples
+    --------
+    >>> probability_of_one(0.8, 1), probability_of_one(0.8, 2), probability_of_one(1.5, 1)
+    (0.8, None, None)
+    """
+    if output.__class__ is not float or not 0.0 <= output <= 1.0:
+        return None
+    if label.__class__ not in (int, bool) or label not in (0, 1):
+        return None
+    return float(output)
 
 
 def output_value(output: Any) -> Any:

@@ -615,3 +615,29 @@ def test_traffic_resuming_after_a_long_pause_moves_the_watermark() -> None:
     c = m.counters("churn")
     assert c["evicted_by_ttl"] == 10  # the old ones expired once the new clock was confirmed
     assert c["offside_times"] == CONFIRM_OFFSIDE
+
+
+def test_a_classifier_logging_p_of_class_1_gets_accuracy_f1_and_the_mean_absolute_error() -> None:
+    """P(class 1) as the output with 0/1 labels: the live metric was MAE only."""
+    import datetime as dt
+
+    from modelog.models.events import LabelObserved, PredictionMade
+    from modelog.models.monitor import ServingMonitor
+    from modelog.models.monitor_config import MonitorConfig
+
+    mon = ServingMonitor(MonitorConfig(stats_every=5))
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    cases = [(0.9, 1), (0.2, 0), (0.7, 0), (0.4, 1)]  # right, right, wrong, wrong
+    for i, (p, _) in enumerate(cases):
+        mon.process(PredictionMade(id=f"p{i}", time=t0, aggregate="m", prediction_id=f"x{i}",
+                                   model="m", model_version=1, inputs={"a": 1.0}, output=p))
+    for i, (_, y) in enumerate(cases):
+        mon.process(LabelObserved(id=f"l{i}", time=t0, aggregate="m", prediction_id=f"x{i}",
+                                  model="m", label=y))
+    out = mon.process(PredictionMade(id="p9", time=t0, aggregate="m", prediction_id="x9",
+                                     model="m", model_version=1, inputs={"a": 1.0},
+                                     output=0.5))
+    [stats] = [e for e in out if e.type_name() == "MonitorStatsReported"]
+    assert stats.stats["rolling_accuracy"] == 0.5
+    assert stats.stats["rolling_f1"] == pytest.approx(0.5)  # tp 1, fp 1, fn 1
+    assert stats.stats["rolling_mae"] == pytest.approx((0.1 + 0.2 + 0.7 + 0.6) / 4)
