@@ -39,7 +39,8 @@ completed the evidence, the decision's command id from the decision's id: a
 replay or a duplicate yields the same ids, and the registry answers a known
 command id with its earlier answer. A decision whose command the registry
 already answered, or while ``production`` is no longer where the evidence
-found it, is not emitted again; at most one decision per ``cooldown_s``; a
+found it, is not emitted again; at most one promotion per ``cooldown_s`` (counted
+from the last decision, a rollback included), while a rollback is never held back; a
 version that was rolled back is never promoted again automatically.
 
 Pure: imports :mod:`modelog.models` and the standard library only.
@@ -506,9 +507,13 @@ class RolloutProcessor(SnapshotByPickle):
                 report: ComparisonReported | None, reason: str) -> list[Event]:
         if state.production != from_version:
             return []  # production moved since (or is unknown): the evidence is stale
-        if state.last_decision is not None and 0.0 <= (  # a later-stamped one (a skewed
+        # The cooldown spaces promotions (also after a rollback). A rollback protects
+        # production and is never held back: the version it leaves is never promoted again
+        # automatically, so it cannot flap. A later-stamped decision (a skewed clock) does
+        # not hold every later one back.
+        if action == "promote" and state.last_decision is not None and 0.0 <= (
                 event.time - state.last_decision).total_seconds() < policy.cooldown_s:
-            return []  # clock) does not hold every later decision back
+            return []
         if state.pending is not None and (
                 event.time - state.pending[1]).total_seconds() < PENDING_S:
             return []  # the last decision's command awaits the registry's answer

@@ -46,7 +46,8 @@ class PromotionPolicy:
         Roll back when the new production's error rate (classes) or MAE (numbers)
         over at least ``rollback_min`` predictions exceeds it (``None``: no alarm).
     cooldown_s
-        At most one automatic decision per model in this many seconds.
+        At most one automatic promotion per model in this many seconds after its last
+        decision (a rollback is never held back: it protects production).
     report_every
         A ``ComparisonReported`` every this many new labelled pairs.
     """

@@ -134,19 +134,16 @@ def test_regression_shadow_uses_the_paired_t_test_on_absolute_errors() -> None:
     assert isinstance(decision, RolloutDecided) and decision.to_version == 4
 
 
-def test_a_worse_promotion_is_rolled_back_after_the_cooldown_only() -> None:
-    p = RolloutProcessor()
-    p.process_many([alias_set(1), policy(rollback_min=100, report_every=50, cooldown_s=3600)])
-    baseline = p.process_many(traffic(500, (1, 0.9), seed=2))  # v1's record as production
-    assert not of(baseline, RolloutDecided)
-    p.process(alias_set(2, 1, actor="policy:promotion", at=500))
-    early = p.process_many(traffic(1000, (2, 0.6), seed=3, start=600))  # within the hour
-    assert of(early, ComparisonReported) and not of(early, RolloutDecided)
+def test_a_worse_promotion_is_rolled_back_at_once_whatever_the_cooldown() -> None:
+    """The cooldown spaces promotions; it does not keep a bad production in place (found end
+    to end: a promotion's hour-long default cooldown held the rollback of the next, broken
+    production back for an hour)."""
     p2 = RolloutProcessor()
-    p2.process_many([alias_set(1), policy(rollback_min=100, report_every=50, cooldown_s=60)])
-    p2.process_many(traffic(500, (1, 0.9), seed=2))
+    p2.process_many([alias_set(1), policy(rollback_min=100, report_every=50, cooldown_s=3600)])
+    baseline = p2.process_many(traffic(500, (1, 0.9), seed=2))  # v1's record as production
+    assert not of(baseline, RolloutDecided)
     p2.process(alias_set(2, 1, actor="policy:promotion", at=500))
-    out = p2.process_many(traffic(500, (2, 0.6), seed=3, start=600))
+    out = p2.process_many(traffic(500, (2, 0.6), seed=3, start=600))  # within the hour
     [decision] = of(out, RolloutDecided)  # one: its command awaits the registry's answer
     [command] = of(out, AliasChangeRequested)
     assert isinstance(decision, RolloutDecided) and isinstance(command, AliasChangeRequested)
@@ -160,6 +157,18 @@ def test_a_worse_promotion_is_rolled_back_after_the_cooldown_only() -> None:
     evidence = next(e for e in out if e.id == decision.evidence_id)
     assert isinstance(evidence, ComparisonReported) and evidence.test == "two-proportion-z"
     assert evidence.effect < 0 and evidence.baseline_version == 1
+
+
+def test_the_cooldown_still_spaces_promotions_also_after_a_rollback() -> None:
+    for last_actor in ("policy:promotion", "policy:rollback"):
+        p = RolloutProcessor()
+        p.process_many([alias_set(1), policy(min_pairs=200, report_every=50, cooldown_s=3600)])
+        p.process(alias_set(1, 3, actor=last_actor, at=10))  # its last decision, at 10 s
+        held = p.process_many(traffic(600, (1, 0.7), (2, 0.9), start=20))  # within the hour
+        assert of(held, ComparisonReported) and not of(held, RolloutDecided), last_actor
+        later = p.process_many(traffic(600, (1, 0.7), (2, 0.9), seed=5, start=3_700))
+        [decision] = of(later, RolloutDecided)
+        assert isinstance(decision, RolloutDecided) and decision.action == "promote"
 
 
 def test_an_error_rate_alarm_rolls_back_without_a_baseline() -> None:
