@@ -266,8 +266,8 @@ class NumericDrift:
         # A histogram's bins are [e_k, e_k+1) (the last one closed): its CDF at edge k is the
         # mass *below* e_k, so the window's is too -- values on an edge (integers, say) count
         # above it, as in the reference -- and at the last edge, the mass up to it.
-        below = s[0::2][:self._n_points]
-        below[-1] = s[2 * self._n_points - 1]
+        n = self._n_points
+        below = np.append(s[0:2 * n - 2:2], s[2 * n - 1])  # s[2k]: the mass below edge k
         return psi, float(np.abs(self._cdf - below).max())
 
     def check(self, t: DriftThresholds) -> list[FeatureCheck]:

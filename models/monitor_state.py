@@ -115,7 +115,8 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
 
 
 def probability_of_one(output: Any, label: Any) -> float | None:
-    """``output`` when it reads as P(class 1) of a binary label: a float in [0, 1], a 0/1 label.
+    """``output`` when it reads as P(class 1) of a binary label: a float in [0, 1], a 0/1 label
+    (int, bool or float).
 
     Such a prediction's error is ``|p - y|`` (:func:`prediction_error`), and it
     also predicts class 1 when ``p >= 0.5`` (rolling accuracy and F1).
@@ -127,7 +128,7 @@ def probability_of_one(output: Any, label: Any) -> float | None:
     """
     if output.__class__ is not float or not 0.0 <= output <= 1.0:
         return None
-    if label.__class__ not in (int, bool) or label not in (0, 1):
+    if label.__class__ not in (int, bool, float) or label not in (0, 1):
         return None
     return float(output)
 

@@ -48,7 +48,7 @@ from typing import Any
 from modelog.models.event_base import Window
 from modelog.models.events import Event, LabelObserved, MonitorConfigured, PredictionMade
 from modelog.models.ids import derived_id, epoch_ms
-from modelog.models.monitor_state import prediction_error
+from modelog.models.monitor_state import prediction_error, probability_of_one
 from modelog.models.multivariate import MultivariateCheck, ReconstructionDrift
 from modelog.models.perf_estimation import (
     PerformanceDrop,
@@ -231,8 +231,9 @@ class QualityMonitor(SnapshotByPickle):
             error = prediction_error(output, ev.label)
             if error is not None:
                 value, classification = error
-                if isinstance(output, float) and 0.0 <= output <= 1.0 and ev.label in (0, 1):
-                    value, classification = float(int(output >= 0.5) != ev.label), True
+                p = probability_of_one(output, ev.label)
+                if p is not None:
+                    value, classification = float(int(p >= 0.5) != ev.label), True
                 state.segments.learn_one(segments, value, classification=classification)
                 out += [self._degraded(ev, number, state, f) for f in state.segments.findings]
         return out

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from modelog.models.errors import EventValidationError
 from modelog.models.events import Event, OnlineModelCheckpointed
+from modelog.models.flavors import fitted_columns
 from modelog.models.online_models import checkpoint_mac
 from modelog.models.registry import RegistryEvent, RegistryState, VersionInfo, apply
 from modelog.models.serving_events import ShadowFailureLimiter, ShadowScoringFailed
@@ -106,12 +107,10 @@ def code_version_label(path: Any = None) -> str | None:
     return cv.commit[:12] + ("-dirty" if cv.dirty else "")
 
 
-def _columns(model: Any, info: Any) -> list[str]:
+def _columns(model: Any, info: VersionInfo) -> list[str]:
     """The frame's columns for ``model``: those it was fit on (a scikit-learn model fit on a
     DataFrame refuses any other set or order), else its version's signature (the training
     dataset's columns but the target: a request must still carry them all)."""
-    from modelog.models.flavors import fitted_columns
-
     return fitted_columns(model) or [c.name for c in info.signature]
 
 

@@ -421,7 +421,7 @@ def _mixed(rng: np.random.Generator, change: int, changed: bool) -> list[Row]:
     for i in range(n):
         cols, j = (before, i) if i < change else (after, i - change)
         inputs = {name: values[j] for name, values in cols.items()}
-        out = int(float(inputs["score"]) > 0.3)  # type: ignore[arg-type]
+        out = int(float(inputs["score"]) > 0.3)
         rows.append((inputs, out, out ^ int(noise[i])))
     return rows
 
