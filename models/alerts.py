@@ -9,7 +9,7 @@ worker all derive from them. Pure: imports only the standard library,
 * :class:`SubscriptionBook` folds subscription events (duplicates ignored,
   removal is final);
 * :func:`matches` decides whether an alert goes to a subscription (model
-  filter, kind filter, minimum severity, and no alert older than the
+  filter, kind filter, minimum severity, and no alert raised before the
   subscription unless ``replay``);
 * :func:`payload`, :func:`request_headers`, :func:`signature`,
   :func:`backoff_delay`, :func:`is_retryable` and :func:`delivered_event` say
@@ -174,14 +174,18 @@ def alert_kinds(alert: Alert) -> frozenset[str]:
     return frozenset({alert.type_name()} | ({str(kind)} if kind is not None else set()))
 
 
-def matches(subscription: AlertSubscriptionCreated, alert: Alert, *, replay: bool = False) -> bool:
+def matches(subscription: AlertSubscriptionCreated, alert: Alert, *, replay: bool = False,
+            raised: dt.datetime | None = None) -> bool:
     """Whether ``alert`` goes to ``subscription``.
 
     An empty ``models`` or ``kinds`` filter matches everything; ``kinds`` names
     alert type names (``DriftDetected``) or ``kind`` values (``concept``); the
     alert's severity must be at least ``min_severity`` (info < warning <
-    critical). Alerts older than the subscription (event times) do not match
-    unless ``replay``.
+    critical). An alert raised before the subscription was created does not
+    match unless ``replay``: ``raised`` is when the alert was written to the log
+    (its record's timestamp), else its event time. The two differ when the
+    traffic that raised it was logged late or backfilled (an alert about
+    predictions made hours ago, raised a second ago, is delivered).
 
     Examples
     --------
@@ -191,10 +195,11 @@ def matches(subscription: AlertSubscriptionCreated, alert: Alert, *, replay: boo
     ...                                url="https://x.test/h", kinds=["SkewDetected"])
     >>> skew = SkewDetected(id="e2", time=t, aggregate="m", model="m", feature="age",
     ...                     kind="missing")
-    >>> matches(sub, skew), matches(sub, msgspec.structs.replace(skew, time=t - dt.timedelta(1)))
-    (True, False)
+    >>> old = msgspec.structs.replace(skew, time=t - dt.timedelta(hours=2))
+    >>> matches(sub, skew), matches(sub, old), matches(sub, old, raised=t)
+    (True, False, True)
     """
-    if not replay and alert.time < subscription.time:
+    if not replay and (alert.time if raised is None else raised) < subscription.time:
         return False
     if subscription.models and alert.model not in subscription.models:
         return False
@@ -240,9 +245,10 @@ class SubscriptionBook:
         """Active subscriptions, oldest first."""
         return sorted(self._active.values(), key=lambda s: (s.time, s.subscription_id))
 
-    def matching(self, alert: Alert, *, replay: bool = False) -> list[AlertSubscriptionCreated]:
+    def matching(self, alert: Alert, *, replay: bool = False, raised: dt.datetime | None = None
+                 ) -> list[AlertSubscriptionCreated]:
         """Active subscriptions ``alert`` goes to (see :func:`matches`)."""
-        return [s for s in self.active() if matches(s, alert, replay=replay)]
+        return [s for s in self.active() if matches(s, alert, replay=replay, raised=raised)]
 
     def __contains__(self, subscription_id: object) -> bool:
         return subscription_id in self._active

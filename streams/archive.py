@@ -209,17 +209,19 @@ def _selection(types: Sequence[str], cutoff: dt.datetime | None) -> tuple[str, l
 
 def _event_rows(reader: Reader, where: str, params: list[Any],
                 ) -> Iterator[tuple[list[Any], ...]]:
-    """Chunks of ``(partition, id, aggregate, type, schema_version, payload)`` in refill order.
+    """Chunks of ``(partition, id, aggregate, type, schema_version, payload, projected ms)``
+    in refill order (the last: when the projector stored the event, Unix ms, 0 if unknown).
 
     One streaming query on the DuckDB file when no projector holds it (a restore);
     else pages through the projector's query server (a broker refilled under running
     services).
     """
-    sql = ("select partition, id, aggregate, type, schema_version, payload::BLOB from events "
+    sql = ("select partition, id, aggregate, type, schema_version, payload::BLOB, "
+           "coalesce(epoch_ms(projected_at), 0) from events "
            f"where {where} order by partition, projected_at, \"offset\", id")
     try:
         for batch in reader.scan(sql, params, batch_rows=_CHUNK):
-            yield tuple(batch.column(i).to_pylist() for i in range(6))
+            yield tuple(batch.column(i).to_pylist() for i in range(7))
         return
     except DatabaseBusyError:
         pass
@@ -228,7 +230,7 @@ def _event_rows(reader: Reader, where: str, params: list[Any],
         table = reader.query(f"{sql} limit {_CHUNK} offset {done}", params)
         if table.num_rows == 0:
             return
-        yield tuple(table.column(i).to_pylist() for i in range(6))
+        yield tuple(table.column(i).to_pylist() for i in range(7))
         done += table.num_rows
 
 
@@ -347,16 +349,18 @@ def restore_to_broker(
 
 
 def _send(producer: Any, topic: str, value: bytes, key: bytes | None, partition: int,
-          headers: Any = None) -> None:
-    """Produce one record (``partition`` < 0: by key); a full local queue is drained first."""
+          headers: Any = None, timestamp: int = 0) -> None:
+    """Produce one record (``partition`` < 0: by key; ``timestamp`` Unix ms, 0: now);
+    a full local queue is drained first."""
     while True:
         try:
             if partition < 0 and not headers:
-                producer.produce(topic, value, key)
+                producer.produce(topic, value, key, timestamp=timestamp)
             elif partition < 0:
-                producer.produce(topic, value, key, headers=headers)
+                producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
             else:
-                producer.produce(topic, value, key, partition=partition, headers=headers or None)
+                producer.produce(topic, value, key, partition=partition, headers=headers or None,
+                                 timestamp=timestamp)
             return
         except BufferError:  # local queue full: let librdkafka send, then retry
             producer.poll(0.05)
@@ -368,17 +372,19 @@ def _refill_chunk(producer: Any, topic: str, n_parts: int, rows: tuple[list[Any]
     """Produce one chunk of ledger rows to ``topic`` (the restore's hot loop: ~1 µs a row).
 
     Upcasts rows of an older schema, keeps each row's partition when the topic has it,
+    stamps each record with when the projector first stored it (close to when it was
+    first written: alert delivery tells alerts raised before a subscription by it),
     counts the records per partition in ``refilled`` and tells each anchor whose
     last event id it meets the count at that point.
     """
-    parts, ids, aggregates, kinds, versions, payloads = rows
+    parts, ids, aggregates, kinds, versions, payloads, stamps = rows
     for i, payload in enumerate(payloads):
         raw = payload if isinstance(payload, bytes) else str(payload).encode()
         if versions[i] != current.get(kinds[i]):  # an older schema: upcast on the way
             raw = codec.encode(codec.decode(raw))
         p = parts[i]
         part = p if p is not None and 0 <= p < n_parts else -1
-        _send(producer, topic, raw, str(aggregates[i]).encode(), part)
+        _send(producer, topic, raw, str(aggregates[i]).encode(), part, timestamp=stamps[i])
         slot = (topic, part)
         refilled[slot] = refilled.get(slot, 0) + 1
         if anchored:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import threading
@@ -125,6 +126,14 @@ class _Job:
     offset: int
 
 
+def _record_time(msg: Any) -> dt.datetime | None:
+    """When a record was written to the log (its timestamp), if the broker says."""
+    kind, ms = msg.timestamp()
+    if kind == 0 or ms is None or ms < 0:  # TIMESTAMP_NOT_AVAILABLE
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+
+
 class DeliveryWorker:
     """Follow subscriptions and alerts; deliver every matching alert to its webhooks.
 
@@ -140,7 +149,9 @@ class DeliveryWorker:
     http_timeout, max_attempts, backoff
         See :class:`WebhookSender`.
     replay
-        Also deliver alerts older than the subscription.
+        Also deliver alerts raised before the subscription was created (raised:
+        their record's timestamp, when the worker wrote them; not their event
+        time, so alerts about late or backfilled traffic are delivered).
     lanes
         Delivery threads; a subscription always uses the same lane.
     batch_size
@@ -307,20 +318,20 @@ class DeliveryWorker:
         self.catch_up_subscriptions()
         if not messages:
             return 0
-        decoded: list[tuple[tuple[str, int], int, Event | None]] = []
+        decoded: list[tuple[tuple[str, int], int, Event | None, dt.datetime | None]] = []
         invalid: list[Outgoing] = []
         for msg in messages:
             tp = (msg.topic(), msg.partition())
             event = self._decode(msg, invalid)
-            decoded.append((tp, msg.offset(), event))
+            decoded.append((tp, msg.offset(), event, _record_time(msg)))
         self._dead_letter(invalid)
         jobs: list[_Job] = []
         with self._state:
-            for tp, offset, event in decoded:
+            for tp, offset, event, raised in decoded:
                 self._read_to[tp] = max(self._read_to.get(tp, 0), offset + 1)
                 if event is None or not is_alert(event):
                     continue
-                for sub in self.book.matching(event, replay=self.replay):
+                for sub in self.book.matching(event, replay=self.replay, raised=raised):
                     key = (sub.subscription_id, event.id)
                     if key in self._inflight or self.ledger.is_recorded(*key):
                         continue

@@ -29,6 +29,29 @@ def _project_until(settings: Settings, sql: str, want: int) -> None:
     raise AssertionError(f"projection never reached {want} for {sql}")
 
 
+def _record_stamps(settings: Settings, topic: str, want: int) -> dict[str, int]:
+    """Event id -> record timestamp (ms) of the first ``want`` records of ``topic``."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from modelog.models import codec
+    from modelog.streams.kafka import new_consumer
+
+    consumer = new_consumer(settings, client_id="test-stamps")
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                         for p in range(settings.partitions)])
+        out: dict[str, int] = {}
+        for _ in range(40):
+            if len(out) >= want:
+                break
+            for msg in consumer.consume(100, 0.5):
+                if msg.error() is None:
+                    out[codec.decode(msg.value()).id] = msg.timestamp()[1]
+        return out
+    finally:
+        consumer.close()
+
+
 def test_registry_history_survives_a_broker_restart(settings: Settings) -> None:
     ensure_topics(settings)
     x = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
@@ -48,6 +71,12 @@ def test_registry_history_survives_a_broker_restart(settings: Settings) -> None:
         report = restore_to_broker(moved)
         registry_topic = f"{settings.topic_prefix}registry"
         assert report.restored[registry_topic] == 3  # two registrations and one alias change
+        # Each record is stamped with when the projector first stored its event (what
+        # alert delivery compares with a subscription's creation), not the refill's time.
+        stored = {r["id"]: r["ms"] for r in Reader(settings).query(
+            "select id, epoch_ms(projected_at) ms from events where topic = ?",
+            [registry_topic]).to_pylist()}
+        assert _record_stamps(moved, registry_topic, len(stored)) == stored
         assert report.restored[f"{settings.topic_prefix}runs"] >= 3
         again = restore_to_broker(moved)  # idempotent: non-empty topics are skipped
         assert again.total == 0 and registry_topic in again.skipped

@@ -104,9 +104,13 @@ def test_matching_rules() -> None:
     assert not matches(critical, drift)
     assert matches(critical, _drift(time=late, severity="critical"))
     assert matches(warning, drift) and not matches(warning, _drift(time=late, severity="info"))
-    # alerts older than the subscription only with replay
+    # alerts raised before the subscription only with replay; raised is when the alert
+    # was written (its record timestamp), else its event time
     early = _drift(time=T0 - dt.timedelta(seconds=1))
     assert not matches(everything, early) and matches(everything, early, replay=True)
+    assert matches(everything, early, raised=T0 + dt.timedelta(seconds=1))  # late traffic
+    assert not matches(everything, drift, raised=T0 - dt.timedelta(seconds=1))
+    assert matches(everything, drift, raised=T0 - dt.timedelta(seconds=1), replay=True)
     # alerts without a severity field
     resolved = DriftResolved(id="r", time=late, aggregate="churn", model="churn",
                              kind="concept", detector="adwin", detected_id="d")
@@ -276,14 +280,17 @@ def test_delivers_matching_alerts_with_headers_and_valid_body(
 ) -> None:
     churn_url = receiver.url("churn")
     all_url = receiver.url("all")
-    old = _drift(time=codec.utcnow() - dt.timedelta(hours=1))
+    before = _drift()  # raised (written) before anyone subscribed: not delivered
+    _produce(topics, [before])
     churn_sid = subscribe(topics, churn_url, models=["churn"], min_severity="warning",
                           secret="s3cret")
     all_sid = subscribe(topics, all_url)
-    critical, low, fraud = _drift(severity="critical"), _anomaly(), _drift("fraud")
+    critical, low = _drift(severity="critical"), _anomaly()
+    # raised after subscribing about traffic logged an hour late (its event time): delivered
+    fraud = _drift("fraud", time=codec.utcnow() - dt.timedelta(hours=1))
     stats = MonitorStatsReported(id=new_id(), time=codec.utcnow(), aggregate="churn",
                                  model="churn", stats={"error": 0.2})
-    _produce(topics, [old, critical, low, fraud, stats], raw=(b"{not an event",))
+    _produce(topics, [critical, low, fraud, stats], raw=(b"{not an event",))
 
     stats_run = deliver_once(topics, **FAST)
 
@@ -299,7 +306,7 @@ def test_delivers_matching_alerts_with_headers_and_valid_body(
     assert codec.decode(body) == critical
     everything = receiver.at(all_url)
     assert sorted(r["headers"]["Modelog-Event-Id"] for r in everything) == sorted(
-        [critical.id, low.id, fraud.id])  # not the older alert, not the statistics
+        [critical.id, low.id, fraud.id])  # not the alert raised before, not the statistics
     assert all("Modelog-Signature" not in r["headers"] for r in everything)
     assert stats_run.delivered == 4 and stats_run.failed == 0 and stats_run.dead_lettered == 1
 
