@@ -137,6 +137,7 @@ def print_frame(df: Any, fmt: str = "table", title: str | None = None,
             t.add_column(str(name), overflow="fold")
         for row in df.itertuples(index=False):
             t.add_row(*(cell(v) for v in row))
-        Console(width=max(100, len(df.columns) * 14)).print(t)
+        # No markup or emoji codes: cells hold strings from events ("[/x]", ":bomb:").
+        Console(width=max(100, len(df.columns) * 14), markup=False, emoji=False).print(t)
     else:
         fail(ModelogError(f"--format {fmt!r} is not one of table, csv, json"))

@@ -70,7 +70,7 @@ def query(
             t.add_column(name)
         for row in table.slice(0, limit).to_pylist():
             t.add_row(*("" if v is None else str(v) for v in row.values()))
-        Console().print(t)
+        Console(markup=False, emoji=False).print(t)  # cells are data, never markup
         if table.num_rows > limit:
             typer.echo(f"... {table.num_rows - limit} more rows (use --limit or --format csv)")
     else:

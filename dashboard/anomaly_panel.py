@@ -23,6 +23,7 @@ from __future__ import annotations
 import pandas as pd
 
 from modelog.dashboard.data import QuerySource, bounded
+from modelog.dashboard.text import plain
 
 __all__ = ["anomalous_inputs", "anomaly_panel"]
 
@@ -57,7 +58,7 @@ def anomaly_panel(source: QuerySource, model: str, version: int | None) -> None:
                    "version registered with its training dataset, else after the warm-up.")
         return
     outliers = int(frame["outlier"].sum())
-    st.caption(f"Scored against {frame['reference'].iloc[0]}; {outliers} gross outlier(s) "
+    st.caption(f"Scored against {plain(frame['reference'].iloc[0])}; {outliers} gross outlier(s) "
                "among the highest scores (score: largest robust z of a feature; an unseen "
                "category scores 10).")
     st.dataframe(frame.drop(columns=["reference"]), hide_index=True, use_container_width=True)

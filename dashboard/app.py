@@ -31,6 +31,7 @@ from modelog.dashboard.anomaly_panel import anomaly_panel
 from modelog.dashboard.quality_panel import quality_panel
 from modelog.dashboard.retrain_page import retrain_page
 from modelog.dashboard.rollout_page import rollout_page
+from modelog.dashboard.text import code, plain
 from modelog.errors import ModelogError
 from modelog.store.errors import NoDataError, StoreError
 from modelog.store.reader import Reader
@@ -71,14 +72,6 @@ def _count(value: Any) -> str:
 
 def _text(value: Any, default: str = "—") -> str:
     return default if _missing(value) or value == "" else str(value)
-
-
-def _plain(value: Any) -> str:
-    """``value`` as text that Streamlit's markdown shows verbatim."""
-    text = _text(value, "")
-    for char in "\\`*_[]<>#|~$":
-        text = text.replace(char, "\\" + char)
-    return text
 
 
 # -- sections ---------------------------------------------------------------------
@@ -139,13 +132,13 @@ def alert_label(alert: pd.Series) -> str:
     colour = SEVERITY_STYLE.get(severity, ("gray", ""))[0]
     version = "" if _missing(alert["model_version"]) else f" v{int(alert['model_version'])}"
     parts = [f":{colour}[**{severity.upper()}**]", str(alert["type"]),
-             _plain(alert["model"]) + version, _plain(alert["detector"])]
+             plain(alert["model"], "") + version, plain(alert["detector"], "")]
     if not _missing(alert["feature"]):
-        parts.append(f"feature {_plain(alert['feature'])}")
+        parts.append(f"feature {plain(alert['feature'], '')}")
     if not _missing(alert["resolved_at"]):
         parts.append(":green[resolved]")
     summary = " · ".join(parts)
-    message = _plain(alert["message"])
+    message = plain(alert["message"], "")
     return f"{summary}{f' — {message}' if message else ''} · {_time(alert['time'])}"
 
 
@@ -156,7 +149,7 @@ def alert_evidence(alert: pd.Series) -> None:
     if not _missing(statistic) and not _missing(threshold):
         relation = " (above)" if float(statistic) > float(threshold) else " (not above)"
     st.markdown(f"**Statistic** `{_num(statistic)}` vs **threshold** `{_num(threshold)}`"
-                f"{relation} · kind `{_text(alert['kind'])}`")
+                f"{relation} · kind {code(alert['kind'])}")
     st.markdown(f"**Window** {_time(alert['window_start'])} → {_time(alert['window_end'])}, "
                 f"{_count(alert['window_size'])} observations")
     if not _missing(alert["resolved_at"]):
@@ -169,8 +162,9 @@ def alert_evidence(alert: pd.Series) -> None:
     if not _missing(alert["params"]):
         st.markdown("**Detector parameters**")
         st.json(json.loads(str(alert["params"])), expanded=True)
-    st.caption(f"event {alert['event_id']}"
-               + ("" if _missing(alert["detected_id"]) else f" · resolves {alert['detected_id']}"))
+    st.caption(f"event {code(alert['event_id'])}"
+               + ("" if _missing(alert["detected_id"])
+                  else f" · resolves {code(alert['detected_id'])}"))
 
 
 def alert_feed(source: data.QuerySource, model: str | None, version: int | None,
@@ -210,10 +204,10 @@ def model_panel(source: data.QuerySource, model: str, version: int | None,
     """Error rate and anomaly charts of one model, with its aliases."""
     known = data.aliases(source, model)
     if known.empty:
-        st.caption(f"**{model}**: no alias set yet")
+        st.caption(f"**{plain(model)}**: no alias set yet")
     else:
-        st.caption(f"**{model}** aliases: " + ", ".join(
-            f"`{row.alias}` → v{row.model_version}" for row in known.itertuples()))
+        st.caption(f"**{plain(model)}** aliases: " + ", ".join(
+            f"{code(row.alias)} → v{row.model_version}" for row in known.itertuples()))
     windows = data.error_rate(source, model, version, window=window)
     stats = data.monitor_series(source, model, version)
     starts = [s.min() for s in (windows.get("start"), stats.get("time"))
@@ -250,7 +244,7 @@ def drift_panel(source: data.QuerySource, model: str, version: int | None) -> No
         drifting = latest[latest["status"] == "drifting"]
         st.markdown(
             f"**{len(drifting)}** of {latest['feature'].nunique()} monitored features "
-            "drifting now" + (": " + ", ".join(f"`{f}`" for f in
+            "drifting now" + (": " + ", ".join(code(f) for f in
                                                dict.fromkeys(drifting["feature"]))
                               if not drifting.empty else "")
             + " — statistic per check (dashed: threshold; red: above it)")

@@ -21,6 +21,7 @@ from modelog.config import Settings
 from modelog.dashboard import lifecycle_charts as charts
 from modelog.dashboard import lifecycle_data as ld
 from modelog.dashboard.data import QuerySource
+from modelog.dashboard.text import code, plain
 from modelog.errors import ModelogError
 from modelog.models.profile import diff_profiles
 from modelog.store.errors import FilterSyntaxError, NoDataError, StoreError
@@ -151,15 +152,15 @@ def _run_detail(source: QuerySource, run: pd.Series) -> None:
     cols[2].metric("Started", _when(run["started"]))
     cols[3].metric("Ended", _when(run["ended"]))
     dirty = " (dirty working tree)" if not _absent(run["code_dirty"]) and run["code_dirty"] else ""
-    st.markdown(f"**Code** commit `{run['code_commit'] or '—'}` on branch "
-                f"`{run['code_branch'] or '—'}`{dirty}"
+    st.markdown(f"**Code** commit {code(run['code_commit'])} on branch "
+                f"{code(run['code_branch'])}{dirty}"
                 + ("" if _absent(run["parent_run_id"]) else
-                   f" · child of run `{run['parent_run_id']}`"))
+                   f" · child of run {code(run['parent_run_id'])}"))
     if not _absent(run["error"]) and run["error"]:
-        st.error(f"Failed: {run['error']}", icon=":material/error:")
+        st.error(f"Failed: {plain(run['error'])}", icon=":material/error:")
     tags = ld.parse_json(run["tags"])
     if tags:
-        st.markdown("**Tags** " + ", ".join(f"`{k}={v}`" for k, v in tags.items()))
+        st.markdown("**Tags** " + ", ".join(code(f"{k}={v}") for k, v in tags.items()))
     left, right = st.columns(2)
     with left:
         _table("Parameters", ld.run_params(source, [run_id])[["key", "value"]],
@@ -213,7 +214,7 @@ def runs_page() -> None:
 def _column_profile(name: str, column: dict[str, Any]) -> None:
     kind = column.get("kind")
     nulls = f"{float(column.get('null_fraction') or 0):.1%} null"
-    st.markdown(f"**{name}** · `{column.get('type')}` · {kind} · {nulls}")
+    st.markdown(f"**{plain(name)}** · {code(column.get('type'))} · {plain(kind)} · {nulls}")
     if kind == "numeric":
         stats = {k: column.get(k) for k in ("min", "max", "mean", "std")}
         st.caption(" · ".join(f"{k} {v:.4g}" if isinstance(v, int | float) else f"{k} —"
@@ -225,7 +226,7 @@ def _column_profile(name: str, column: dict[str, Any]) -> None:
     else:
         details = {k: v for k, v in column.items()
                    if k not in ("type", "kind", "null_fraction", "nulls")}
-        st.caption(" · ".join(f"{k} {v}" for k, v in details.items()))
+        st.caption(" · ".join(f"{plain(k)} {plain(v)}" for k, v in details.items()))
         chart = None
     if chart is not None:
         st.altair_chart(chart, width="stretch")
@@ -253,13 +254,13 @@ def _dataset_diff(name: str, versions: pd.DataFrame) -> None:
     drifted = diff.drifted(PSI_THRESHOLD)
     cols[2].metric(f"Drifted columns (PSI > {PSI_THRESHOLD})", len(drifted))
     for col, typ in diff.added.items():
-        st.markdown(f":green[+ added] `{col}` ({typ})")
+        st.markdown(f":green[+ added] {code(col)} ({plain(typ)})")
     for col, typ in diff.removed.items():
-        st.markdown(f":red[− removed] `{col}` ({typ})")
+        st.markdown(f":red[− removed] {code(col)} ({plain(typ)})")
     for col, (a, b) in diff.retyped.items():
-        st.markdown(f":orange[~ retyped] `{col}`: {a} → {b}")
+        st.markdown(f":orange[~ retyped] {code(col)}: {plain(a)} → {plain(b)}")
     if drifted:
-        st.warning("Drifted: " + ", ".join(f"**{c}**" for c in drifted),
+        st.warning("Drifted: " + ", ".join(f"**{plain(c)}**" for c in drifted),
                    icon=":material/warning:")
     shifts = pd.DataFrame([
         {"column": c.name, "kind": c.kind, "psi": c.psi, "mean_delta": c.mean_delta,
@@ -287,8 +288,8 @@ def _datasets_body(source: QuerySource) -> None:
                            key=f"dataset_version:{name}", format_func=lambda v: f"v{v}")
     row = versions[versions["version"] == version].iloc[0]
     st.subheader(f"{name} v{version}")
-    st.caption(f"digest `{row['digest']}` · {int(row['num_rows']):,} rows · "
-               f"created {_when(row['time'])} by {row['producer'] or '—'}")
+    st.caption(f"digest {code(row['digest'])} · {int(row['num_rows']):,} rows · "
+               f"created {_when(row['time'])} by {plain(row['producer'])}")
     schema = ld.parse_json(row["columns"]) or []
     if schema:
         st.markdown("**Schema**")
@@ -337,12 +338,13 @@ def _registry_body(source: QuerySource) -> None:
     current = ld.aliases_as_of(source, model)
     st.subheader("Aliases")
     if current.empty:
-        st.caption(f"No alias points at a version of {model}: `client.set_alias(...)`.")
+        st.caption(f"No alias points at a version of {plain(model)}: "
+                   "`client.set_alias(...)`.")
     else:
         for row in current.to_dict("records"):
-            st.markdown(f"`{row['alias']}` → **v{row['model_version']}** since "
-                        f"{_when(row['since'])} by {row['actor'] or '—'} — "
-                        f"{row['reason'] or 'no reason given'}")
+            st.markdown(f"{code(row['alias'])} → **v{row['model_version']}** since "
+                        f"{_when(row['since'])} by {plain(row['actor'])} — "
+                        f"{plain(row['reason'], 'no reason given')}")
     if history.empty:
         return
     st.subheader("Alias timeline")
@@ -355,9 +357,9 @@ def _registry_body(source: QuerySource) -> None:
         st.caption("No alias was set at that time.")
     for row in then.to_dict("records"):
         previous = row["previous_version"]
-        st.success(f"`{row['alias']}` was **v{row['model_version']}**, set "
-                   f"{_when(row['since'])} by {row['actor'] or '—'} because: "
-                   f"{row['reason'] or 'no reason given'}"
+        st.success(f"{code(row['alias'])} was **v{row['model_version']}**, set "
+                   f"{_when(row['since'])} by {plain(row['actor'])} because: "
+                   f"{plain(row['reason'], 'no reason given')}"
                    + ("" if _absent(previous) else f" (replacing v{int(previous)})"))
     with st.expander("Full alias history"):
         st.dataframe(history, hide_index=True, key="alias_history")

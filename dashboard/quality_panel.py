@@ -32,6 +32,7 @@ import altair as alt
 import pandas as pd
 
 from modelog.dashboard.data import QuerySource, bounded
+from modelog.dashboard.text import code
 
 __all__ = ["multivariate", "multivariate_chart", "performance", "performance_chart",
            "quality_panel", "segment_chart", "segments"]
@@ -177,7 +178,7 @@ def quality_panel(source: QuerySource, model: str, version: int | None) -> None:
         return
     bad = seg[seg["degraded"]]
     st.markdown(f"**Segments** — rolling error per segment value; **{len(bad)}** degraded"
-                + (": " + ", ".join(f"`{r.feature}={r.value}`" for r in bad.itertuples())
+                + (": " + ", ".join(code(f"{r.feature}={r.value}") for r in bad.itertuples())
                    if not bad.empty else ""))
     mix = seg.dropna(subset=["feature_psi"]).drop_duplicates(["model_version", "feature"])
     if not mix.empty:

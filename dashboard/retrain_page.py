@@ -21,6 +21,7 @@ from streamlit.errors import StreamlitAPIException
 from modelog.dashboard import retrain_data as rd
 from modelog.dashboard.data import QuerySource
 from modelog.dashboard.pages import _absent, _render, _when, lineage_page, runs_page
+from modelog.dashboard.text import code, plain
 from modelog.store.errors import StoreError
 from modelog.store.reader import Reader
 
@@ -80,12 +81,12 @@ def _open(page: Any, url_path: str, state: dict[str, Any]) -> None:
 def _job_detail(source: QuerySource, job: dict[str, Any]) -> None:
     status, outcome = job["status"], job["outcome"]
     if status == "candidate":
-        st.success(f"Gate passed: {outcome}", icon=":material/check_circle:")
+        st.success(f"Gate passed: {plain(outcome)}", icon=":material/check_circle:")
     elif status == "rejected":
-        st.warning(f"Gate failed, not aliased `candidate`: {outcome}",
+        st.warning(f"Gate failed, not aliased `candidate`: {plain(outcome)}",
                    icon=":material/block:")
     elif status == "failed":
-        st.error(f"Job failed, nothing registered: {outcome}", icon=":material/error:")
+        st.error(f"Job failed, nothing registered: {plain(outcome)}", icon=":material/error:")
     else:
         st.info(f"Job {status}: no report yet.", icon=":material/hourglass_empty:")
     cols = st.columns(4)
@@ -99,9 +100,9 @@ def _job_detail(source: QuerySource, job: dict[str, Any]) -> None:
                    else f"{int(job['holdout_rows']):,}")
     cols[3].metric("Duration", "—" if _absent(job["duration_s"])
                    else f"{float(job['duration_s']):.1f} s")
-    st.caption(f"Request `{job['request_id']}` · trigger {job['trigger']} · run "
-               f"`{job['run_id']}` ({job['attempts']} attempt(s)) · window dataset "
-               f"`{'—' if _absent(job['dataset']) else job['dataset']}`")
+    st.caption(f"Request {code(job['request_id'])} · trigger {plain(job['trigger'])} · run "
+               f"{code(job['run_id'])} ({job['attempts']} attempt(s)) · window dataset "
+               f"{code(None if _absent(job['dataset']) else job['dataset'])}")
     run_id = None if _absent(job["run_id"]) else str(job["run_id"])
     ref = (f"{job['model']}@v{int(job['candidate_version'])}"
            if not _absent(job["candidate_version"]) else run_id)
@@ -123,7 +124,7 @@ def _job_detail(source: QuerySource, job: dict[str, Any]) -> None:
             try:
                 st.code(rd.upstream_lineage(source, ref), language=None)
             except StoreError as exc:
-                st.caption(f"No lineage: {exc}")
+                st.caption(f"No lineage: {plain(exc)}")
 
 
 def _retrain_body(source: QuerySource) -> None:

@@ -27,6 +27,7 @@ import altair as alt
 import pandas as pd
 
 from modelog.dashboard.data import QuerySource, bounded
+from modelog.dashboard.text import code, plain
 
 __all__ = ["EMPTY_ROLLOUT", "comparisons", "effect_chart", "rollout_decisions",
            "rollout_models", "rollout_page", "traffic_split"]
@@ -156,8 +157,9 @@ def _rollout_body(source: QuerySource) -> None:
     else:
         for d in decisions.head(20).to_dict("records"):
             icon = ":material/upgrade:" if d["action"] == "promote" else ":material/undo:"
-            st.markdown(f"{icon} **{d['action']}** `{d['model']}` v{d['from_version']} → "
-                        f"v{d['to_version']} · {d['time']} · *{d['outcome']}*  \n{d['reason']}")
+            st.markdown(f"{icon} **{plain(d['action'])}** {code(d['model'])} "
+                        f"v{d['from_version']} → v{d['to_version']} · {d['time']} · "
+                        f"*{plain(d['outcome'])}*  \n{plain(d['reason'])}")
     rows = comparisons(source, model)
     st.subheader("Comparisons on the same traffic")
     if rows.empty:

@@ -250,7 +250,8 @@ def _group(alerts: Sequence[Alert]) -> dict[tuple[str, str, int | None], list[Al
 def _print(table: Any, lines: Sequence[str]) -> str:
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), width=140, color_system=None, force_terminal=False)
+    console = Console(file=io.StringIO(), width=140, color_system=None, force_terminal=False,
+                      markup=False, emoji=False)  # feature names are data, never markup
     console.print(table)
     for line in lines:
         console.print(line, highlight=False, markup=False)

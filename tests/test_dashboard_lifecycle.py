@@ -25,6 +25,7 @@ from modelog.dashboard import lifecycle_charts as charts
 from modelog.dashboard import lifecycle_data as ld
 from modelog.dashboard.data import ConnectionSource
 from modelog.dashboard.errors import DashboardQueryError
+from modelog.dashboard.text import plain
 from modelog.models import events as ev
 from modelog.models.codec import encode
 from modelog.models.profile import profile_table
@@ -40,6 +41,10 @@ RUN = {name: f"019a0000-0000-7000-8000-0000000000{i:02d}" for i, name in
 DIGEST_V1 = "a1" * 32
 DIGEST_V2 = "b2" * 32
 ROLLBACK_REASON = "rollback: v3 drifted in production"
+# Strings from events reach markdown: an image fetched from anywhere, a link, a colour
+# directive, a code span broken out of. The pages show them verbatim.
+HOSTILE_REASON = "candidate ![t](http://evil.test/p.png) [click](http://evil.test) :red[x]"
+HOSTILE_ACTOR = "ci` **bold**"
 T_PROMOTE_2 = BASE + dt.timedelta(days=1)
 T_PROMOTE_3 = BASE + dt.timedelta(days=2)
 T_ROLLBACK = BASE + dt.timedelta(days=3)
@@ -148,7 +153,7 @@ def _registry_events() -> list[ev.Event]:
             model_version=version, actor=actor, reason=reason), at))
 
     alias(T_PROMOTE_2, "production", 2, "ci", "beats v1 on the holdout")
-    alias(T_PROMOTE_2 + dt.timedelta(hours=1), "staging", 3, "ci", "candidate")
+    alias(T_PROMOTE_2 + dt.timedelta(hours=1), "staging", 3, HOSTILE_ACTOR, HOSTILE_REASON)
     alias(T_PROMOTE_3, "production", 3, "ana", "retrained on customers v2")
     alias(T_ROLLBACK, "production", 2, "bob", ROLLBACK_REASON)
     alias(T_ROLLBACK + dt.timedelta(minutes=5), "staging", None, "bob", "v3 withdrawn")
@@ -320,7 +325,7 @@ def test_registry_versions_history_and_as_of(source: Reader) -> None:
         ["production", 2, ROLLBACK_REASON]]
     before = ld.aliases_as_of(source, "churn", T_ROLLBACK - dt.timedelta(hours=1))
     assert before[["alias", "model_version", "actor"]].values.tolist() == [
-        ["production", 3, "ana"], ["staging", 3, "ci"]]
+        ["production", 3, "ana"], ["staging", 3, HOSTILE_ACTOR]]
     assert ld.aliases_as_of(source, "churn", BASE).empty
     periods = ld.alias_periods(history, T_ROLLBACK + dt.timedelta(days=1))
     prod = periods[periods["alias"] == "production"]
@@ -471,6 +476,10 @@ def test_registry_page_aliases_timeline_and_as_of(scenario: Settings,
     assert any("`production` was **v3**" in s and "retrained on customers v2" in s
                for s in then), then
     assert any("`staging` was **v3**" in s for s in then)
+    shown = "\n".join(then)  # the staging reason and actor are hostile: shown verbatim
+    assert plain(HOSTILE_REASON) in shown and plain(HOSTILE_ACTOR) in shown
+    assert "[click](" not in shown and "![t](" not in shown and ":red[x]" not in shown
+    assert "**bold**" not in shown
 
 
 def test_lineage_page_draws_graph_and_edges(scenario: Settings,

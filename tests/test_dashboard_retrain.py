@@ -19,6 +19,7 @@ from modelog.config import Settings
 from modelog.dashboard import retrain_data as rd
 from modelog.dashboard.data import ConnectionSource
 from modelog.dashboard.errors import DashboardQueryError
+from modelog.dashboard.text import plain
 from modelog.store.reader import Reader
 from modelog.store.schema import create_schema
 
@@ -130,9 +131,9 @@ def test_page_shows_requests_jobs_gate_and_lineage(scenario: Settings,
     assert at.get("vega_lite_chart")  # candidate vs production
     job = at.selectbox(key="retrain_job")
     assert job.value == RL.MANUAL  # the most recent job first
-    assert any(RL.FAILED in e.value for e in at.error)
+    assert any(plain(RL.FAILED) in e.value for e in at.error)  # shown verbatim
     job.select(RL.REQUEST).run()
-    assert not at.exception and any(RL.GATE in s.value for s in at.success)
+    assert not at.exception and any(plain(RL.GATE) in s.value for s in at.success)
     assert {m.label: m.value for m in at.metric}["Candidate accuracy"] == "0.9100"
     code = "\n".join(c.value for c in at.code)
     assert f"retrain {RL.REQUEST}" in code and f"alert {RL.ALERT}" in code

@@ -251,6 +251,13 @@ def test_the_cli_refuses_every_attempt(topics: Settings, projector: Projector,
         assert out == "" and "root:" not in err and "s3cr3t" not in err, (sql, out, err)
         assert "only read statements are allowed" in err or "refused:" in err, (sql, err)
     assert _state(con, scratch) == before
+    # A table prints strings from events verbatim: never read as rich markup or emoji codes
+    # (a closing tag such as "[/x]" crashed the command).
+    hostile = "[/x] :bomb: [bold]b[/bold]"
+    shown = subprocess.run([exe, "query", f"select '{hostile}' as \"[/y]\""], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert hostile in shown.stdout and "[/y]" in shown.stdout
 
 
 # -- without a projector: the file, read-only -------------------------------------------
