@@ -53,7 +53,11 @@ import numpy as np
 
 from modelog.models.errors import InvalidParameterError
 
-__all__ = ["HalfSpaceForest"]
+__all__ = ["MAX_NODES", "HalfSpaceForest"]
+
+MAX_NODES = 2 ** 20
+"""Most nodes of a forest, all trees together (the default, 10 trees of height 8, has
+5,110): the arrays and the Python build grow with them."""
 
 
 class HalfSpaceForest:
@@ -93,6 +97,11 @@ class HalfSpaceForest:
                 ("padding", padding, 0.0 <= padding < 0.5, "must be in [0, 0.5)")):
             if not ok:
                 raise InvalidParameterError("HalfSpaceForest", name, value, rule)
+        if n_trees * (2 ** (height + 1) - 1) > MAX_NODES:
+            raise InvalidParameterError(
+                "HalfSpaceForest", "n_trees", n_trees,
+                f"with height {height}, n_trees x (2^(height+1) - 1) nodes must be at most "
+                f"{MAX_NODES:,} (memory and build time); use fewer or shallower trees")
         self.n_trees = n_trees
         self.height = height
         self.window_size = window_size

@@ -496,6 +496,23 @@ def _field(section: str | None, parameter: str | None, written: Mapping[_Path, s
     return next((f for (s, _), f in written.items() if s == section), parameter)
 
 
+MAX_COUNT = 1_000_000
+"""The largest integer a monitor setting takes (a window, a size, a count, a detector's
+hyperparameter; seeds excepted). Each bounds the memory or the work of a version's
+monitors, and a configuration is input from the log: ``drift_window=1e9`` would grow
+until the worker runs out of memory."""
+
+_UNBOUNDED: frozenset[_Path] = frozenset({("anomaly", "seed")})
+
+
+def count_rule(value: int) -> str | None:
+    """Why an integer setting is too large (``None``: it is not)."""
+    if abs(value) > MAX_COUNT:
+        return (f"must be at most {MAX_COUNT:,}: it bounds the memory and work of the "
+                "monitors")
+    return None
+
+
 def _coerce(field: str, path: _Path, current: Any, value: Any,
             bad: Callable[[str, Any, str], MonitorConfigError]) -> Any:
     """``value`` checked (and converted) against the type of the setting's current value."""
@@ -506,6 +523,8 @@ def _coerce(field: str, path: _Path, current: Any, value: Any,
     if isinstance(current, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad(field, value, "must be an integer")
+        if path not in _UNBOUNDED and (rule := count_rule(value)) is not None:
+            raise bad(field, value, rule)
         return value
     if isinstance(current, float):
         if isinstance(value, bool) or not isinstance(value, int | float) \
@@ -534,6 +553,11 @@ def _coerce(field: str, path: _Path, current: Any, value: Any,
         return {}
     if value is not None and not isinstance(value, Mapping):
         raise bad(field, value, "must be a mapping (or null)")
+    if path == ("concept", "params") and value is not None:
+        for name, param in value.items():
+            if isinstance(param, int) and not isinstance(param, bool) \
+                    and (rule := count_rule(param)) is not None:
+                raise bad(f"{field}.{name}", param, rule)
     return value
 
 

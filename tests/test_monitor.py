@@ -241,6 +241,40 @@ def test_bad_config_fails_early() -> None:
         MonitorConfig(stats_every=0)
 
 
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"drift_window": 10**9}, "drift_window"),
+    ({"reference_size": 10**10}, "reference_size"),
+    ({"max_pending": 10**11}, "max_pending"),
+    ({"anomaly_n_trees": 10**7}, "anomaly_n_trees"),
+    ({"detector": "kswin", "detector_params": {"window_size": 10**9}},
+     "detector_params.window_size"),
+    ({"quality": {"window": 10**8}}, "quality.window"),
+])
+def test_sizes_from_the_log_are_bounded(settings: dict[str, object], field: str) -> None:
+    """A configuration is input from the log: no setting may grow a monitor without bound."""
+    from modelog.models.errors import MonitorConfigError
+    from modelog.models.quality_config import parse_quality_config
+
+    with pytest.raises(MonitorConfigError) as info:
+        if "quality" in settings:
+            parse_quality_config(settings, model="m")
+        else:
+            parse_monitor_config(settings, model="m")
+    assert info.value.field == field and "at most 1,000,000" in str(info.value)
+    assert parse_monitor_config({"anomaly_seed": 10**12}).anomaly.seed == 10**12  # not a size
+
+
+def test_a_forest_too_large_to_build_is_refused() -> None:
+    """Trees are arrays of 2^(height+1) nodes grown in Python: their product is bounded."""
+    from modelog.models.errors import InvalidParameterError, MonitorConfigError
+
+    with pytest.raises(MonitorConfigError, match="nodes must be at most 1,048,576"):
+        parse_monitor_config({"anomaly_n_trees": 1_000, "anomaly_height": 12}, model="m")
+    with pytest.raises(InvalidParameterError, match="n_trees"):
+        AnomalyConfig(n_trees=1, height=20)
+    assert AnomalyConfig(n_trees=1, height=19).n_trees == 1
+
+
 # -- data drift, prediction drift, skew, grouping, run-time configuration ------------------------
 def feature_stream(seed: int, n: int, *, shift_at: int | None = None,
                    revert_at: int | None = None, model: str = "m",
