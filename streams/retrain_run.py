@@ -37,6 +37,7 @@ May import :mod:`modelog.models`, :mod:`modelog.store` and :mod:`modelog.streams
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -168,8 +169,12 @@ class JobRunner:
     def run(self, request: RetrainRequested, run: Run,
             previous_runs: tuple[str, ...] = ()) -> RetrainJobEnded:
         """Do the job of ``request`` as run ``run`` (started here); return its report."""
-        for old in previous_runs:  # an earlier attempt died with the runner
-            self._interrupted(old, f"resumed as run {run.run_id}")
+        # Earlier attempts died with the runner: each is recorded failed, resumed by the
+        # next. Every resume repeats the records of all of them (a kill may have lost the
+        # last ones); their ids and texts are the same each time, so readers keep one.
+        after = (*previous_runs, run.run_id)[1:]
+        for old, resumed in zip(previous_runs, after, strict=True):
+            self._interrupted(request, old, f"resumed as run {resumed}")
         report: dict[str, Any] = {"run_id": run.run_id}
         run.start()
         try:
@@ -193,16 +198,20 @@ class JobRunner:
     def interrupted_too_often(self, request: RetrainRequested, attempts: int,
                               runs: list[str]) -> RetrainJobEnded:
         """The report of a job the runner died in ``attempts`` times: failed, not retried."""
+        for old, resumed in itertools.pairwise(runs):
+            self._interrupted(request, old, f"resumed as run {resumed}")
         if runs:
-            self._interrupted(runs[-1], "the job was interrupted too often")
+            self._interrupted(request, runs[-1], "the job was interrupted too often")
         return self._report(request, "failed", (
             f"the job did not finish in {attempts} attempts (the runner stopped during it, or "
             "the registry did not answer) and is not started again; request a new retrain"),
             run_id=runs[-1] if runs else None)
 
-    def _interrupted(self, run_id: str, what: str) -> None:
+    def _interrupted(self, request: RetrainRequested, run_id: str, what: str) -> None:
+        """Record an attempt's run failed (one id per run: a repeat is a duplicate)."""
         self.client.emit(RunFailed(
-            id=self.client.new_id(), time=codec.utcnow(), aggregate=run_id,
+            id=derived_id(epoch_ms(request.time), "run-interrupted", request.id, run_id),
+            time=codec.utcnow(), aggregate=run_id,
             producer=self.settings.producer_name, run_id=run_id,
             error=f"interrupted: the attempt did not finish (the retrain runner stopped, or the "
                   f"registry did not answer); {what}"))
