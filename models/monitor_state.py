@@ -87,12 +87,18 @@ def predicted_class(output: Any) -> Any:
     return output
 
 
+_CLASS_TYPES = (int, str)
+"""Class values compared by their text when their types differ (``1`` and ``"1"``)."""
+
+
 def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
     """The error of one prediction and whether it is a 0/1 (classification) error.
 
     A float on either side means regression: the absolute error. Otherwise the
     prediction is a class (a probability dict or list predicts its argmax) and
-    the error is ``output != label``. ``None`` when either side is missing.
+    the error is ``output != label``, an integer class and its text being the
+    same class (labels often come from another system, as text: ``1`` and
+    ``"1"`` agree). ``None`` when either side is missing.
 
     Examples
     --------
@@ -100,6 +106,8 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
     ((1.0, True), (0.0, True), (1.5, False))
     >>> prediction_error({"a": 0.2, "b": 0.8}, "b"), prediction_error(None, 1)
     ((0.0, True), None)
+    >>> prediction_error(1, "1"), prediction_error([0.2, 0.8], "1"), prediction_error(1, "2")
+    ((0.0, True), (0.0, True), (1.0, True))
     """
     if output is None or label is None:
         return None
@@ -109,9 +117,12 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
     ) and isinstance(output, numeric) and isinstance(label, numeric):
         return abs(float(output) - float(label)), False
     predicted = predicted_class(output)
-    if isinstance(output, dict):
+    if isinstance(output, dict) or (
+            predicted.__class__ in _CLASS_TYPES and label.__class__ in _CLASS_TYPES
+            and predicted.__class__ is not label.__class__):
         return float(str(predicted) != str(label)), True
     return float(predicted != label), True
+
 
 
 def probability_of_one(output: Any, label: Any) -> float | None:

@@ -164,6 +164,20 @@ def test_prediction_error_picks_by_type() -> None:
     assert prediction_error(1, None) is None
 
 
+def test_an_integer_class_and_its_text_are_the_same_class() -> None:
+    """Labels often come from another system as text: 1 and "1" agree (they were counted
+    wrong, so every prediction of such a model looked like an error)."""
+    assert prediction_error(1, "1") == (0.0, True) and prediction_error("0", 0) == (0.0, True)
+    assert prediction_error([0.3, 0.7], "1") == (0.0, True)
+    assert prediction_error(1, "0") == (1.0, True) and prediction_error(1, "1.0") == (1.0, True)
+    assert prediction_error(True, "True") == (1.0, True)  # booleans are not integers here
+    m = ServingMonitor(NO_ANOMALY)
+    for i in range(20):
+        m.process(prediction(i, i % 2))
+        m.process(label(i, str(i % 2)))
+    assert m.rolling_error("churn", 1) == 0.0
+
+
 # -- concept drift ------------------------------------------------------------------
 def test_concept_drift_gives_exactly_one_alert_after_the_change(drift_run) -> None:
     _, derived = drift_run
