@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelog.models.errors import InvalidParameterError, MonitorConfigError
-from modelog.models.monitor_config import MAX_COUNT
+from modelog.models.monitor_config import count_rule
 from modelog.models.multivariate import ReconstructionDrift
 from modelog.models.perf_estimation import PerformanceEstimator
 from modelog.models.segments import SegmentMonitor
@@ -172,9 +172,8 @@ def _coerce(name: str, value: Any, bad: Any) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad(name, value, "must be an integer")
-        if abs(value) > MAX_COUNT:
-            raise bad(name, value, f"must be at most {MAX_COUNT:,}: it bounds the memory and "
-                      "work of the monitors")
+        if (rule := count_rule(value)) is not None:
+            raise bad(name, value, rule)
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise bad(name, value, "must be a finite number")
