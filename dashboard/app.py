@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from typing import Any
 
 import pandas as pd
@@ -32,6 +31,7 @@ from modelog.dashboard.quality_panel import quality_panel
 from modelog.dashboard.retrain_page import retrain_page
 from modelog.dashboard.rollout_page import rollout_page
 from modelog.dashboard.text import code, plain
+from modelog.dashboard.text import missing as _missing
 from modelog.errors import ModelogError
 from modelog.store.errors import NoDataError, StoreError
 from modelog.store.reader import Reader
@@ -47,12 +47,6 @@ ALL_VERSIONS = "all versions"
 
 
 # -- formatting -------------------------------------------------------------------
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
 def _time(value: Any) -> str:
     if _missing(value):
         return "—"

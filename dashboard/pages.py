@@ -22,6 +22,7 @@ from modelog.dashboard import lifecycle_charts as charts
 from modelog.dashboard import lifecycle_data as ld
 from modelog.dashboard.data import QuerySource
 from modelog.dashboard.text import code, plain
+from modelog.dashboard.text import missing as _absent
 from modelog.errors import ModelogError
 from modelog.models.profile import diff_profiles
 from modelog.store.errors import FilterSyntaxError, NoDataError, StoreError
@@ -53,10 +54,6 @@ EMPTY_LINEAGE = ("**No lineage yet**: it grows as runs use datasets "
 
 
 # -- formatting ---------------------------------------------------------------
-def _absent(value: Any) -> bool:
-    return value is None or value is pd.NaT or (isinstance(value, float) and value != value)
-
-
 def _when(value: Any) -> str:
     if _absent(value):
         return "—"

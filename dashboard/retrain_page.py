@@ -20,8 +20,9 @@ from streamlit.errors import StreamlitAPIException
 
 from modelog.dashboard import retrain_data as rd
 from modelog.dashboard.data import QuerySource
-from modelog.dashboard.pages import _absent, _render, _when, lineage_page, runs_page
+from modelog.dashboard.pages import _render, _when, lineage_page, runs_page
 from modelog.dashboard.text import code, plain
+from modelog.dashboard.text import missing as _absent
 from modelog.store.errors import StoreError
 from modelog.store.reader import Reader
 

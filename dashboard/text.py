@@ -22,39 +22,35 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["code", "plain"]
+import pandas as pd
+
+__all__ = ["code", "missing", "plain"]
 
 _SPECIAL = "\\`*_[]<>#|~$"
 """Characters markdown or Streamlit's extensions (``:red[...]``, ``$math$``) give a
 meaning to; each is escaped with a backslash. Without ``[`` and ``]`` no link, image
 or colour directive can form; an emoji code (``:bomb:``) stays harmless."""
 
+_ESCAPED = str.maketrans({**{c: "\\" + c for c in _SPECIAL}, "\n": " ", "\r": " "})
+_CODE = str.maketrans({"`": "'", "\n": " ", "\r": " "})
 
-def _text(value: Any, default: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-        return default
-    try:
-        import pandas as pd
 
-        if value is pd.NA or value is pd.NaT:
-            return default
-    except ImportError:  # pragma: no cover - pandas comes with Streamlit
-        pass
-    return str(value)
+def missing(value: Any) -> bool:
+    """Whether a cell holds no value (``None``, NaN, ``NaT``, ``NA``)."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
 
 
 def plain(value: Any, default: str = "—") -> str:
-    """``value`` as markdown text that renders exactly as the string (``default`` if missing)."""
-    text = _text(value, default)
-    if text is default:
-        return text
-    out = []
-    for char in text:
-        out.append("\\" + char if char in _SPECIAL else char)
-    return "".join(out).replace("\n", " ")
+    """``value`` as markdown text that renders exactly as the string (``default`` if missing
+    or empty)."""
+    if missing(value) or value == "":
+        return default
+    return str(value).translate(_ESCAPED)
 
 
 def code(value: Any, default: str = "—") -> str:
     """``value`` as an inline code span (backticks in it become quotes, newlines spaces)."""
-    text = _text(value, default).replace("`", "'").replace("\n", " ").replace("\r", " ")
-    return f"`{text}`"
+    text = default if missing(value) or value == "" else str(value)
+    return f"`{text.translate(_CODE)}`"
