@@ -124,7 +124,6 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
     return float(predicted != label), True
 
 
-
 def probability_of_one(output: Any, label: Any) -> float | None:
     """``output`` when it reads as P(class 1) of a binary label: a float in [0, 1], a 0/1 label
     (int, bool or float).

@@ -172,8 +172,7 @@ class JobRunner:
         # Earlier attempts died with the runner: each is recorded failed, resumed by the
         # next. Every resume repeats the records of all of them (a kill may have lost the
         # last ones); their ids and texts are the same each time, so readers keep one.
-        after = (*previous_runs, run.run_id)[1:]
-        for old, resumed in zip(previous_runs, after, strict=True):
+        for old, resumed in itertools.pairwise((*previous_runs, run.run_id)):
             self._interrupted(request, old, f"resumed as run {resumed}")
         report: dict[str, Any] = {"run_id": run.run_id}
         run.start()
