@@ -153,6 +153,9 @@ class AnomalyDecision:
         return f"HalfSpaceTrees({args})"
 
 
+_NUMBER_CLASSES = frozenset((float, int, bool))
+
+
 def numeric_features(x: Mapping[str, Any]) -> dict[str, float]:
     """The finite numeric features of ``x`` (booleans as 0/1); everything else is dropped.
 
@@ -345,6 +348,9 @@ class AnomalyMonitor:
                 forest.first_window or not forest.built:
             return 0
         names = forest.features
+        raw = [[x.get(name) for name in names] for _, x in inputs]
+        if {v.__class__ for row in raw for v in row} <= _NUMBER_CLASSES:  # the usual case
+            return self._ahead_from([key for key, _ in inputs], raw)
         nan = math.nan
         keys: list[str] = []
         rows: list[list[float]] = []
@@ -361,6 +367,10 @@ class AnomalyMonitor:
             if usable or numeric_features(x):
                 keys.append(key)
                 rows.append(row)
+        return self._ahead_from(keys, rows)
+
+    def _ahead_from(self, keys: list[str], rows: Sequence[Sequence[Any]]) -> int:
+        """Score ``rows`` (numbers in the trees' feature order) ahead under ``keys``."""
         if not rows:
             return 0
         self._ahead_rows = self._scale_rows(np.asarray(rows, dtype=float))

@@ -117,7 +117,8 @@ class HalfSpaceForest:
         self._threshold = np.zeros(size, dtype=float)
         self._r_mass = np.zeros(size, dtype=np.int64)
         self._l_mass = np.zeros(size, dtype=np.int64)
-        self._lists: tuple[list[int], list[float], list[int]] = ([], [], [])
+        #: The trees as lists for :meth:`score_one` (``None``: made on its next call).
+        self._lists: tuple[list[int], list[float], list[int]] | None = None
         self._buffer: list[Sequence[float]] = []
 
     @property
@@ -147,7 +148,7 @@ class HalfSpaceForest:
         n = len(self.features)
         for t in range(self.n_trees):
             self._grow(rng, int(self._offsets[t]), 0, 0, [(0.0, 1.0)] * n)
-        self._refresh_lists()
+        self._lists = None
 
     def _grow(self, rng: random.Random, base: int, node: int, depth: int,
               limits: list[tuple[float, float]]) -> None:
@@ -165,15 +166,16 @@ class HalfSpaceForest:
         right[on] = (at, b)
         self._grow(rng, base, 2 * node + 2, depth + 1, right)
 
-    def _refresh_lists(self) -> None:
-        self._lists = (self._feature.tolist(), self._threshold.tolist(), self._r_mass.tolist())
-
     # -- scoring -------------------------------------------------------------------------
     def score_one(self, row: Sequence[float]) -> float:
         """Score of one scaled input (``row`` in :attr:`features` order, NaN if missing)."""
         if self.first_window:
             return 0.0
-        feature, threshold, r_mass = self._lists
+        lists = self._lists
+        if lists is None:
+            lists = self._lists = (self._feature.tolist(), self._threshold.tolist(),
+                                   self._r_mass.tolist())
+        feature, threshold, r_mass = lists
         limit = self.size_limit
         height = self.height
         total = 0
@@ -280,17 +282,17 @@ class HalfSpaceForest:
         self._l_mass = np.zeros_like(self._r_mass)
         self.counter = 0
         self.first_window = False
-        self._refresh_lists()
+        self._lists = None
 
     def __getstate__(self) -> dict[str, object]:
         self.flush()
         state = dict(self.__dict__)
-        state.pop("_lists")
+        state["_lists"] = None
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._refresh_lists()
+        self._lists = None
 
     def __repr__(self) -> str:
         return (f"HalfSpaceForest(n_trees={self.n_trees}, height={self.height}, "

@@ -109,6 +109,12 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
     >>> prediction_error(1, "1"), prediction_error([0.2, 0.8], "1"), prediction_error(1, "2")
     ((0.0, True), (0.0, True), (1.0, True))
     """
+    cls = output.__class__
+    if cls is label.__class__:  # the usual case: both sides of one plain type
+        if cls is float:
+            return abs(output - label), False
+        if cls is int or cls is str or cls is bool:
+            return float(output != label), True
     if output is None or label is None:
         return None
     numeric = (int, float)

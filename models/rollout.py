@@ -342,6 +342,8 @@ class RolloutProcessor(SnapshotByPickle):
         error = prediction_error(output, event.label)
         if error is not None:
             out += self._on_served(state, event, version, alias, error, policy)
+        if not state.shadowed and not state.shadows:  # no shadow may pair with it
+            return out
         paired: set[int] = set()
         for s_version, s_alias, s_output in state.shadows.pop(event.prediction_id, []):
             s_error = prediction_error(s_output, event.label)
@@ -363,7 +365,9 @@ class RolloutProcessor(SnapshotByPickle):
                    error: tuple[float, bool], policy: PromotionPolicy | None) -> list[Event]:
         value, classification = error
         window = (policy or _DEFAULT_POLICY).rollback_window
-        recent = state.recent.setdefault(version, deque(maxlen=window))
+        recent = state.recent.get(version)
+        if recent is None:
+            recent = state.recent[version] = deque(maxlen=window)
         recent.append((value, classification))
         out: list[Event] = []
         if alias is not None:
