@@ -145,8 +145,10 @@ class NumericDrift:
         self.exact = exact
         self.source = source
         self._counts = np.zeros(2 * self._n_points + 1, dtype=np.int64)
-        self._buckets: collections.deque[int] = collections.deque(maxlen=window)
+        #: The window's buckets, oldest first (at most ``window``).
+        self._buckets: np.ndarray = np.zeros(0, dtype=np.intp)
         self._pending: list[float] = []  # values not yet in the window (see update)
+        self._reference_list = self._psi_reference.tolist()
 
     @classmethod
     def from_sample(cls, feature: str, values: Sequence[float], *, window: int = 500,
@@ -199,7 +201,7 @@ class NumericDrift:
     @property
     def size(self) -> int:
         """Values in the live window."""
-        return min(self.window, len(self._buckets) + len(self._pending))
+        return min(self.window, self._buckets.size + len(self._pending))
 
     def update(self, value: float) -> None:
         """Slide ``value`` into the window.
@@ -227,42 +229,43 @@ class NumericDrift:
         self._pending = []
         values = np.asarray(pending, dtype=float)
         points = self._points
+        n_points = self._n_points
         i = np.searchsorted(points, values, side="left")
-        inside = i < self._n_points
-        equal = np.zeros(values.size, dtype=np.intp)
-        equal[inside] = points[i[inside]] == values[inside]
-        b = 2 * i + equal  # bucket 2k: between points k-1 and k; 2k+1: equal to point k
-        b[np.isnan(values)] = 0  # NaN compares below everything, as bisect puts it
-        buckets, window, n = self._buckets, self.window, self._counts.size
+        # bucket 2k: between points k-1 and k; 2k+1: equal to point k
+        b = 2 * i + (points.take(np.minimum(i, n_points - 1)) == values)
+        nan = np.isnan(values)
+        if nan.any():
+            b[nan] = 0  # NaN compares below everything, as bisect puts it
+        window, n = self.window, self._counts.size
         if b.size >= window:
             b = b[-window:]
-            buckets.clear()
-            self._counts[:] = 0
-        else:
-            k = len(buckets) + b.size - window
-            if k > 0:
-                gone = np.fromiter(itertools.islice(buckets, k), dtype=np.intp, count=k)
-                self._counts -= np.bincount(gone, minlength=n)
-        buckets.extend(b.tolist())
+            self._buckets = b
+            self._counts = np.bincount(b, minlength=n)
+            return
+        held = self._buckets
+        k = held.size + b.size - window
+        if k > 0:
+            self._counts -= np.bincount(held[:k], minlength=n)
+            held = held[k:]
+        self._buckets = np.concatenate((held, b))
         self._counts += np.bincount(b, minlength=n)
 
     def statistics(self) -> tuple[float, float]:
         """``(psi, ks_distance)`` of the current window (zeros when it is empty)."""
         self._absorb()
-        m = len(self._buckets)
+        m = self._buckets.size
         if m == 0:
             return 0.0, 0.0
-        counts = self._counts.astype(float)
-        actual: FloatArray = np.bincount(self._psi_bins, weights=counts,
-                                         minlength=self._n_psi).astype(float)
-        psi = psi_from_counts(self._psi_reference.tolist(), actual.tolist())
+        counts = self._counts
+        actual = np.bincount(self._psi_bins, weights=counts, minlength=self._n_psi)
+        psi = psi_from_counts(self._reference_list, actual.tolist())
         s = np.cumsum(counts) / m
         if self.exact:
-            at = np.abs(self._cdf - s[1::2])  # F_window(point) vs F_ref(point)
-            d = float(at.max()) if at.size else 0.0
-            # also just below each next point, and below the first point
-            before = np.abs(self._cdf - s[2::2])
-            return psi, max(d, float(before.max()) if before.size else 0.0, float(s[0]))
+            # F_window vs F_ref at each point k (s[2k+1]) and just below the next (s[2k+2]),
+            # and below the first point (s[0])
+            n = self._n_points
+            d = float(np.abs(self._cdf[:, None] - s[1:].reshape(n, 2)).max()) if n else 0.0
+            return psi, max(d, float(s[0]))
         # A histogram's bins are [e_k, e_k+1) (the last one closed): its CDF at edge k is the
         # mass *below* e_k, so the window's is too -- values on an edge (integers, say) count
         # above it, as in the reference -- and at the last edge, the mass up to it.
@@ -273,7 +276,7 @@ class NumericDrift:
     def check(self, t: DriftThresholds) -> list[FeatureCheck]:
         """PSI and KS checks of the current window."""
         psi, d = self.statistics()
-        m = len(self._buckets)
+        m = self._buckets.size
         critical = ks_critical_value(t.ks_alpha, self.n_reference, m) if m else math.inf
         p = ks_p_value(d, self.n_reference, m) if m else 1.0
         return [
@@ -321,6 +324,7 @@ class CategoricalDrift:
         self._categories = list(self.reference)
         self._ref_counts = np.asarray([*self.reference.values(), self.other], dtype=float)
         self.n_reference = float(self._ref_counts.sum())
+        self._ref_list: list[float] = self._ref_counts.tolist()
         self._counts: dict[Hashable, int] = {}
         self._values: collections.deque[Hashable] = collections.deque(maxlen=window)
 
@@ -385,15 +389,14 @@ class CategoricalDrift:
         counts = self._counts
         known = [float(counts.get(c, 0)) for c in self._categories]
         unseen = {c: n for c, n in counts.items() if c not in self.reference}
-        actual = np.asarray([*known, float(sum(unseen.values()))])
-        psi = psi_from_counts(self._ref_counts.tolist(), actual.tolist())
+        actual = [*known, float(sum(unseen.values()))]
+        reference = self._ref_list
+        psi = psi_from_counts(reference, actual)
         if self.other > 0:  # unseen categories may be the reference's untold tail
-            stat, p, dof = chi2_homogeneity(self._ref_counts, actual)
+            stat, p, dof = chi2_homogeneity(reference, actual)
         else:  # each unseen category is its own column (reference count 0)
-            ref_cols = np.concatenate([self._ref_counts, np.zeros(len(unseen))])
-            win_cols = np.concatenate([actual[:-1], [0.0],
-                                       np.asarray(list(unseen.values()), dtype=float)])
-            stat, p, dof = chi2_homogeneity(ref_cols, win_cols)
+            stat, p, dof = chi2_homogeneity([*reference, *[0.0] * len(unseen)],
+                                            [*known, 0.0, *map(float, unseen.values())])
         critical = chi2_critical_value(dof, t.chi2_alpha) if dof else math.inf
         out = [
             FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi),

@@ -119,6 +119,8 @@ class HalfSpaceForest:
         self._l_mass = np.zeros(size, dtype=np.int64)
         #: The trees as lists for :meth:`score_one` (``None``: made on its next call).
         self._lists: tuple[list[int], list[float], list[int]] | None = None
+        #: Path mass sums per node for :meth:`score_many` (``None``: made on its next call).
+        self._totals: np.ndarray | None = None
         self._buffer: list[Sequence[float]] = []
 
     @property
@@ -148,7 +150,7 @@ class HalfSpaceForest:
         n = len(self.features)
         for t in range(self.n_trees):
             self._grow(rng, int(self._offsets[t]), 0, 0, [(0.0, 1.0)] * n)
-        self._lists = None
+        self._lists = self._totals = None
 
     def _grow(self, rng: random.Random, base: int, node: int, depth: int,
               limits: list[tuple[float, float]]) -> None:
@@ -206,34 +208,62 @@ class HalfSpaceForest:
         n = rows.shape[0]
         if self.first_window or n == 0:
             return np.zeros(n)
-        offsets = self._offsets[:, None]
-        node = np.zeros((self.n_trees, n), dtype=np.int64)
-        total = np.zeros((self.n_trees, n), dtype=np.int64)
-        alive = np.ones((self.n_trees, n), dtype=bool)
-        line = np.arange(n)[None, :]
-        r_mass = self._r_mass
-        limit = self.size_limit
-        weight = 1
-        for _ in range(self.height):
-            at = offsets + node
-            r = r_mass[at]
-            total += np.where(alive, r * weight, 0)
-            alive &= r >= limit
-            node = self._next(at, node, rows[line, self._feature[at]])
-            weight <<= 1
-        total += np.where(alive, r_mass[offsets + node] * weight, 0)
-        sums: np.ndarray = total.sum(axis=0)
+        sums: np.ndarray = self._leaf_totals().take(self.leaves(rows)).sum(axis=0)
         return 1.0 - sums / self.max_score
 
-    def _next(self, at: np.ndarray, node: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Children of the nodes ``at`` for ``values`` (NaN: the heavier reference side)."""
-        right = values >= self._threshold[at]
-        missing = np.isnan(values)
-        if missing.any():
-            heavier_right = self._r_mass[at + node + 1] < self._r_mass[at + node + 2]
-            right = np.where(missing, heavier_right, right)
-        nxt: np.ndarray = 2 * node + 1 + right
-        return nxt
+    def leaves(self, rows: np.ndarray) -> np.ndarray:
+        """Each input's leaf in each tree (trees x inputs; node numbers of the forest).
+
+        A missing value (NaN) goes to the side the reference window holds more
+        of, so the leaves of such inputs depend on the current reference.
+        """
+        rows = np.ascontiguousarray(rows, dtype=float)
+        n, width = rows.shape
+        flat = rows.ravel()
+        starts = (np.arange(n, dtype=np.int64) * width)[None, :]
+        offsets = self._offsets[:, None]
+        feature, threshold = self._feature, self._threshold
+        missing = bool(np.isnan(flat).any())
+        node = np.zeros((self.n_trees, n), dtype=np.int64)
+        for _ in range(self.height):
+            at = offsets + node
+            values = flat.take(starts + feature.take(at))
+            right = values >= threshold.take(at)
+            if missing:
+                gaps = np.isnan(values)
+                if gaps.any():
+                    r_mass = self._r_mass
+                    heavier_right = r_mass.take(at + node + 1) < r_mass.take(at + node + 2)
+                    right = np.where(gaps, heavier_right, right)
+            node = 2 * node + 1 + right
+        leaves: np.ndarray = offsets + node
+        return leaves
+
+    def _leaf_totals(self) -> np.ndarray:
+        """Per node, the mass sum of the path from its tree's root to it (leaves only are read).
+
+        A path collects ``r_mass * 2**depth`` at each node and stops after the
+        first node whose reference mass is under :attr:`size_limit`, as
+        :meth:`score_one` walks it. Made once per reference window.
+        """
+        totals = self._totals
+        if totals is None:
+            r_mass = self._r_mass
+            limit = self.size_limit
+            height = self.height
+            first_leaf = 2 ** height - 1
+            leaf = np.arange(first_leaf, 2 * first_leaf + 1, dtype=np.int64)[None, :]
+            offsets = self._offsets[:, None]
+            total = np.zeros((self.n_trees, leaf.shape[1]), dtype=np.int64)
+            alive = np.ones(total.shape, dtype=bool)
+            for depth in range(height + 1):
+                r = r_mass.take(offsets + ((leaf + 1) >> (height - depth)) - 1)
+                total += np.where(alive, r << depth, 0)
+                alive &= r >= limit
+            totals = np.zeros_like(r_mass)
+            totals[(offsets + leaf).ravel()] = total.ravel()
+            self._totals = totals
+        return totals
 
     # -- learning ------------------------------------------------------------------------
     def learn_one(self, row: Sequence[float]) -> bool:
@@ -265,14 +295,12 @@ class HalfSpaceForest:
             return
         rows = np.asarray(self._buffer, dtype=float).reshape(len(self._buffer), -1)
         self._buffer = []
+        leaves = self.leaves(rows)
         offsets = self._offsets[:, None]
-        node = np.zeros((self.n_trees, rows.shape[0]), dtype=np.int64)
-        line = np.arange(rows.shape[0])[None, :]
-        visited = [offsets + node]
-        for _ in range(self.height):
-            at = visited[-1]
-            node = self._next(at, node, rows[line, self._feature[at]])
-            visited.append(offsets + node)
+        height = self.height
+        # every node on each path: the ancestors of its leaf (heap order: (i + 1) >> k, - 1)
+        local = leaves - offsets + 1
+        visited = [offsets + (local >> (height - depth)) - 1 for depth in range(height + 1)]
         self._l_mass += np.bincount(np.concatenate([v.ravel() for v in visited]),
                                     minlength=self._l_mass.size)
 
@@ -282,17 +310,17 @@ class HalfSpaceForest:
         self._l_mass = np.zeros_like(self._r_mass)
         self.counter = 0
         self.first_window = False
-        self._lists = None
+        self._lists = self._totals = None
 
     def __getstate__(self) -> dict[str, object]:
         self.flush()
         state = dict(self.__dict__)
-        state["_lists"] = None
+        state["_lists"] = state["_totals"] = None
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self._lists = None
+        self._lists = self._totals = None
 
     def __repr__(self) -> str:
         return (f"HalfSpaceForest(n_trees={self.n_trees}, height={self.height}, "

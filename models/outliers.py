@@ -241,6 +241,11 @@ class Scored(NamedTuple):
     outlier: bool
 
 
+def _scored(values: tuple[float, tuple[str, ...], bool]) -> Scored:
+    """A :class:`Scored` without the Python-level ``__new__`` (the per-prediction path)."""
+    return tuple.__new__(Scored, values)  # type: ignore[type-var]
+
+
 @dataclasses.dataclass(frozen=True)
 class OutlierDecision:
     """An outlier-rate alert: ``count`` gross outliers in ``window_size`` predictions."""
@@ -285,6 +290,7 @@ class OutlierMonitor:
             columns, Mapping) else {}
         self._sample: dict[str, list[Any]] | None = None if summaries else {}
         self.summaries: dict[str, Summary] = {}
+        self._tables()
         self.expected_rate = 0.0
         self.n_seen = 0
         self.n_scored = 0
@@ -303,10 +309,18 @@ class OutlierMonitor:
 
     def _use(self, summaries: dict[str, Summary]) -> None:
         self.summaries = dict(list(summaries.items())[:self.max_features])
+        self._tables()
         survive = 1.0
         for s in self.summaries.values():
             survive *= 1.0 - s.rate
         self.expected_rate = min(1.0 - survive, 0.999)
+
+    def _tables(self) -> None:
+        """What :meth:`score` reads: numeric bounds, and the categories of complete ones."""
+        self._numeric = {name: (s.median, s.scale, s.low, s.high, s.fence_low, s.fence_high)
+                         for name, s in self.summaries.items() if isinstance(s, NumericSummary)}
+        self._categorical = {name: s.categories for name, s in self.summaries.items()
+                             if isinstance(s, CategorySummary) and s.complete}
 
     @property
     def warming_up(self) -> bool:
@@ -316,32 +330,38 @@ class OutlierMonitor:
     def score(self, inputs: Mapping[str, Any]) -> Scored:
         """The score of ``inputs`` (0 for features the reference does not know)."""
         best = 0.0
-        offending: list[tuple[float, str]] = []
+        offending: list[tuple[float, str]] | None = None
         outlier = False
-        summaries = self.summaries
+        numeric, categorical = self._numeric, self._categorical
         for name, value in inputs.items():
-            s = summaries.get(name)
-            if s is None or value is None:
-                continue
-            if isinstance(s, NumericSummary):
-                cls = value.__class__
-                if cls is not float and cls is not int:
+            cls = value.__class__
+            if cls is float or cls is int:
+                bounds = numeric.get(name)
+                if bounds is None:
                     continue
-                z = abs(value - s.median) / s.scale
-                if value > s.high or value < s.low:
+                median, scale, low, high, fence_low, fence_high = bounds
+                z = abs(value - median) / scale
+                if value > high or value < low:
+                    if offending is None:
+                        offending = []
                     offending.append((z, name))
-                    if value > s.fence_high or value < s.fence_low:
+                    if value > fence_high or value < fence_low:
                         outlier = True
-            else:
-                if value.__class__ is not str or not s.complete or value in s.categories:
+            elif cls is str:
+                categories = categorical.get(name)
+                if categories is None or value in categories:
                     continue
                 z = UNSEEN_SCORE
+                if offending is None:
+                    offending = []
                 offending.append((z, name))
                 outlier = True
+            else:
+                continue
             if z > best:
                 best = z
-        if not offending:
-            return Scored(round(best, 4), (), False)
+        if offending is None:
+            return _scored((round(best, 4), (), False))
         if len(offending) > 1:
             offending.sort(key=lambda t: (-t[0], t[1]))
         return Scored(round(best, 4), tuple(n for _, n in offending[:5]), outlier)

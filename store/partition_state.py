@@ -49,7 +49,8 @@ log = logging.getLogger("modelog.worker")
 # The layout of the pickled processor state: a new version makes older files be ignored
 # (replayed from the beginning) instead of restored into classes that changed.
 # v2: Half-Space Trees as arrays (models/hst.py), no River trees.
-_MAGIC = b"modelog-partition-state-v2\n"
+# v3: array windows of numeric drift, score tables of outliers, cached leaves of the trees.
+_MAGIC = b"modelog-partition-state-v3\n"
 
 
 class PartitionSnapshots:
