@@ -405,7 +405,10 @@ class ServingMonitor(SnapshotByPickle):
                 return
             state.offside = 0
             state.watermark = mark = time
-        horizon = _shifted(mark, -ttl)
+        horizon = state.horizon
+        if state.horizon_of is not mark or horizon is None:  # the watermark moved
+            state.horizon = horizon = _shifted(mark, -ttl)
+            state.horizon_of = mark
         pending = state.pending
         while pending:
             first = next(iter(pending.values()))
@@ -422,7 +425,7 @@ class ServingMonitor(SnapshotByPickle):
     def _on_prediction(self, ev: PredictionMade) -> list[Event]:
         if ev.shadow:  # scored off the request path, never labelled: the rollout compares it
             return []
-        model = self._model(ev.model)
+        model = self._models.get(ev.model) or self._model(ev.model)
         self._advance(model, ev.time)
         pid = ev.prediction_id
         if pid in model.pending or pid in model.joined:
@@ -434,8 +437,9 @@ class ServingMonitor(SnapshotByPickle):
             model.pending.popitem(last=False)
             model.evicted_by_size += 1
 
-        version = self._version(ev.model, ev.model_version)
-        cfg = self.config_for(ev.model, ev.model_version)
+        version = self._versions.get((ev.model, ev.model_version)) or \
+            self._version(ev.model, ev.model_version)
+        cfg = self._book.config(ev.model, ev.model_version)
         version.predictions += 1
         n = version.predictions
         if version.period_start is None:
@@ -523,7 +527,7 @@ class ServingMonitor(SnapshotByPickle):
 
     # -- labels and concept drift ------------------------------------------------------
     def _on_label(self, ev: LabelObserved) -> list[Event]:
-        model = self._model(ev.model)
+        model = self._models.get(ev.model) or self._model(ev.model)
         self._advance(model, ev.time)
         pid = ev.prediction_id
         pending = model.pending.pop(pid, None)
@@ -539,7 +543,8 @@ class ServingMonitor(SnapshotByPickle):
         if error is None:
             model.unscorable_labels += 1
             return []
-        version = self._version(ev.model, pending.version)
+        version = self._versions.get((ev.model, pending.version)) or \
+            self._version(ev.model, pending.version)
         value, classification = error
         drift = version.drift
         try:

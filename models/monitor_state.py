@@ -239,6 +239,9 @@ class ModelState:
     joined: collections.OrderedDict[str, None] = dataclasses.field(
         default_factory=collections.OrderedDict)
     watermark: dt.datetime | None = None
+    #: The oldest event time a pending prediction may have, and the watermark it is of.
+    horizon: dt.datetime | None = None
+    horizon_of: dt.datetime | None = None
     #: Events in a row whose time is more than ``pending_ttl`` away from the watermark.
     offside: int = 0
     #: Events whose time was that far off the watermark (a producer's skewed clock).

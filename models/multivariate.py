@@ -207,8 +207,9 @@ class ReconstructionDrift:
                 self._fit()
             return
         row = [x.get(name) for name in self.features]
-        for i, v in enumerate(row):
-            if v.__class__ is not float and _number(v) is None:  # ints pass, to float below
+        for i, v in enumerate(row):  # ints pass (to float below); the rest is imputed
+            cls = v.__class__
+            if cls is not float and cls is not int and _number(v) is None:
                 self.imputed += 1
                 row[i] = self._means[i]
         self._rows.append(row)

@@ -272,7 +272,8 @@ class OnlineModelProcessor(SnapshotByPickle):
                          "whatever code their artifact holds")
         self.checkpoint_key = checkpoint_key if checkpoint_key else secrets.token_bytes(32)
         self._learners: dict[str, dict[int, _Learner]] = {}
-        self._next_offset: dict[str, int] = {}
+        #: Next offset per serving partition (what a checkpoint covers).
+        self._next: dict[int, int] = {}
         self.ignored_registrations = 0
         self.refused_checkpoints = 0
 
@@ -377,18 +378,17 @@ class OnlineModelProcessor(SnapshotByPickle):
         checkpoints then record what they cover. Event types other than
         registrations, predictions and labels are ignored.
         """
-        if isinstance(event, ModelVersionRegistered):
-            return self._on_registered(event)
         if not isinstance(event, PredictionMade) and not isinstance(event, LabelObserved):
+            if isinstance(event, ModelVersionRegistered):
+                return self._on_registered(event)
             return []
-        covered_key = None
         if partition is not None and offset is not None:
-            covered_key = str(partition)
-            if offset >= self._next_offset.get(covered_key, 0):
-                self._next_offset[covered_key] = offset + 1
+            if offset >= self._next.get(partition, 0):
+                self._next[partition] = offset + 1
         learners = self._learners.get(event.model)
         if not learners:
             return []
+        covered_key = None if partition is None or offset is None else str(partition)
         out: list[Event] = []
         for state in learners.values():
             if covered_key is not None and offset is not None and \
@@ -498,7 +498,7 @@ class OnlineModelProcessor(SnapshotByPickle):
 
     def _checkpoint_event(self, state: _Learner, time: dt.datetime) -> OnlineModelCheckpointed:
         assert self.artifacts is not None
-        offsets = dict(self._next_offset) or None
+        offsets = {str(p): n for p, n in self._next.items()} or None
         snap = _Snapshot(state.model, state.version, state.learner, state.run_id, state.since,
                          [(pid, x, y) for pid, (x, y) in state.pending.items()],
                          list(state.joined), dict(state.counters), offsets)

@@ -267,6 +267,8 @@ class RecordRouter:
             derived += self.rollout.process(event)
         if self.quality is not None:  # performance estimation, multivariate drift, segments
             derived += self.quality.process(event)
+        if not derived:
+            return []
         return [self._outgoing(d) for d in derived]
 
     def _on_monitoring(self, key: bytes | None, raw: bytes, topic: str, partition: int,
