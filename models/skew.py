@@ -111,6 +111,11 @@ class _Condition:
     keys: list[str] = dataclasses.field(default_factory=list)
 
 
+MAX_CLEAN_SHAPES = 64
+"""Input shapes a :class:`SkewMonitor` remembers as clean (beyond them, inputs are checked
+feature by feature: the same outcome, more slowly)."""
+
+
 class SkewMonitor:
     """Check inputs against a signature and reference null shares.
 
@@ -167,6 +172,8 @@ class SkewMonitor:
         self._reported: set[tuple[str, SkewKind]] = set()
         self.counts: collections.Counter[SkewKind] = collections.Counter()
         self._findings: tuple[SkewFinding, ...] = ()
+        #: Shapes (feature names, value types) of inputs found clean: nothing to count.
+        self._clean: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()
 
     @property
     def drift_detected(self) -> bool:
@@ -199,26 +206,11 @@ class SkewMonitor:
             key = str(self.n_observations)
         self._block_n += 1
         accept = self._accept
-        present = 0
-        for name, value in x.items():
-            if value is None:
-                self._nulls[name] += 1
-            if not accept:
-                continue
-            if name not in accept:
-                self._seen(name, "unexpected", None, type(value).__name__, key)
-                continue
-            present += 1
-            ok = accept[name]
-            if value is None or ok is None or value.__class__ in ok:
-                continue
-            if int in ok and value.__class__ is float and value.is_integer():
-                continue  # an integral float is a valid integer
-            self._seen(name, "type", self.signature[name], type(value).__name__, key)
-        if present < len(accept):
-            for name in accept:
-                if name not in x:
-                    self._seen(name, "missing", self.signature[name], None, key)
+        # an input shaped as one seen clean (every feature, of an accepted type, no null)
+        # has nothing to count
+        shape = (tuple(x), tuple(map(type, x.values()))) if accept else None
+        if shape is None or shape not in self._clean:
+            self._check_input(x, key, accept, shape)
         warm = self._warm_nulls
         if warm is not None and self.n_observations <= self.reference_size:
             for name, value in x.items():
@@ -232,6 +224,37 @@ class SkewMonitor:
                 self._warm_nulls = None
         if self.n_observations % self.block == 0:
             self._findings = tuple(self._check())
+
+    def _check_input(self, x: Mapping[str, Any], key: str, accept: dict[str, Any],
+                     shape: tuple[tuple[str, ...], tuple[type, ...]] | None) -> None:
+        """Count the nulls, unexpected, missing and mistyped features of one input."""
+        present = 0
+        clean = True
+        for name, value in x.items():
+            if value is None:
+                self._nulls[name] += 1
+                clean = False
+            if not accept:
+                continue
+            if name not in accept:
+                self._seen(name, "unexpected", None, type(value).__name__, key)
+                clean = False
+                continue
+            present += 1
+            ok = accept[name]
+            if value is None or ok is None or value.__class__ in ok:
+                continue
+            clean = False
+            if int in ok and value.__class__ is float and value.is_integer():
+                continue  # an integral float is a valid integer
+            self._seen(name, "type", self.signature[name], type(value).__name__, key)
+        if present < len(accept):
+            clean = False
+            for name in accept:
+                if name not in x:
+                    self._seen(name, "missing", self.signature[name], None, key)
+        if clean and shape is not None and len(self._clean) < MAX_CLEAN_SHAPES:
+            self._clean.add(shape)
 
     def null_shares(self) -> dict[str, float]:
         """Live share of nulls per feature over the window (of the blocks closed so far)."""
