@@ -44,6 +44,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -70,6 +71,7 @@ DETECTORS: dict[str, Callable[..., Any]] = {
 }
 
 _BINARY = frozenset({"ddm", "eddm"})
+_LARGEST = sys.float_info.max
 _MIN_RECENT = 10
 
 
@@ -250,17 +252,23 @@ class ConceptDriftMonitor:
             detector (``ddm``, ``eddm``).
         """
         self._last = None
-        if isinstance(error, bool):
-            error = float(error)
-        if not isinstance(error, int | float) or not math.isfinite(error) or error < 0:
-            raise InvalidObservationError(self._name, error, "errors must be finite numbers >= 0")
-        if self.detector in _BINARY and error not in (0, 1):
-            raise InvalidObservationError(
-                self._name, error,
-                "this detector takes 0/1 errors (classification); use adwin, page_hinkley "
-                "or kswin for absolute errors",
-            )
-        value = float(error)
+        binary = self.detector in _BINARY
+        if error.__class__ is float and 0.0 <= error <= _LARGEST and not (
+                binary and error != 0.0 and error != 1.0):  # the usual case: valid as it is
+            value = error
+        else:
+            if isinstance(error, bool):
+                error = float(error)
+            if not isinstance(error, int | float) or not math.isfinite(error) or error < 0:
+                raise InvalidObservationError(self._name, error,
+                                              "errors must be finite numbers >= 0")
+            if binary and error not in (0, 1):
+                raise InvalidObservationError(
+                    self._name, error,
+                    "this detector takes 0/1 errors (classification); use adwin, page_hinkley "
+                    "or kswin for absolute errors",
+                )
+            value = float(error)
         if len(self._recent) == self.window:
             self._recent_sum -= self._recent[0]
         self._recent.append(value)
@@ -269,7 +277,7 @@ class ConceptDriftMonitor:
         self._since_reset += 1
         self._sum_since_reset += value
 
-        self._detector.update(bool(value) if self.detector in _BINARY else value)
+        self._detector.update(bool(value) if binary else value)
         if not self._detector.drift_detected or self._since_reset <= self.warm_up:
             return
         decision = self._decide()

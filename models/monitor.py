@@ -417,11 +417,6 @@ class ServingMonitor(SnapshotByPickle):
             pending.popitem(last=False)
             state.evicted_by_ttl += 1
 
-    def _remember_joined(self, state: ModelState, prediction_id: str) -> None:
-        state.joined[prediction_id] = None
-        if len(state.joined) > self.config.max_pending:
-            state.joined.popitem(last=False)
-
     def _on_prediction(self, ev: PredictionMade) -> list[Event]:
         if ev.shadow:  # scored off the request path, never labelled: the rollout compares it
             return []
@@ -538,7 +533,10 @@ class ServingMonitor(SnapshotByPickle):
                 model.orphan_labels += 1
             return []
         model.labels += 1
-        self._remember_joined(model, pid)
+        joined = model.joined
+        joined[pid] = None
+        if len(joined) > self.config.max_pending:
+            joined.popitem(last=False)
         error = prediction_error(pending.output, ev.label)
         if error is None:
             model.unscorable_labels += 1

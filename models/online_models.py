@@ -382,9 +382,9 @@ class OnlineModelProcessor(SnapshotByPickle):
             if isinstance(event, ModelVersionRegistered):
                 return self._on_registered(event)
             return []
-        if partition is not None and offset is not None:
-            if offset >= self._next.get(partition, 0):
-                self._next[partition] = offset + 1
+        if partition is not None and offset is not None and \
+                offset >= self._next.get(partition, 0):
+            self._next[partition] = offset + 1
         learners = self._learners.get(event.model)
         if not learners:
             return []

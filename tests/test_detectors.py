@@ -138,6 +138,10 @@ def test_bad_hyperparameters_and_observations_are_named() -> None:
         ConceptDriftMonitor(window=0)
     with pytest.raises(InvalidObservationError, match="nan"):
         ConceptDriftMonitor().update(math.nan)
+    for bad in (math.inf, -0.5, -math.inf, "0.5", None):
+        with pytest.raises(InvalidObservationError, match="finite numbers >= 0"):
+            ConceptDriftMonitor().update(bad)  # type: ignore[arg-type]
+    ConceptDriftMonitor("eddm").update(1.0)  # a 0/1 float is fine for a binary detector
     with pytest.raises(InvalidObservationError, match="0/1"):
         ConceptDriftMonitor("eddm").update(0.3)
 

@@ -94,3 +94,34 @@ def test_bad_parameters_name_the_rule() -> None:
         SkewMonitor(SIGNATURE, nulls_tolerance=1.5)
     with pytest.raises(InvalidParameterError, match="window"):
         SkewMonitor(SIGNATURE, window=0)
+
+
+def test_remembered_clean_shapes_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs shaped as one seen clean skip the per-feature check: the outcome is the same."""
+    import random
+
+    import modelog.models.skew as skew
+
+    rng = random.Random(7)
+    variants = [
+        GOOD, {**GOOD, "income": 3}, {**GOOD, "age": 4.0}, {**GOOD, "age": 4.5},
+        {**GOOD, "plan": None}, {**GOOD, "extra": 1},
+        {k: v for k, v in GOOD.items() if k != "plan"}, {**GOOD, "active": "yes"},
+        dict(reversed(list(GOOD.items()))),
+    ]
+    stream = [rng.choices(variants, weights=[40, 10, 5, 2, 3, 2, 2, 2, 5])[0] for _ in range(3_000)]
+
+    def run() -> tuple[object, ...]:
+        m = SkewMonitor(SIGNATURE, reference_size=200, window=300, block=50)
+        found = []
+        for i, x in enumerate(stream):
+            m.update(x, key=f"p{i}")
+            found.append(kinds(m))
+        return found, dict(m.counts), m.null_shares(), dict(m.null_reference), len(m._clean)
+
+    cached = run()
+    monkeypatch.setattr(skew, "MAX_CLEAN_SHAPES", 0)
+    unchecked = run()
+    assert cached[:4] == unchecked[:4]
+    assert cached[4] == 3 and unchecked[4] == 0  # GOOD, the int income, GOOD reordered
+    assert any(cached[0])  # the stream does raise findings
