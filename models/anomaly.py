@@ -68,7 +68,8 @@ from river import stats
 from modelog.models.errors import InvalidParameterError
 from modelog.models.hst import HalfSpaceForest
 
-__all__ = ["AnomalyDecision", "AnomalyMonitor", "binomial_critical_count", "binomial_tail"]
+__all__ = ["AnomalyDecision", "AnomalyMonitor", "ahead_index", "binomial_critical_count",
+           "binomial_tail"]
 
 Param = str | int | float | bool | None
 
@@ -154,6 +155,25 @@ class AnomalyDecision:
 
 
 _NUMBER_CLASSES = frozenset((float, int, bool))
+
+
+def ahead_index(keys: Sequence[str]) -> dict[str, int]:
+    """Each key's position, for inputs scored ahead; a key given twice is left out (its
+    inputs may differ: each is then scored when it comes).
+
+    Examples
+    --------
+    >>> ahead_index(["a", "b", "a", "c"])
+    {'b': 1, 'c': 3}
+    """
+    index = {key: i for i, key in enumerate(keys)}
+    if len(index) < len(keys):
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen:
+                index.pop(key, None)
+            seen.add(key)
+    return index
 
 
 def numeric_features(x: Mapping[str, Any]) -> dict[str, float]:
@@ -374,7 +394,7 @@ class AnomalyMonitor:
         if not rows:
             return 0
         self._ahead_rows = self._scale_rows(np.asarray(rows, dtype=float))
-        self._ahead = {key: i for i, key in enumerate(keys)}
+        self._ahead = ahead_index(keys)
         self._score_ahead()
         return len(keys)
 

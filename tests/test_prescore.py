@@ -62,3 +62,23 @@ def test_serving_monitor_prescore_gives_the_same_derived_events() -> None:
         batched.prescore([e for e in chunk if isinstance(e, PredictionMade)])
         got += [d for e in chunk for d in batched.process(e)]
     assert got == want and len(want) > 10
+
+
+def test_a_key_given_twice_in_a_batch_is_scored_when_it_comes() -> None:
+    """Two inputs under one key (a prediction id sent twice, with other inputs) in one batch:
+    each is scored on its own, as without the batch hint, not with the other's row."""
+    xs = _inputs(3_000, seed=3)
+    alone = AnomalyMonitor(seed=2, warm_up=500)
+    ahead = AnomalyMonitor(seed=2, warm_up=500)
+    keys = [f"k{i}" if i % 250 != 7 else f"k{i - 1}" for i in range(len(xs))]  # repeats
+    want, got = [], []
+    for k, x in zip(keys, xs, strict=True):
+        alone.update(x, k)
+        want.append(alone.last_score)
+    for start in range(0, len(xs), 400):
+        chunk = list(zip(keys[start:start + 400], xs[start:start + 400], strict=True))
+        ahead.prescore(chunk)
+        for k, x in chunk:
+            ahead.update(x, k)
+            got.append(ahead.last_score)
+    assert got == want
