@@ -420,28 +420,30 @@ class ServingMonitor(SnapshotByPickle):
     def _on_prediction(self, ev: PredictionMade) -> list[Event]:
         if ev.shadow:  # scored off the request path, never labelled: the rollout compares it
             return []
-        model = self._models.get(ev.model) or self._model(ev.model)
-        self._advance(model, ev.time)
+        name, number, time = ev.model, ev.model_version, ev.time
+        model = self._models.get(name) or self._model(name)
+        self._advance(model, time)
         pid = ev.prediction_id
-        if pid in model.pending or pid in model.joined:
+        pending = model.pending
+        if pid in pending or pid in model.joined:
             model.duplicate_predictions += 1
             return []
         model.predictions += 1
-        model.pending[pid] = PendingPrediction(ev.model_version, ev.output, ev.time)
-        if len(model.pending) > self.config.max_pending:
-            model.pending.popitem(last=False)
+        pending[pid] = PendingPrediction(number, ev.output, time)
+        if len(pending) > self.config.max_pending:
+            pending.popitem(last=False)
             model.evicted_by_size += 1
 
-        version = self._versions.get((ev.model, ev.model_version)) or \
-            self._version(ev.model, ev.model_version)
-        cfg = self._book.config(ev.model, ev.model_version)
+        key = (name, number)
+        version = self._versions.get(key) or self._version(name, number)
+        cfg = self._book.config(name, number)
         version.predictions += 1
         n = version.predictions
         if version.period_start is None:
-            version.period_start = ev.time
-        if (ev.model, ev.model_version) not in self._signatures:
+            version.period_start = time
+        if key not in self._signatures:
             version.unregistered += 1
-        version.recent.append((pid, ev.time))
+        version.recent.append((pid, time))
         inputs = ev.inputs
         checked: list[tuple[DriftKind, DataDriftMonitor]] = []
         inputs_drift, output_drift, skew = version.inputs_drift, version.output_drift, None
@@ -462,7 +464,7 @@ class ServingMonitor(SnapshotByPickle):
             before = anomaly.n_observations
             anomaly.update(inputs, pid)
             if anomaly.n_observations > before:
-                version.input_window.append((pid, ev.time))
+                version.input_window.append((pid, time))
             if anomaly.drift_detected:
                 out.append(anomaly_event(ev, version, anomaly.findings[0]))
         if version.outliers is not None:

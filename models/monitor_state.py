@@ -221,7 +221,7 @@ class AlertBook:
         return None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class PendingPrediction:
     """A prediction waiting for its label."""
 
