@@ -84,6 +84,16 @@ def test_v1_prediction_is_upcast_on_read() -> None:
     assert json.loads(codec.encode(ev))["schema_version"] == 2
 
 
+def test_a_record_without_schema_version_is_read_as_version_1() -> None:
+    """A missing schema_version means 1 (the oldest writers), even when the body would also
+    read as the current version (a nested key of that name changes nothing)."""
+    record = json.loads(codec.encode(_prediction(inputs={"schema_version": 2, "age": 3})))
+    del record["schema_version"]
+    ev = codec.decode(json.dumps(record).encode())
+    assert isinstance(ev, events.PredictionMade) and ev.schema_version == 2
+    assert ev.inputs == {}  # upcast from v1: its inputs were "features", absent here
+
+
 def test_newer_schema_version_is_refused_with_advice() -> None:
     raw = codec.encode(_prediction()).replace(b'"schema_version":2', b'"schema_version":9')
     with pytest.raises(EventDecodeError, match="upgrade modelog"):
