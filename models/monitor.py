@@ -421,7 +421,7 @@ class ServingMonitor(SnapshotByPickle):
         if ev.shadow:  # scored off the request path, never labelled: the rollout compares it
             return []
         name, number, time = ev.model, ev.model_version, ev.time
-        model = self._models.get(name) or self._model(name)
+        model = self._model(name)
         self._advance(model, time)
         pid = ev.prediction_id
         pending = model.pending
@@ -435,8 +435,8 @@ class ServingMonitor(SnapshotByPickle):
             model.evicted_by_size += 1
 
         key = (name, number)
-        version = self._versions.get(key) or self._version(name, number)
-        cfg = self._book.config(name, number)
+        version = self._version(name, number)
+        cfg = self.config_for(name, number)
         version.predictions += 1
         n = version.predictions
         if version.period_start is None:
@@ -524,7 +524,7 @@ class ServingMonitor(SnapshotByPickle):
 
     # -- labels and concept drift ------------------------------------------------------
     def _on_label(self, ev: LabelObserved) -> list[Event]:
-        model = self._models.get(ev.model) or self._model(ev.model)
+        model = self._model(ev.model)
         self._advance(model, ev.time)
         pid = ev.prediction_id
         pending = model.pending.pop(pid, None)
@@ -543,8 +543,7 @@ class ServingMonitor(SnapshotByPickle):
         if error is None:
             model.unscorable_labels += 1
             return []
-        version = self._versions.get((ev.model, pending.version)) or \
-            self._version(ev.model, pending.version)
+        version = self._version(ev.model, pending.version)
         value, classification = error
         drift = version.drift
         try:

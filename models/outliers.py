@@ -241,11 +241,6 @@ class Scored(NamedTuple):
     outlier: bool
 
 
-def _scored(values: tuple[float, tuple[str, ...], bool]) -> Scored:
-    """A :class:`Scored` without the Python-level ``__new__`` (the per-prediction path)."""
-    return tuple.__new__(Scored, values)  # type: ignore[type-var]
-
-
 @dataclasses.dataclass(frozen=True)
 class OutlierDecision:
     """An outlier-rate alert: ``count`` gross outliers in ``window_size`` predictions."""
@@ -361,7 +356,7 @@ class OutlierMonitor:
             if z > best:
                 best = z
         if offending is None:
-            return _scored((round(best, 4), (), False))
+            return Scored(round(best, 4), (), False)
         if len(offending) > 1:
             offending.sort(key=lambda t: (-t[0], t[1]))
         return Scored(round(best, 4), tuple(n for _, n in offending[:5]), outlier)

@@ -179,9 +179,8 @@ class QualityMonitor(SnapshotByPickle):
         pid = ev.prediction_id
         if pid in pending:
             return []  # a retried send: the first one counts
-        state = self._versions.get((ev.model, ev.model_version)) or \
-            self._version(ev.model, ev.model_version)
-        cfg = self._configs.get(ev.model, self.config)
+        state = self._version(ev.model, ev.model_version)
+        cfg = self.config_for(ev.model)
         state.predictions += 1
         if state.period_start is None:
             state.period_start = ev.time

@@ -49,7 +49,8 @@ log = logging.getLogger("modelog.worker")
 # The layout of the pickled processor state: a new version makes older files be ignored
 # (replayed from the beginning) instead of restored into classes that changed.
 # v2: Half-Space Trees as arrays (models/hst.py), no River trees.
-# v3: array windows of numeric drift, score tables of outliers, cached leaves of the trees.
+# v3: numeric drift windows as arrays, outlier score tables, remembered clean skew shapes,
+# the join's expiry horizon, the online learner's offsets by partition number.
 _MAGIC = b"modelog-partition-state-v3\n"
 
 
