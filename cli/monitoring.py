@@ -161,7 +161,7 @@ def _assignments(pairs: list[str], model: str) -> dict[str, Any]:
                                      "psi_threshold=0.3 anomaly=false pending_ttl=2h", model)
         try:
             value: Any = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = raw
         out[key.strip()] = value
     return out

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from modelog.models.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
+from modelog.models.event_base import MAX_NESTING
 from modelog.models.events import CATALOGUE, Event
 from modelog.models.upcasters import UPCASTERS
 
@@ -47,6 +48,8 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     name: msgspec.json.Decoder(cls) for name, cls in CATALOGUE.items()
 }
 _current: dict[str, int] = {name: cls.current_version() for name, cls in CATALOGUE.items()}
+_TOO_DEEP = (f"JSON nested too deeply to read (an event's lists and objects nest at most "
+             f"{MAX_NESTING} levels)")
 
 
 def encode(event: Event) -> bytes:
@@ -87,6 +90,8 @@ def decode(raw: bytes | memoryview | str) -> Event:
         header = _header_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"not a modelog event: {exc}") from None
+    except RecursionError:  # skipping a field nested thousands deep
+        raise EventDecodeError(_TOO_DEEP) from None
     current = _current.get(header.type)
     if current is None:
         raise UnknownEventTypeError(f"unknown event type {header.type!r}")
@@ -100,9 +105,15 @@ def decode(raw: bytes | memoryview | str) -> Event:
         record = upcast(msgspec.json.decode(raw))
         event = msgspec.convert(record, CATALOGUE[header.type])
     except msgspec.ValidationError as exc:
+        rule = exc.__cause__
+        if isinstance(rule, EventValidationError):  # an event's own check (__post_init__)
+            raise EventDecodeError(f"invalid {header.type}: field {rule.field!r} breaks the "
+                                   f"rule: {rule.rule}") from None
         raise EventDecodeError(f"invalid {header.type}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"malformed {header.type}: {exc}") from None
+    except RecursionError:
+        raise EventDecodeError(f"{header.type}: {_TOO_DEEP}") from None
     _check_finite(event)  # upcasters are code: their output is checked
     return event
 

@@ -9,11 +9,14 @@ catalogue can gather them without an import cycle.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from modelog.models.errors import EventValidationError
+
 __all__ = [
+    "MAX_NESTING",
     "NAME_PATTERN",
     "Digest",
     "Event",
@@ -25,6 +28,7 @@ __all__ = [
     "Severity",
     "Version",
     "Window",
+    "check_nesting",
 ]
 
 # -- constrained scalar types (they become JSON Schema constraints) ---------
@@ -37,12 +41,53 @@ Name = Annotated[
     ),
 ]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Version = Annotated[int, msgspec.Meta(ge=1, description="model version number, from 1")]
+Version = Annotated[int, msgspec.Meta(
+    ge=1, le=2**31 - 1, description="model version number, from 1 (at most 2**31 - 1)")]
 Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$")]
 Scalar = str | int | float | bool | None
 Features = dict[str, Scalar]
 Output = str | int | float | bool | None | list[float] | dict[str, float]
 Severity = Literal["info", "warning", "critical"]
+
+MAX_NESTING = 32
+"""Most levels of lists and objects in an event's free-form fields (a dataset profile, a
+monitor configuration, MLflow inputs): deeper structures are refused, as they would
+exhaust the recursion of whoever reads, stores or snapshots them."""
+
+
+def check_nesting(event_type: str, field: str, value: Any) -> None:
+    """Raise :class:`EventValidationError` if ``value`` nests more than :data:`MAX_NESTING` deep.
+
+    The walk is iterative, so any depth is measured safely.
+
+    Examples
+    --------
+    >>> check_nesting("DatasetVersionCreated", "profile", {"columns": {"x": {"count": 3}}})
+    >>> deep: Any = 1
+    >>> for _ in range(40):
+    ...     deep = [deep]
+    >>> try:
+    ...     check_nesting("DatasetVersionCreated", "profile", {"a": deep})
+    ... except EventValidationError as e:
+    ...     print(e.field, "|", e.rule)
+    profile.a | lists and objects nest at most 32 levels
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, field)]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            children: Any = ((f"{path}.{k}" if depth == 1 else path, v) for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            children = ((f"{path}[{i}]" if depth == 1 else path, v) for i, v in enumerate(item))
+        else:
+            continue
+        for where, child in children:
+            if isinstance(child, dict | list | tuple):
+                if depth >= MAX_NESTING:  # named by the top-level entry it is under
+                    raise EventValidationError(event_type, where[:200], "...",
+                                               f"lists and objects nest at most {MAX_NESTING} "
+                                               "levels")
+                stack.append((child, depth + 1, where))
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):

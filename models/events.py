@@ -34,6 +34,7 @@ from modelog.models.event_base import (
     Severity,
     Version,
     Window,
+    check_nesting,
 )
 
 __all__ = [
@@ -105,6 +106,9 @@ class DatasetVersionCreated(Event, frozen=True, kw_only=True):
     parents: list[str] = []
     profile: dict[str, Any] | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        check_nesting("DatasetVersionCreated", "profile", self.profile)
 
 
 # -- runs -------------------------------------------------------------------
@@ -455,6 +459,9 @@ class MonitorConfigured(Event, frozen=True, kw_only=True):
     config: dict[str, Any]
     actor: str = ""
     model_version: Version | None = None
+
+    def __post_init__(self) -> None:
+        check_nesting("MonitorConfigured", "config", self.config)
 
 
 # -- subscriptions --------------------------------------------------------------

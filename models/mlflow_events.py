@@ -42,7 +42,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from modelog.models.event_base import Event, Id, Name
+from modelog.models.event_base import Event, Id, Name, check_nesting
 
 __all__ = [
     "EVENTS",
@@ -107,6 +107,10 @@ class RunInputsLogged(Event, frozen=True, kw_only=True):
     run_id: Id
     datasets: list[dict[str, Any]] = []
     models: list[dict[str, Any]] = []
+
+    def __post_init__(self) -> None:
+        check_nesting("RunInputsLogged", "datasets", self.datasets)
+        check_nesting("RunInputsLogged", "models", self.models)
 
 
 class LoggedModelCreated(Event, frozen=True, kw_only=True):

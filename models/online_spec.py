@@ -351,10 +351,14 @@ def loads(data: bytes) -> Any:
     """
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise OnlineSpecError("<artifact>", sorted(ALLOWED), "",
                               f"not a JSON specification ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("format") != SPEC_FORMAT:
         raise OnlineSpecError("<artifact>", sorted(ALLOWED), "",
                               f"not a {SPEC_FORMAT} document")
-    return build(doc["spec"])
+    try:
+        return build(doc["spec"])
+    except RecursionError:
+        raise OnlineSpecError("<artifact>", sorted(ALLOWED), "",
+                              "the specification nests too deeply to build") from None

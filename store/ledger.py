@@ -192,7 +192,7 @@ def build_batch(records: Iterable[Record], dead_letter_topic: str) -> Batch:
     seen: set[str] = set()
     count = 0
     fast_decode, canonical, current = _fast_decoder.decode, _encoder.encode, _CURRENT
-    fast_errors = (msgspec.ValidationError, msgspec.DecodeError)
+    fast_errors = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
     for rec in records:
         topic, partition, offset = rec.topic() or "", rec.partition() or 0, rec.offset() or 0
         count += 1

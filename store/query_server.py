@@ -134,6 +134,8 @@ class _Endpoints:
                 sql = raw.decode()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, "query", f"bad request body: {exc}")
+        except RecursionError:
+            return _error(400, "query", "bad request body: JSON nested too deeply to read")
         return await run_in_threadpool(self._answer, sql, params, as_of)
 
     def _answer(self, sql: str, params: Any, as_of: str | None = None) -> Response:

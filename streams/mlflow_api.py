@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelog.config import Settings, is_loopback, token_matches
 from modelog.errors import ConfigurationError
+from modelog.models.errors import EventValidationError
 from modelog.streams.errors import MlflowApiError
 from modelog.streams.mlflow_state import MlflowState
 
@@ -98,6 +99,9 @@ async def _arguments(request: Request) -> dict[str, Any]:
             except json.JSONDecodeError as exc:
                 raise MlflowApiError("MALFORMED_REQUEST",
                                      f"the request body is not JSON: {exc}") from None
+            except RecursionError:
+                raise MlflowApiError("MALFORMED_REQUEST",
+                                     "the request body nests too deeply to read") from None
             if not isinstance(parsed, dict):
                 raise MlflowApiError("MALFORMED_REQUEST", "the request body must be a JSON object")
             args.update(parsed)
@@ -117,6 +121,8 @@ def endpoint(state: MlflowState, handler: Handler) -> Callable[[Request], Any]:
             answer = await run_in_threadpool(handler, state, args, Caller.of(request))
         except MlflowApiError as exc:
             return error_response(exc.error_code, exc.message, exc.status)
+        except EventValidationError as exc:  # an event built from the request broke a rule
+            return error_response("INVALID_PARAMETER_VALUE", str(exc))
         except Exception as exc:
             log.exception("mlflow-server: %s %s failed", request.method, request.url.path)
             return error_response("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")

@@ -342,7 +342,8 @@ class ServingLoop:
                 self._snapshots.save(p, self.routers.positions[p],
                                      self.routers.routers[p].snapshot())
                 self._saved[p] = dict(self.routers.positions[p])
-            except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+            except (OSError, pickle.PicklingError, TypeError, AttributeError,
+                    RecursionError) as exc:
                 _log.warning("partition %s: state snapshot not saved (%s); a takeover "
                              "replays the partition from the beginning", p, exc)
                 self._snapshots.discard(p)

@@ -352,3 +352,15 @@ def test_served_dashboard_asks_a_browser_for_the_token(tmp_path: Path, browser: 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_a_json_body_nested_too_deeply_gets_400_and_runs_nothing(
+        server: tuple[QueryServer, list[str]]) -> None:
+    import httpx
+
+    srv, ran = server
+    body = b'{"sql":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = httpx.post(srv.url + "/query", content=body, timeout=30, headers={
+        "Authorization": f"Bearer {TOKEN}", "content-type": "application/json"})
+    assert answer.status_code == 400
+    assert "nested too deeply" in answer.json()["message"] and ran == []

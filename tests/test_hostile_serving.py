@@ -113,3 +113,92 @@ def test_an_integer_too_long_to_print_still_gets_a_message() -> None:
     with pytest.raises(EventValidationError) as info:
         check_scalars({"age": 10**5000}, "PredictionMade", "inputs")
     assert "more than" in str(info.value) and "digits" in str(info.value)
+
+
+# -- nesting and out-of-range versions -----------------------------------------------------
+def _deep_records() -> dict[str, bytes]:
+    """Records nested far deeper than Python's recursion allows, or beyond what fits."""
+    good = codec.encode(_prediction(900, {"age": 41.0}))
+    return {
+        # msgspec skips an unknown field recursively: this exhausted the recursion
+        "unknown field": good[:-1] + b',"zz":' + b'{"a":' * 50_000 + b"1" + b"}" * 50_000 + b"}",
+        "input value": good.replace(b'"inputs":{', b'"inputs":{"x":' + b"[" * 50_000
+                                    + b"]" * 50_000 + b",", 1),
+        "whole record": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        "version 2**31": good.replace(b'"model_version":1', b'"model_version":2147483648', 1),
+    }
+
+
+def test_records_nested_too_deeply_are_dead_lettered_and_the_partition_goes_on() -> None:
+    feed = Feed()
+    stream = [codec.encode(e) for e in serving_events("m", 1_500, seed=2, start=T0)]
+    feed(stream[:1_500])
+    bad = list(_deep_records().values())
+    assert all(b != codec.encode(_prediction(900, {"age": 41.0})) for b in bad)
+    out = feed(bad + stream[1_500:])
+    dead = [(value, headers) for topic, value, headers in out if topic == TOPICS.dead_letter]
+    assert [v for v, _ in dead] == bad  # each one, with its original bytes
+    reasons = [DeadLetter.from_headers(list(h.items())).reason for _, h in dead]
+    assert all("nested too deeply" in r for r in reasons[:3]), reasons
+    assert "2147483647" in reasons[3] and "model_version" in reasons[3]
+    counters = feed.router.monitor.counters("m")
+    assert (counters["predictions"], counters["labels"]) == (1_500, 1_500)
+    assert feed.router.failed == 0 and feed.router.snapshot()
+
+
+def test_the_projector_sorts_out_deep_records_and_keeps_the_rest() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from modelog.store.ledger import build_batch
+
+    spec = importlib.util.spec_from_file_location(  # its record stand-in, by path
+        "_hostile_projector", Path(__file__).with_name("test_projector.py"))
+    assert spec is not None and spec.loader is not None
+    projector_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(projector_tests)
+    rec = projector_tests._Rec
+
+    bad = list(_deep_records().values())
+    good = codec.encode(_prediction(1, {"age": 41.0}))
+    batch = build_batch([rec(TOPICS.serving, i, v) for i, v in enumerate([*bad, good])],
+                        TOPICS.dead_letter)
+    assert [r.offset for r in batch.invalid] == [0, 1, 2, 3]
+    assert all("nested too deeply" in r.reason for r in batch.invalid[:3])
+    assert batch.events.column("id").to_pylist() == ["h-1"]
+
+
+def test_free_form_fields_nest_at_most_max_nesting_levels() -> None:
+    from modelog.models.errors import EventDecodeError
+    from modelog.models.event_base import MAX_NESTING
+    from modelog.models.events import DatasetVersionCreated, MonitorConfigured
+
+    deep: object = 1.0
+    for _ in range(MAX_NESTING):
+        deep = {"a": deep}
+    config = MonitorConfigured(id="c", time=T0, aggregate="m", model="m", config={"x": 1})
+    # the SDK's side: refused at construction, naming the field
+    with pytest.raises(EventValidationError) as info:
+        MonitorConfigured(id="c", time=T0, aggregate="m", model="m", config={"x": deep})
+    assert info.value.field == "config.x" and f"{MAX_NESTING} levels" in info.value.rule
+    with pytest.raises(EventValidationError, match=r"profile\.columns"):
+        DatasetVersionCreated(id="d", time=T0, aggregate="ds", name="ds", digest="ab" * 8,
+                              columns=[], num_rows=1, uri="file:///d", profile={"columns": deep})
+    # just within the limit is fine, and a record from another client is refused on read
+    within = deep["a"]  # type: ignore[index]
+    ok = MonitorConfigured(id="c", time=T0, aggregate="m", model="m", config={"x": within})
+    assert codec.decode(codec.encode(ok)) == ok
+    raw = codec.encode(config).replace(
+        b'{"x":1}', b'{"x":' + b'{"a":' * MAX_NESTING + b"1" + b"}" * MAX_NESTING + b"}")
+    with pytest.raises(EventDecodeError, match=r"'config\.x' breaks the rule: lists and objects"):
+        codec.decode(raw)
+
+
+def test_the_sdk_refuses_a_version_beyond_what_the_registry_numbers() -> None:
+    import msgspec
+
+    event = _prediction(1, {"age": 41.0})
+    with pytest.raises(EventValidationError) as info:
+        codec.validate(msgspec.structs.replace(event, model_version=2**31))
+    assert info.value.field == "model_version" and "2147483647" in info.value.rule
+    assert codec.validate(msgspec.structs.replace(event, model_version=2**31 - 1))

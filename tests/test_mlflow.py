@@ -315,3 +315,32 @@ def test_mlflow_rest_semantics_of_its_own_test_suite(client: MlflowClient) -> No
     assert client.get_run(runs[1]).info.status == "FAILED"
     client.set_terminated(runs[2], "KILLED")
     assert client.get_run(runs[2]).info.status == "KILLED"
+
+
+def test_a_body_nested_too_deeply_is_a_malformed_request(server: MlflowServer) -> None:
+    import httpx
+
+    deep = b'{"name":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = httpx.post(f"{server.url}/api/2.0/mlflow/experiments/create", content=deep,
+                        headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 400
+    assert answer.json()["error_code"] == "MALFORMED_REQUEST"
+    assert "nests too deeply" in answer.json()["message"]
+
+
+def test_dataset_inputs_nested_too_deeply_are_refused_naming_the_field(
+        client: MlflowClient, server: MlflowServer) -> None:
+    import httpx
+
+    run = client.create_run(client.create_experiment(_name("deep")))
+    tags: object = "v"
+    for _ in range(40):
+        tags = [tags]
+    body = {"run_id": run.info.run_id,
+            "datasets": [{"dataset": {"name": "d", "digest": "abc", "source_type": "local",
+                                      "source": "x", "schema": "", "profile": ""},
+                          "tags": [{"key": "k", "value": "v", "deep": tags}]}]}
+    answer = httpx.post(f"{server.url}/api/2.0/mlflow/runs/log-inputs", json=body, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "nest at most 32 levels" in answer.json()["message"]
