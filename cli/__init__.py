@@ -104,5 +104,13 @@ def _root(
 
 
 def main() -> None:
-    """Entry point of the ``modelog`` console script."""
+    """Entry point of the ``modelog`` console script.
+
+    A command that ``modelog up`` started stops with what it started when ``up``
+    is gone, even after a ``kill -9`` of ``up`` alone
+    (:func:`~modelog.streams.supervisor.follow_supervisor`).
+    """
+    from modelog.streams.supervisor import follow_supervisor
+
+    follow_supervisor()
     app()

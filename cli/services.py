@@ -155,7 +155,7 @@ def up(
     worker, the projector, alert delivery, the retrain runner and the dashboard. A child
     that dies is restarted (after 1 s, doubling up to 30 s while it keeps dying). Ctrl-C
     stops them all cleanly."""
-    from modelog.streams.supervisor import Supervisor
+    from modelog.streams.supervisor import RunLock, Supervisor
     from modelog.streams.topics import ensure_topics
 
     s = settings_of(ctx)
@@ -163,6 +163,14 @@ def up(
     logs = s.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     exe = [sys.executable, "-m", "modelog"]
+    try:  # one `up` per data directory; a killed one's children stop first
+        lock = RunLock(s.data_dir / "up.lock").acquire()
+    except RuntimeError as exc:
+        fail(ModelogError(f"another `modelog up` runs on {s.data_dir}: {exc}; stop it first "
+                          "(Ctrl-C in its terminal) or give this one another --data-dir"))
+    if lock.leftovers:
+        typer.echo(f"waited for {len(lock.leftovers)} processes of a previous `modelog up` "
+                   "(killed?) to stop")
 
     def tell(line: str) -> None:  # a death goes to stderr, in red
         died = " exited " in line
@@ -231,12 +239,14 @@ def up(
         if not no_dashboard:
             spawn("dashboard", ["dashboard", "--port", str(dashboard_port)], env)
             typer.echo(f"dashboard  http://127.0.0.1:{dashboard_port}")
+        lock.record(sup.pids())
         typer.echo(f"logs       {logs}/")
         typer.echo("\nNext: `modelog demo` in another terminal, then watch the dashboard; "
                    "`modelog query \"select * from alerts\"` to ask the views. Ctrl-C stops all.")
 
         def supervise() -> bool:
             sup.poll()
+            lock.record(sup.pids())
             return False
 
         _wait_for_signal(supervise)
@@ -248,6 +258,7 @@ def up(
     # embedded broker's memory is the only other copy), then the broker
     sup.stop(last=("projector", "broker"),
              before_last=(lambda: _drain(s)) if broker_restored else None)
+    lock.release()
 
 
 def _restore(s: Settings, *, carry_snapshots: bool = True) -> None:

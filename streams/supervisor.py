@@ -6,7 +6,11 @@ projector's reader process, Streamlit's) are signalled together. When a child
 dies, for any reason and with any exit code, what is left of its process group
 is killed and the child is started again after a delay (:class:`Backoff`: 1 s,
 doubling up to 30 s, back to 1 s once it had stayed up a minute), with a log
-line naming it, its exit code and the next attempt. :meth:`Supervisor.stop`
+line naming it, its exit code and the next attempt. Each child learns the
+supervisor's pid (:data:`SUPERVISOR_ENV`); one that calls :func:`follow_supervisor`
+stops, with what it started, when the supervisor is gone -- even after a ``kill -9``
+of the supervisor alone, which would otherwise leave every child running
+unsupervised. :meth:`Supervisor.stop`
 sends SIGTERM to every child at once, newest first, and SIGKILL to those still
 running after ``stop_timeout`` seconds; children named ``last`` stop after the
 others, one at a time, after a hook (``modelog up`` lets the projector drain the
@@ -22,12 +26,16 @@ import dataclasses
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["Backoff", "Child", "Supervisor"]
+__all__ = ["SUPERVISOR_ENV", "Backoff", "Child", "RunLock", "Supervisor", "follow_supervisor"]
+
+SUPERVISOR_ENV = "MODELOG_SUPERVISOR_PID"
+"""Environment variable through which a child learns the pid of its :class:`Supervisor`."""
 
 
 @dataclasses.dataclass
@@ -132,9 +140,11 @@ class Supervisor:
         out: IO[bytes] | int = subprocess.DEVNULL
         if child.log is not None:
             out = child.log.open("ab")
+        env = {**(child.env if child.env is not None else os.environ),
+               SUPERVISOR_ENV: str(os.getpid())}
         try:
             child.process = subprocess.Popen(
-                child.argv, env=dict(child.env) if child.env is not None else None,
+                child.argv, env=env,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         finally:
@@ -149,6 +159,10 @@ class Supervisor:
         """The process id of the child ``name`` while it runs."""
         proc = self.children[name].process
         return proc.pid if proc is not None and proc.poll() is None else None
+
+    def pids(self) -> list[int]:
+        """The process ids of the children running now, in the order they were started."""
+        return [p for p in map(self.pid, self.children) if p is not None]
 
     def wait_for_exit(self, name: str, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for child ``name`` to exit; its exit code, or None."""
@@ -238,7 +252,145 @@ class Supervisor:
             _kill_group(child.process.pid, signal.SIGKILL)
 
 
+def follow_supervisor(*, grace: float = 10.0, every: float = 0.5) -> bool:
+    """In a child of a :class:`Supervisor`: stop when the supervisor is gone.
+
+    A daemon thread checks every ``every`` seconds that this process's parent is
+    still the supervisor named by :data:`SUPERVISOR_ENV`. Once it is not (the
+    supervisor was killed, even with ``kill -9``), it sends SIGTERM to this
+    process's group -- this process and what it started, as the supervisor's own
+    stop would -- and SIGKILL ``grace`` seconds later if anything is left. Returns
+    whether this process has a supervisor to follow.
+    """
+    try:
+        supervisor = int(os.environ.get(SUPERVISOR_ENV, ""))
+    except ValueError:
+        return False
+    if os.getppid() != supervisor:  # not its child (or it is gone already)
+        return False
+    os.environ.pop(SUPERVISOR_ENV, None)  # what this process starts is not its child
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(every)
+        own = os.getpgrp() == os.getpid()  # the supervisor gave each child a session
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if own:
+                _kill_group(os.getpid(), sig)
+            else:
+                os.kill(os.getpid(), sig)
+            time.sleep(grace)
+
+    threading.Thread(target=watch, name="modelog-follow-supervisor", daemon=True).start()
+    return True
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     """Send ``sig`` to the process group ``pgid`` (gone already is fine)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+class RunLock:
+    """One supervisor per directory: a lock file naming it and its children.
+
+    :meth:`acquire` takes ``path`` (an exclusive ``flock``, released by the kernel
+    however the holder dies) or raises :class:`RuntimeError` naming the holder's
+    pid. The file also lists the holder's children (:meth:`record`): a holder
+    killed with ``kill -9`` leaves them stopping (:func:`follow_supervisor`), and
+    :meth:`acquire` waits for those before it returns, so a new supervisor never
+    races the old one's processes for ports, files and partitions.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "up.lock"
+    >>> first = RunLock(path).acquire()
+    >>> try:
+    ...     RunLock(path).acquire()
+    ... except RuntimeError as e:
+    ...     print(str(e).split(" (")[0])
+    locked by pid ...
+    >>> first.release()
+    >>> RunLock(path).acquire().release()
+    """
+
+    def __init__(self, path: Path, *, wait: float = 30.0) -> None:
+        self.path = path
+        self.wait = wait
+        self._file: IO[str] | None = None
+        self._children: list[int] = []
+        #: Processes of a previous holder that had to be waited for (or killed).
+        self.leftovers: list[int] = []
+
+    def acquire(self) -> RunLock:
+        """Take the lock (see the class); returns ``self``."""
+        import fcntl
+        import json
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self.path.open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            text = f.read()
+            f.close()
+            try:
+                holder: object = json.loads(text)["pid"]
+            except (ValueError, KeyError, TypeError):
+                holder = "?"
+            raise RuntimeError(f"locked by pid {holder} ({self.path})") from None
+        f.seek(0)
+        try:
+            previous = [int(p) for p in json.loads(f.read() or "{}").get("children", [])]
+        except (ValueError, TypeError, AttributeError):
+            previous = []
+        self._file = f
+        self._write()
+        self.leftovers = [p for p in previous if p != os.getpid() and _alive_child_of_ours(p)]
+        deadline = time.monotonic() + self.wait
+        while any(_alive_child_of_ours(p) for p in self.leftovers) and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self.leftovers:  # still there: what follow_supervisor would have done
+            if _alive_child_of_ours(pid):
+                _kill_group(pid, signal.SIGKILL)
+        return self
+
+    def record(self, children: Sequence[int]) -> None:
+        """Name the holder's current children in the file (cheap when unchanged)."""
+        if self._file is not None and list(children) != self._children:
+            self._children = list(children)
+            self._write()
+
+    def _write(self) -> None:
+        import json
+
+        assert self._file is not None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(json.dumps({"pid": os.getpid(), "children": self._children}))
+        self._file.flush()
+
+    def release(self) -> None:
+        """Let the lock go (the file stays, naming no children)."""
+        if self._file is not None:
+            self._children = []
+            self._write()
+            self._file.close()
+            self._file = None
+
+
+def _alive_child_of_ours(pid: int) -> bool:
+    """Whether ``pid`` runs a modelog command (a pid reused by another program is not ours)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:  # no /proc (macOS): whether it exists at all
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return b"modelog" in cmdline

@@ -146,3 +146,94 @@ def test_a_child_with_children_of_its_own_is_cleaned_up_when_it_dies(
         time.sleep(0.05)
     else:
         raise AssertionError("the dead child's own child was left running")
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` ended (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" in status.read_text()
+
+
+def test_children_that_follow_stop_with_theirs_when_the_supervisor_is_killed(
+        tmp_path: Path) -> None:
+    """``kill -9`` of the supervisor alone: its children (and theirs) stop, none left behind."""
+    pids = tmp_path / "pids"
+    child = (  # a service as `modelog up` runs them: it follows, and started a helper
+        "import os, subprocess, sys, time\n"
+        "from modelog.streams.supervisor import follow_supervisor\n"
+        "assert follow_supervisor(grace=2.0, every=0.1)\n"
+        f"helper = subprocess.Popen({SLEEP!r})\n"
+        f"with open({str(pids)!r}, 'a') as f: f.write(f'{{os.getpid()}} {{helper.pid}}\\n')\n"
+        "time.sleep(120)\n")
+    ignoring = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + child
+    supervisor = (
+        "import sys, time\n"
+        "from modelog.streams.supervisor import Supervisor\n"
+        "sup = Supervisor()\n"
+        f"sup.start('a', [sys.executable, '-c', {child!r}])\n"
+        f"sup.start('b', [sys.executable, '-c', {ignoring!r}])\n"
+        "time.sleep(120)\n")
+    import subprocess
+
+    proc = subprocess.Popen([PY, "-c", supervisor], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while (not pids.exists() or len(pids.read_text().split()) < 4) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = [int(p) for p in pids.read_text().split()]
+        assert len(started) == 4 and not any(_gone(p) for p in started)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10  # SIGTERM at once; SIGKILL after the grace
+        while not all(_gone(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p for p in started if not _gone(p)] == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_a_process_nobody_supervises_follows_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelog.streams.supervisor import SUPERVISOR_ENV, follow_supervisor
+
+    monkeypatch.delenv(SUPERVISOR_ENV, raising=False)
+    assert follow_supervisor() is False
+    monkeypatch.setenv(SUPERVISOR_ENV, "not a pid")
+    assert follow_supervisor() is False
+    monkeypatch.setenv(SUPERVISOR_ENV, str(os.getpid()))  # not its parent
+    assert follow_supervisor() is False
+
+
+def test_a_second_holder_is_refused_and_waits_for_a_killed_ones_children(
+        tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from modelog.streams.supervisor import RunLock
+
+    path = tmp_path / "up.lock"
+    holder = RunLock(path).acquire()
+    with pytest.raises(RuntimeError, match=f"locked by pid {os.getpid()}"):
+        RunLock(path).acquire()
+    # a holder that died without releasing left a child still stopping: wait for it
+    leftover = subprocess.Popen([PY, "-c", "import time; time.sleep(1.5)  # modelog"])
+    holder.record([leftover.pid])
+    holder._file.close()  # type: ignore[union-attr]  # as the kernel does for a killed holder
+    started = time.monotonic()
+    again = RunLock(path, wait=30).acquire()
+    assert again.leftovers == [leftover.pid]
+    assert 0.5 < time.monotonic() - started < 20 and leftover.wait(1) == 0
+    assert json.loads(path.read_text()) == {"pid": os.getpid(), "children": []}
+    # one that never stops is killed after the wait
+    stuck = subprocess.Popen([PY, "-c", "import time; time.sleep(60)  # modelog"],
+                             start_new_session=True)
+    again.record([stuck.pid])
+    again._file.close()  # type: ignore[union-attr]
+    RunLock(path, wait=0.5).acquire().release()
+    assert stuck.wait(5) == -signal.SIGKILL

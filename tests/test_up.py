@@ -78,3 +78,56 @@ def test_up_runs_the_loop_restarts_a_dead_child_and_stops_on_ctrl_c(tmp_path: Pa
     assert time.monotonic() - started < 30
     text = log.read_text()
     assert "retrainer" in text and "stopping" in text, text[-3000:]
+
+
+def test_one_up_per_data_dir_and_a_killed_up_leaves_nothing_running(tmp_path: Path) -> None:
+    """`kill -9` of `up` alone: its children stop by themselves; the next `up` starts clean."""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOG_")}
+    env.update(MODELOG_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "modelog", "up", "--no-dashboard",
+            "--broker-port", str(free_port())]
+    logs = [tmp_path / "up1.log", tmp_path / "up3.log"]
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            up = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        _wait(lambda: "Ctrl-C stops all" in log.read_text(), 120, f"`modelog up` ({log})")
+        return up
+
+    first = start(logs[0])
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                               check=False)
+        assert again.returncode == 1
+        assert "another `modelog up` runs on" in again.stderr
+        assert f"locked by pid {first.pid}" in again.stderr
+
+        children = json.loads((data / "up.lock").read_text())["children"]
+        assert len(children) == 7  # broker, projector, worker, delivery, retrainer, ...
+
+        def running(pid: int) -> bool:
+            try:
+                state = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                return False
+            return "State:\tZ" not in state
+
+        assert all(running(p) for p in children)
+        os.kill(first.pid, signal.SIGKILL)  # `up` alone; its children run in sessions of theirs
+        first.wait(10)
+        _wait(lambda: not any(running(p) for p in children), 30,
+              "the children of the killed `up` to stop")
+        second = start(logs[1])  # nothing in its way: no child of it exits
+        time.sleep(3)
+        assert " exited " not in logs[1].read_text(), logs[1].read_text()[-3000:]
+    finally:
+        for up in (first, second):
+            if up is not None and up.poll() is None:
+                up.send_signal(signal.SIGINT)
+                try:
+                    up.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(up.pid, signal.SIGKILL)
