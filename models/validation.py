@@ -31,8 +31,10 @@ from modelog.models.events import NAME_PATTERN
 __all__ = [
     "FINITE_RULE",
     "INT_RULE",
+    "MAX_EVENT_BYTES",
     "PLAIN_TYPES",
     "SCALAR_RULE",
+    "SIZE_RULE",
     "Scalar",
     "artifact_suffix",
     "check_id",
@@ -52,6 +54,11 @@ PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 SCALAR_RULE = "must be a str, int, float, bool or None"
 FINITE_RULE = "numbers must be finite (no NaN or infinity)"
 INT_RULE = "integers must fit in 64 bits (-2**63 to 2**63 - 1)"
+MAX_EVENT_BYTES = 1_000_000
+"""Most bytes an encoded event may take: a Kafka message's default limit (librdkafka's
+``message.max.bytes``; Apache Kafka's broker allows ~1 MiB)."""
+SIZE_RULE = (f"an event must encode to at most {MAX_EVENT_BYTES:,} bytes (a Kafka message's "
+             "limit): log large data as a dataset or an artifact, and its id or digest here")
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _NAME_RULE = (
     "1-128 characters: letters, digits, '.', '_', '-', starting with a letter or digit"
@@ -108,6 +115,7 @@ def check_scalars(values: Any, event_type: str, field: str) -> dict[str, Scalar]
         raise EventValidationError(
             event_type, field, values, f"must be a mapping of str -> scalar ({SCALAR_RULE})"
         )
+    chars = 0  # of the str values: with 5 bytes a feature, less than the encoded size
     for k, v in out.items():
         t = type(v)
         if t is float:
@@ -116,10 +124,15 @@ def check_scalars(values: Any, event_type: str, field: str) -> dict[str, Scalar]
         elif t is int:
             if not _INT_MIN <= v <= _INT_MAX:
                 raise EventValidationError(event_type, f"{field}.{k}", v, INT_RULE)
-        elif t is not str and t is not bool and v is not None:
+        elif t is str:
+            chars += len(v)
+        elif t is not bool and v is not None:
             out[k] = _coerce(v, event_type, f"{field}.{k}")
         if type(k) is not str:
             raise EventValidationError(event_type, field, k, "keys must be str")
+    if chars + 5 * len(out) > MAX_EVENT_BYTES:  # surely too big (the sender checks the rest)
+        raise EventValidationError(event_type, field, f"<{len(out):,} features, "
+                                   f"{chars:,} characters of text>", SIZE_RULE)
     return out
 
 
@@ -147,6 +160,8 @@ def check_output(value: Any, event_type: str, field: str) -> Any:
         return value
     if t is int:
         return _int64(value, event_type, field)
+    if t is str and len(value) > MAX_EVENT_BYTES:
+        raise EventValidationError(event_type, field, f"<{len(value):,} characters>", SIZE_RULE)
     if t in PLAIN_TYPES:
         return value
     if isinstance(value, Mapping):
@@ -159,6 +174,9 @@ def check_output(value: Any, event_type: str, field: str) -> Any:
     if hasattr(value, "tolist") and getattr(value, "ndim", 0) >= 1:
         value = value.tolist()  # numpy arrays, tensors
     if isinstance(value, list | tuple):
+        if 2 * len(value) > MAX_EVENT_BYTES:  # at least "0," each
+            raise EventValidationError(event_type, field, f"<a list of {len(value):,} numbers>",
+                                       SIZE_RULE)
         return [finite_float(v, event_type, f"{field}[{i}]") for i, v in enumerate(value)]
     return _coerce(value, event_type, field)
 

@@ -43,6 +43,7 @@ from typing import Any, Literal, Self
 from modelog.config import Settings
 from modelog.models import codec
 from modelog.models.events import Event
+from modelog.models.validation import MAX_EVENT_BYTES, SIZE_RULE
 from modelog.streams.errors import (
     BrokerUnavailableError,
     BufferFullError,
@@ -317,6 +318,10 @@ class EventProducer(ClosingContext):
                 except Exception as exc:
                     self._record_failure(local=True, error=f"cannot encode an event for "
                                          f"{topic}: {type(exc).__name__}: {exc}")
+                    continue
+                if len(value) > MAX_EVENT_BYTES:  # the broker would refuse it
+                    self._record_failure(local=True, error=f"an event for {topic} encodes to "
+                                         f"{len(value):,} bytes, not sent: {SIZE_RULE}")
                     continue
                 if topic != last_topic:  # events mostly come in runs of one topic
                     last_topic = topic

@@ -93,6 +93,7 @@ __all__ = ["Client", "connect"]
 E = TypeVar("E", bound=Event)
 _json = msgspec.json.Encoder().encode
 _PREDICTION_VERSION = PredictionMade.current_version()
+_MAX_VERSION = 2**31 - 1  # the catalogue's Version bound
 
 
 class _PredictionWire(msgspec.Struct, tag_field="type", tag="PredictionMade", gc=False):
@@ -198,9 +199,9 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
             key = self._keys[model]
         except (KeyError, TypeError):
             key = self._key(model, "PredictionMade")
-        if type(version) is not int or version < 1:
+        if type(version) is not int or not 1 <= version <= _MAX_VERSION:
             raise EventValidationError("PredictionMade", "model_version", version,
-                                       "must be an int >= 1")
+                                       "must be an int >= 1 (at most 2**31 - 1)")
         feats = check_scalars(inputs, "PredictionMade", "inputs")
         if type(output) is float:
             if output - output != 0.0:

@@ -182,6 +182,28 @@ def test_rejected_and_unencodable_events_surface_on_flush(topics: Settings) -> N
     producer.close()
 
 
+def test_an_event_over_the_message_limit_fails_locally_naming_the_rule(
+        topics: Settings) -> None:
+    """What inline checks cannot bound (escaped text) is caught before the broker sees it."""
+    import modelog
+    from modelog.models.validation import SIZE_RULE
+
+    client = modelog.connect(settings=topics)
+    try:
+        # under the limit in characters, over it in bytes: each \x01 encodes as \u0001
+        client.log_prediction("m", 1, {"t": "x" * 990_000, "u": "\x01" * 2_000}, 1)
+        client.log_prediction("m", 1, {"t": "x" * 900_000}, 1)  # large but fine
+        with pytest.raises(DeliveryError) as info:
+            client.flush()
+        assert "1 events were not delivered" in str(info.value)
+        assert "encodes to 1,00" in str(info.value) and SIZE_RULE in str(info.value)
+        assert (client.stats.failed, client.stats.acked) == (1, 1)
+    finally:
+        client.close()
+    sent = raw_records(topics, f"{topics.topic_prefix}serving", 1)
+    assert len(sent) == 1 and len(sent[0][1]) > 900_000
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 def test_flush_raises_when_broker_goes_away() -> None:

@@ -123,6 +123,15 @@ def read_events(settings: Settings, topics: list[str], timeout: float = 15.0,
          dt.datetime(2026, 1, 1), "timezone-aware"),
         (lambda c: c.log_label("churn", "p-1", math.nan), "label", None, "finite"),
         (lambda c: c.log_label("bad name", "p-1", 1), "model", "bad name", "letters"),
+        (lambda c: c.log_prediction("churn", 2**31, {}, 1), "model_version", 2**31,
+         "at most 2**31 - 1"),
+        # surely more than a Kafka message holds: refused before anything is queued
+        (lambda c: c.log_prediction("churn", 1, {"text": "x" * 1_200_000}, 1), "inputs",
+         "<1 features, 1,200,000 characters of text>", "at most 1,000,000 bytes"),
+        (lambda c: c.log_prediction("churn", 1, {f"f{i}": 1 for i in range(250_000)}, 1),
+         "inputs", None, "at most 1,000,000 bytes"),
+        (lambda c: c.log_prediction("churn", 1, {}, [0.5] * 600_000), "output", None,
+         "log large data as a dataset or an artifact"),
     ],
 )
 def test_inline_validation_names_field_value_and_rule(
