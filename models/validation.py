@@ -33,6 +33,7 @@ __all__ = [
     "INT_RULE",
     "MAX_EVENT_BYTES",
     "PLAIN_TYPES",
+    "RESERVED_RULE",
     "SCALAR_RULE",
     "SIZE_RULE",
     "Scalar",
@@ -54,6 +55,7 @@ PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 SCALAR_RULE = "must be a str, int, float, bool or None"
 FINITE_RULE = "numbers must be finite (no NaN or infinity)"
 INT_RULE = "integers must fit in 64 bits (-2**63 to 2**63 - 1)"
+RESERVED_RULE = "is reserved: prediction drift reports the output under this name"
 MAX_EVENT_BYTES = 1_000_000
 """Most bytes an encoded event may take: a Kafka message's default limit (librdkafka's
 ``message.max.bytes``; Apache Kafka's broker allows ~1 MiB)."""

@@ -66,10 +66,12 @@ from modelog.models.events import (
     PredictionMade,
 )
 from modelog.models.ids import UuidV7
+from modelog.models.monitor_config import OUTPUT
 from modelog.models.registry import ANSWERS
 from modelog.models.validation import (
     FINITE_RULE,
     PLAIN_TYPES,
+    RESERVED_RULE,
     Scalar,
     check_id,
     check_name,
@@ -203,6 +205,9 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
             raise EventValidationError("PredictionMade", "model_version", version,
                                        "must be an int >= 1 (at most 2**31 - 1)")
         feats = check_scalars(inputs, "PredictionMade", "inputs")
+        if OUTPUT in feats:
+            raise EventValidationError("PredictionMade", f"inputs.{OUTPUT}", feats[OUTPUT],
+                                       RESERVED_RULE)
         if type(output) is float:
             if output - output != 0.0:
                 raise EventValidationError("PredictionMade", "output", output, FINITE_RULE)

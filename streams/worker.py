@@ -60,8 +60,8 @@ from modelog.models.events import (
     RunDatasetUsed,
 )
 from modelog.models.monitor import ServingMonitor
-from modelog.models.monitor_config import MonitorConfig
-from modelog.models.validation import INT_RULE, oversized_int
+from modelog.models.monitor_config import OUTPUT, MonitorConfig
+from modelog.models.validation import INT_RULE, RESERVED_RULE, oversized_int
 from modelog.streams.kafka import (
     Outgoing,
     dead_letter_copy,
@@ -360,6 +360,8 @@ class RecordRouter:
 def _unusable(event: Event) -> str | None:
     """Why the worker cannot monitor a decoded serving record (``None``: it can)."""
     if isinstance(event, PredictionMade):
+        if OUTPUT in event.inputs:
+            return f"PredictionMade.inputs.{OUTPUT} {RESERVED_RULE}"
         path = oversized_int(event.inputs, ("output", event.output))
     elif isinstance(event, LabelObserved):
         path = oversized_int(None, ("label", event.label))

@@ -126,6 +126,7 @@ def _deep_records() -> dict[str, bytes]:
                                     + b"]" * 50_000 + b",", 1),
         "whole record": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
         "version 2**31": good.replace(b'"model_version":1', b'"model_version":2147483648', 1),
+        "reserved input": good.replace(b'"inputs":{', b'"inputs":{"__output__":1.0,', 1),
     }
 
 
@@ -141,6 +142,7 @@ def test_records_nested_too_deeply_are_dead_lettered_and_the_partition_goes_on()
     reasons = [DeadLetter.from_headers(list(h.items())).reason for _, h in dead]
     assert all("nested too deeply" in r for r in reasons[:3]), reasons
     assert "2147483647" in reasons[3] and "model_version" in reasons[3]
+    assert "inputs.__output__ is reserved" in reasons[4]
     counters = feed.router.monitor.counters("m")
     assert (counters["predictions"], counters["labels"]) == (1_500, 1_500)
     assert feed.router.failed == 0 and feed.router.snapshot()
@@ -163,9 +165,9 @@ def test_the_projector_sorts_out_deep_records_and_keeps_the_rest() -> None:
     good = codec.encode(_prediction(1, {"age": 41.0}))
     batch = build_batch([rec(TOPICS.serving, i, v) for i, v in enumerate([*bad, good])],
                         TOPICS.dead_letter)
-    assert [r.offset for r in batch.invalid] == [0, 1, 2, 3]
+    assert [r.offset for r in batch.invalid] == [0, 1, 2, 3]  # the projector records the 5th
     assert all("nested too deeply" in r.reason for r in batch.invalid[:3])
-    assert batch.events.column("id").to_pylist() == ["h-1"]
+    assert batch.events.column("id").to_pylist() == ["h-900", "h-1"]
 
 
 def test_free_form_fields_nest_at_most_max_nesting_levels() -> None:

@@ -123,6 +123,8 @@ def read_events(settings: Settings, topics: list[str], timeout: float = 15.0,
          dt.datetime(2026, 1, 1), "timezone-aware"),
         (lambda c: c.log_label("churn", "p-1", math.nan), "label", None, "finite"),
         (lambda c: c.log_label("bad name", "p-1", 1), "model", "bad name", "letters"),
+        (lambda c: c.log_prediction("churn", 1, {"__output__": 1.0}, 1), "inputs.__output__",
+         1.0, "reserved"),
         (lambda c: c.log_prediction("churn", 2**31, {}, 1), "model_version", 2**31,
          "at most 2**31 - 1"),
         # surely more than a Kafka message holds: refused before anything is queued
