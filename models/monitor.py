@@ -77,8 +77,10 @@ imports only :mod:`modelog.models`.
 Labels arrive late or never, so the pending predictions are bounded: at most
 ``max_pending`` per model (the oldest are evicted) and none older than
 ``pending_ttl`` in event time. Everything unusual is counted, never raised:
-evictions, labels for unknown predictions (``orphan_labels`` -- including a
-label logged before its prediction), duplicate labels and duplicate predictions.
+evictions, labels for unknown predictions (``orphan_labels``), duplicate labels
+and duplicate predictions. A label logged before its prediction is an orphan here;
+the worker holds such labels until their prediction comes
+(:class:`~modelog.models.early_labels.EarlyLabels`, :meth:`awaits_prediction`).
 
 Examples
 --------
@@ -246,6 +248,16 @@ class ServingMonitor(SnapshotByPickle):
             self.observe_registry(event)
             return []
         raise UnsupportedEventError(event.type_name())
+
+    def awaits_prediction(self, label: LabelObserved) -> bool:
+        """Whether ``label``'s prediction is unknown here: neither pending nor labelled.
+
+        Such a label would be an orphan now; it may have come before its prediction
+        (see :class:`~modelog.models.early_labels.EarlyLabels`).
+        """
+        model = self._models.get(label.model)
+        pid = label.prediction_id
+        return model is None or (pid not in model.pending and pid not in model.joined)
 
     def config_for(self, model: str, version: int | None = None) -> MonitorConfig:
         """The configuration in force for ``model`` or one of its versions."""

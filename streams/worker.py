@@ -48,6 +48,7 @@ from typing import Any
 from modelog.config import Settings
 from modelog.models import codec
 from modelog.models.deadletter import DeadLetter
+from modelog.models.early_labels import EarlyLabels
 from modelog.models.errors import EventDecodeError, MonitorConfigError
 from modelog.models.events import (
     DatasetVersionCreated,
@@ -123,6 +124,8 @@ class RecordRouter:
         self._resumed = False
         self._registry_seen: set[str] = set()
         self._decoded: dict[int, Event] = {}
+        #: Labels that came before their prediction (see :mod:`modelog.models.early_labels`).
+        self.early = EarlyLabels(ttl=monitor.config.pending_ttl)
         #: Id of the last event processed per topic (serving: any decoded event; monitoring:
         #: configurations and policies): where a refilled broker's offsets put this state
         #: (:mod:`modelog.streams.archive`).
@@ -143,6 +146,7 @@ class RecordRouter:
             "resumed": self._resumed,
             "registry_seen": self._registry_seen,
             "last_ids": self.last_ids,
+            "early": self.early,
         }, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
@@ -162,6 +166,8 @@ class RecordRouter:
         self._resumed = state["resumed"]
         self._registry_seen = set(state["registry_seen"])
         self.last_ids = dict(state.get("last_ids", {}))
+        if state.get("early") is not None:
+            self.early = state["early"]
 
     def observe_registry(self, events: Sequence[Event]) -> list[Outgoing]:
         """Feed registry events to the monitor (signatures) and the online learner.
@@ -257,7 +263,26 @@ class RecordRouter:
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
 
     def _process(self, event: Event, partition: int, offset: int) -> list[Outgoing]:
-        """The derived records of a decoded, usable serving event."""
+        """The derived records of a decoded, usable serving event.
+
+        A label whose prediction has not come yet is held (:attr:`early`) and
+        processed right after its prediction, or as an orphan once pushed out.
+        """
+        early = self.early
+        if isinstance(event, LabelObserved) and self.monitor.awaits_prediction(event):
+            out: list[Outgoing] = []
+            for orphan in early.hold(event):
+                out += self._derive(orphan, partition, offset)
+            return out
+        out = self._derive(event, partition, offset)
+        if isinstance(event, PredictionMade) and len(early) and not event.shadow:
+            label = early.release(event)
+            if label is not None:
+                out += self._derive(label, partition, offset)
+        return out
+
+    def _derive(self, event: Event, partition: int, offset: int) -> list[Outgoing]:
+        """What every processor derives from ``event``, as records to publish."""
         derived = self.monitor.process(event)
         if self.retrain is not None and derived:
             derived += self.retrain.process_many(derived)
