@@ -151,14 +151,15 @@ def monitor_backtest(
 # -- monitor configuration -----------------------------------------------------------------
 def _assignments(pairs: list[str], model: str) -> dict[str, Any]:
     """``KEY=VALUE`` pairs as settings: JSON values (0.3, false, {"a": 1}), else strings."""
-    from modelog.models.errors import MonitorConfigError
+    from modelog.models.errors import COMMAND_LINE, MonitorConfigError
 
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             raise MonitorConfigError(pair, pair, "write settings as KEY=VALUE, e.g. "
-                                     "psi_threshold=0.3 anomaly=false pending_ttl=2h", model)
+                                     "psi_threshold=0.3 anomaly=false pending_ttl=2h", model,
+                                     source=COMMAND_LINE)
         try:
             value: Any = json.loads(raw)
         except (ValueError, RecursionError):
@@ -185,12 +186,15 @@ def monitor_configure(
         help="KEY=VALUE pairs (JSON values, else strings).", metavar="KEY=VALUE...")],
     version: _VERSION_OPT = None,
 ) -> None:
+    from modelog.models.errors import COMMAND_LINE
     from modelog.models.monitor_config import parse_monitor_config
+    from modelog.models.quality_config import parse_quality_config
     from modelog.streams.sdk import connect
 
     with exit_on_error():
         settings = _assignments(pairs, model)
-        parse_monitor_config(settings, model=model)  # refuse before connecting
+        parse_monitor_config(settings, model=model, source=COMMAND_LINE)  # before connecting
+        parse_quality_config(settings, model=model, source=COMMAND_LINE)
         with connect(settings=settings_of(ctx)) as client:
             event = client.configure_monitor(model, version, **settings)
     target = model if version is None else f"{model} v{version}"

@@ -258,6 +258,10 @@ class UnsupportedEventError(ModelsError, TypeError):
         )
 
 
+COMMAND_LINE = "<command line>"
+"""The ``source`` of a :class:`MonitorConfigError` in settings typed on a command line."""
+
+
 class MonitorConfigError(ModelsError, ValueError):
     """A monitor configuration (a ``MonitorConfigured.config`` or a file) is invalid.
 
@@ -291,6 +295,9 @@ run again.
         if source is None:
             super().__init__(f"{what}{rule}; the configuration was not applied -- send a "
                              "corrected MonitorConfigured event.")
+        elif source == COMMAND_LINE:
+            super().__init__(f"{what}{rule}; nothing was sent: fix it and run the command "
+                             "again.")
         else:
             super().__init__(f"{source}: {what}{rule}; fix the file and run again.")
 

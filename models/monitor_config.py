@@ -466,8 +466,9 @@ def parse_monitor_config(data: Mapping[str, Any], *, base: MonitorConfig | None 
             raise
         except ModelsError as exc:
             parameter = getattr(exc, "parameter", None)
+            rule = exc.rule if isinstance(exc, InvalidParameterError) else str(exc)
             raise bad(_field(section, parameter, written), getattr(exc, "value", None),
-                      str(exc)) from None
+                      rule) from None
         except (TypeError, ValueError) as exc:
             raise bad(_field(section, None, written), None, str(exc)) from None
 

@@ -181,12 +181,14 @@ def _coerce(name: str, value: Any, bad: Any) -> Any:
 
 
 def parse_quality_config(data: Mapping[str, Any], *, base: QualityConfig | None = None,
-                         model: str | None = None) -> QualityConfig:
+                         model: str | None = None, source: str | None = None
+                         ) -> QualityConfig:
     """``base`` (default: the defaults) with the ``quality`` settings of ``data``.
 
     ``data`` is a whole ``MonitorConfigured.config``: its ``quality`` mapping and
     its ``quality.<setting>`` keys are read, every other key is left to the
-    serving monitor's parser.
+    serving monitor's parser. ``source`` says where the settings came from, as in
+    :class:`~modelog.models.errors.MonitorConfigError`.
 
     Raises
     ------
@@ -196,10 +198,11 @@ def parse_quality_config(data: Mapping[str, Any], *, base: QualityConfig | None 
     base = QualityConfig() if base is None else base
 
     def bad(name: str, value: Any, rule: str) -> MonitorConfigError:
-        return MonitorConfigError(f"{SECTION}.{name}", value, rule, model)
+        return MonitorConfigError(f"{SECTION}.{name}", value, rule, model, source=source)
 
     if not isinstance(data, Mapping):
-        raise MonitorConfigError("", data, "must be a mapping of monitor settings", model)
+        raise MonitorConfigError("", data, "must be a mapping of monitor settings", model,
+                                 source=source)
     items: list[tuple[str, Any]] = []
     section = data.get(SECTION)
     if section is not None:

@@ -76,6 +76,13 @@ def test_cli_configure_show_reset(topics: Settings) -> None:
     assert code == 1 and "check_every" in out and "must be an integer" in out
     code, out = cli(s, "monitor", "configure", "churn", "nonsense")
     assert code == 1 and "KEY=VALUE" in out
+    # a detector's bound, and a quality setting: named, with what to do at a command line
+    code, out = cli(s, "monitor", "configure", "churn", "psi_threshold=-1")
+    assert code == 1 and "'psi_threshold' of model 'churn' = -1.0 is invalid: must be > 0;" in out
+    code, out = cli(s, "monitor", "configure", "churn", "quality.window=0")
+    assert code == 1 and "'quality.window'" in out and "must be >= 1" in out
+    assert "nothing was sent: fix it and run the command again" in out
+    assert "MonitorConfigured event" not in out and "create the monitor again" not in out
     code, out = cli(s, "monitor", "configure", "churn", "--version", "3", "psi_threshold=0.35",
                     "training_reference=false", "pending_ttl=2h")
     assert code == 0, out
