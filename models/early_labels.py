@@ -70,11 +70,6 @@ class EarlyLabels:
     def __len__(self) -> int:
         return self._count
 
-    def holds(self, model: str, prediction_id: str) -> bool:
-        """Whether a label for ``prediction_id`` of ``model`` is held."""
-        held = self._held.get(model)
-        return held is not None and prediction_id in held
-
     def hold(self, label: LabelObserved) -> list[LabelObserved]:
         """Hold ``label``; the labels pushed out by it, oldest first (orphans from now on).
 
