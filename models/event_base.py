@@ -17,6 +17,7 @@ from modelog.models.errors import EventValidationError
 
 __all__ = [
     "MAX_NESTING",
+    "MAX_VERSION",
     "NAME_PATTERN",
     "Digest",
     "Event",
@@ -41,8 +42,10 @@ Name = Annotated[
     ),
 ]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MAX_VERSION = 2**31 - 1
+"""The highest model version number (the views store versions as 32-bit integers)."""
 Version = Annotated[int, msgspec.Meta(
-    ge=1, le=2**31 - 1, description="model version number, from 1 (at most 2**31 - 1)")]
+    ge=1, le=MAX_VERSION, description="model version number, from 1 (at most 2**31 - 1)")]
 Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$")]
 Scalar = str | int | float | bool | None
 Features = dict[str, Scalar]

@@ -57,6 +57,7 @@ import msgspec
 from modelog.config import Settings
 from modelog.models import codec
 from modelog.models.errors import EventValidationError
+from modelog.models.event_base import MAX_VERSION
 from modelog.models.events import (
     ColumnSchema,
     DatasetVersionCreated,
@@ -95,7 +96,6 @@ __all__ = ["Client", "connect"]
 E = TypeVar("E", bound=Event)
 _json = msgspec.json.Encoder().encode
 _PREDICTION_VERSION = PredictionMade.current_version()
-_MAX_VERSION = 2**31 - 1  # the catalogue's Version bound
 
 
 class _PredictionWire(msgspec.Struct, tag_field="type", tag="PredictionMade", gc=False):
@@ -201,7 +201,7 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
             key = self._keys[model]
         except (KeyError, TypeError):
             key = self._key(model, "PredictionMade")
-        if type(version) is not int or not 1 <= version <= _MAX_VERSION:
+        if type(version) is not int or not 1 <= version <= MAX_VERSION:
             raise EventValidationError("PredictionMade", "model_version", version,
                                        "must be an int >= 1 (at most 2**31 - 1)")
         feats = check_scalars(inputs, "PredictionMade", "inputs")
