@@ -87,8 +87,9 @@ def _from_profile(name: str, column: Mapping[str, Any], *, window: int,
         top = {t["value"]: float(t["count"]) for t in column.get("top") or []}
         if not top:
             return None
-        return CategoricalDrift(name, top, float(column.get("other_count") or 0), window=window,
-                                max_categories=max_categories, source=source)
+        return CategoricalDrift.from_counts(name, top, float(column.get("other_count") or 0),
+                                            window=window, max_categories=max_categories,
+                                            source=source)
     if kind == "boolean":
         ref: dict[Hashable, float] = {True: float(column.get("true") or 0),
                                       False: float(column.get("false") or 0)}
@@ -289,7 +290,7 @@ class DataDriftMonitor:
                     self.trackers[name] = NumericDrift.from_sample(
                         name, numeric, window=self.window, bins=self.bins)
             elif len(other) >= self.min_reference:
-                self.trackers[name] = CategoricalDrift(
+                self.trackers[name] = CategoricalDrift.from_counts(
                     name, dict(collections.Counter(other)), window=self.window,
                     max_categories=self.max_categories)
 

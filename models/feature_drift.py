@@ -57,7 +57,11 @@ class DriftThresholds:
     Parameters
     ----------
     psi
-        PSI above this is drift (0.2: the usual "significant shift").
+        PSI above this is drift (0.2: the usual "significant shift") when chance does not
+        explain it: the chi-squared test on the same bins must also reject at
+        ``chi2_alpha``. Between two samples of one distribution PSI grows with the
+        number of bins (about ``(bins - 1) (1/n + 1/m)``): a long-tailed category or a
+        small reference passes 0.2 on a stable stream.
     ks_alpha, chi2_alpha
         Significance levels of the KS and chi-squared tests. The KS default
         (1e-5, critical D ~0.13 for 1,000 reference and 500 live values) is
@@ -279,8 +283,13 @@ class NumericDrift:
         m = self._buckets.size
         critical = ks_critical_value(t.ks_alpha, self.n_reference, m) if m else math.inf
         p = ks_p_value(d, self.n_reference, m) if m else 1.0
+        p_psi = 1.0
+        if psi > t.psi:  # significant too? (see DriftThresholds)
+            actual = np.bincount(self._psi_bins, weights=self._counts, minlength=self._n_psi)
+            p_psi = chi2_homogeneity(self._reference_list, actual.tolist())[1]
         return [
-            FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi),
+            FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi and p_psi < t.chi2_alpha,
+                         p_psi),
             FeatureCheck(self.feature, "ks", d, critical, d > critical, p),
         ]
 
@@ -327,6 +336,43 @@ class CategoricalDrift:
         self._ref_list: list[float] = self._ref_counts.tolist()
         self._counts: dict[Hashable, int] = {}
         self._values: collections.deque[Hashable] = collections.deque(maxlen=window)
+
+    @classmethod
+    def from_counts(cls, feature: str, counts: Mapping[Hashable, float], other: float = 0.0, *,
+                    window: int = 500, max_categories: int = 100,
+                    source: str = "warm-up") -> CategoricalDrift:
+        """A tracker whose reference is a *sample*'s category counts (a warm-up, a profile).
+
+        A sample that saw some categories only once has not seen every category
+        the feature takes: an identifier, a long tail. Compared as complete,
+        every later value outside it would count as new and PSI would alarm on a
+        stable stream. So, when ``other`` is zero and categories were seen once,
+        those are pooled with the unseen ones in the ``"__other__"`` bucket,
+        whose reference mass is the Good-Turing estimate of the share a new
+        sample puts outside the categories seen twice or more: ``n1 + 2 n2``
+        (``n1`` categories seen once, ``n2`` seen twice), as the outlier
+        monitor estimates its unseen-category rate. The reference is then
+        incomplete, so there is no ``new_category`` test.
+
+        Examples
+        --------
+        >>> ids = CategoricalDrift.from_counts("user", {f"u{i}": 1 for i in range(1000)})
+        >>> ids.reference, ids.other
+        ({}, 1000.0)
+        >>> plan = CategoricalDrift.from_counts("plan", {"a": 5, "b": 3, "c": 2, "d": 1})
+        >>> plan.reference, plan.other
+        ({'a': 5, 'b': 3, 'c': 2}, 3.0)
+        >>> CategoricalDrift.from_counts("plan", {"a": 5, "b": 2}).other  # complete
+        0.0
+        """
+        if other > 0 or not any(n == 1 for n in counts.values()):
+            return cls(feature, counts, other, window=window, max_categories=max_categories,
+                       source=source)
+        once = sum(1 for n in counts.values() if n == 1)
+        twice = sum(1 for n in counts.values() if n == 2)
+        listed = {c: n for c, n in counts.items() if n != 1}
+        return cls(feature, listed, float(once + 2 * twice), window=window,
+                   max_categories=max_categories, source=source)
 
     @property
     def size(self) -> int:
@@ -399,7 +445,7 @@ class CategoricalDrift:
                                             [*known, 0.0, *map(float, unseen.values())])
         critical = chi2_critical_value(dof, t.chi2_alpha) if dof else math.inf
         out = [
-            FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi),
+            FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi and p < t.chi2_alpha, p),
             FeatureCheck(self.feature, "chi2", stat, critical, p < t.chi2_alpha, p,
                          f"{dof} degrees of freedom"),
         ]

@@ -308,3 +308,58 @@ def test_a_continuous_feature_against_its_profile_still_sees_values_beyond_its_r
         d.update(1e6)  # a fifth of the window above the reference's largest value
     ks = {c.detector: c for c in d.check(DriftThresholds())}["ks"]
     assert ks.breached and ks.statistic == pytest.approx(0.2, abs=0.01)
+
+
+# -- stable streams of awkward shapes stay silent; a real shift still alarms --------------------
+def _breaches(monitor: DataDriftMonitor, rows: list[dict[str, object]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for x in rows:
+        monitor.update(x)
+        out += [(c.feature, c.detector) for c in monitor.findings]
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_identifiers_and_long_tailed_categories_are_stable_against_a_warm_up(seed: int) -> None:
+    # Every user id is new; a Zipf-like category has a long tail the warm-up cannot cover.
+    # Compared as complete references, both alarmed on every check (PSI 11 and ~0.4).
+    rng = np.random.default_rng(seed)
+    n = 12_000
+    ids = [f"u{v}" for v in rng.integers(0, 10**9, n)]
+    tail = [f"c{int(v) % 5000}" for v in rng.zipf(1.6, n)]
+    monitor = DataDriftMonitor()
+    rows: list[dict[str, object]] = [{"user": u, "page": c} for u, c in zip(ids, tail, strict=True)]
+    assert _breaches(monitor, rows) == []
+    user = monitor.trackers["user"]
+    assert isinstance(user, CategoricalDrift) and user.reference == {} and user.other == 1_000
+    # the tail's head is still compared: a shift of the top category is found
+    shifted: list[dict[str, object]] = [
+        {"user": f"v{i}", "page": "c1" if i % 2 else "c2"} for i in range(1_000)]
+    assert ("page", "chi2") in _breaches(monitor, shifted)
+
+
+def test_a_complete_profile_with_categories_seen_once_pools_them_with_unseen_ones() -> None:
+    counts = {"a": 400.0, "b": 300.0, **{f"rare{i}": 1.0 for i in range(50)}, "twice": 2.0}
+    tracker = CategoricalDrift.from_counts("x", counts)
+    assert "rare0" not in tracker.reference and tracker.reference["twice"] == 2.0
+    assert tracker.other == 50 + 2 * 1  # Good-Turing: n1 + 2 n2
+    complete = CategoricalDrift.from_counts("x", {"a": 2.0, "b": 3.0})
+    assert complete.other == 0.0 and complete.reference == {"a": 2.0, "b": 3.0}
+
+
+def test_psi_needs_significance_a_small_reference_does_not_alarm_by_chance() -> None:
+    # 60 reference values over 10 bins: PSI passes 0.2 by chance on a stable stream, but
+    # the chi-squared test on the same bins does not reject: no breach.
+    rng = np.random.default_rng(3)
+    tracker = NumericDrift.from_sample("x", rng.normal(0, 1, 60).tolist(), window=500)
+    high, breached = 0.0, []
+    for _ in range(40):
+        feed(tracker, rng.normal(0, 1, 100).tolist())
+        psi_check = next(c for c in tracker.check(DriftThresholds()) if c.detector == "psi")
+        high = max(high, psi_check.statistic)
+        breached.append(psi_check.breached)
+        assert psi_check.p_value is not None
+    assert high > 0.2 and not any(breached)
+    feed(tracker, rng.normal(2, 1, 500).tolist())  # +2 sigma: large and significant
+    psi_check = next(c for c in tracker.check(DriftThresholds()) if c.detector == "psi")
+    assert psi_check.breached and psi_check.p_value is not None and psi_check.p_value < 1e-5
