@@ -11,7 +11,10 @@ score above the 95th percentile -- so it does not alert on scores. It alerts on 
 1. a running quantile ``q`` of the score (``river.stats.Quantile``), learned
    after warm-up on the traffic seen so far, is the score threshold;
 2. over the last ``window`` inputs it counts how many scored above it;
-3. under normal traffic that count is Binomial(``window``, ``1 - q``); an
+3. under normal traffic that count is Binomial(``window``, ``p``) with ``p = 1 - q``,
+   or the larger share of the trees' reference window that scores above the
+   threshold (:meth:`AnomalyMonitor.expected_rate`: discrete inputs put scores on
+   a few values, and a whole value can lie above the threshold for one window); an
    *anomalous burst* is declared when the count reaches the smallest ``k`` with
    ``P(X >= k) < alpha`` (and at least ``min_count``).
 
@@ -236,6 +239,14 @@ class AnomalyMonitor:
 
     detector = "hst"
     _ahead_span: tuple[int, int] = (0, 0)  # (also for a state pickled before it existed)
+    # The share of the trees' reference window scoring above the threshold, now and before
+    # the last pivot; inputs scored since the pivot; the reference window's rows so far
+    # (class defaults: a state pickled before they existed reads as the plain binomial rule).
+    _epoch_p = 0.0
+    _prev_epoch_p = 0.0
+    _since_pivot = 0
+    _epoch_rows: list[Sequence[float]] | None = None
+    _criticals: dict[float, int] | None = None
 
     def __init__(
         self,
@@ -447,8 +458,56 @@ class AnomalyMonitor:
         return self._ahead_scores[i - start], self._ahead_rows[i]
 
     def _learn(self, row: Sequence[float]) -> None:
+        rows = self._epoch_rows
+        if rows is None:
+            rows = self._epoch_rows = []
+        rows.append(row)
         if self._forest.learn_one(row):  # the trees pivoted: the reference masses changed
             self._generation += 1
+            self._epoch_rows = []
+            self._pivoted(rows)
+
+    def _pivoted(self, rows: list[Sequence[float]]) -> None:
+        """Learn what share of normal inputs the new reference scores above the threshold.
+
+        ``rows`` are the inputs the new reference masses were learned from: inputs
+        like the ones to come, if nothing changes. Scored against that reference,
+        the share above the threshold is what the burst test should expect. On
+        continuous features it is about ``1 - q``; on discrete ones (flags, one-hot
+        columns, small counts) scores sit on a few values and a whole value can
+        lie above the threshold for one reference window and below it for the
+        next: ``1 - q`` would see bursts in a stable stream.
+        """
+        self._prev_epoch_p, self._since_pivot = self._epoch_p, 0
+        threshold = self.score_threshold
+        if threshold is None or not rows or self.n_observations < self.warm_up:
+            self._epoch_p = 0.0
+            return
+        scores = self._forest.score_many(np.asarray(rows, dtype=float))
+        self._epoch_p = float(np.count_nonzero(scores > threshold)) / len(rows)
+
+    def expected_rate(self) -> float:
+        """The exceedance share the burst test expects of normal inputs now.
+
+        ``1 - q``, or more when the trees' reference window (the current one, and
+        the previous while the tested window reaches back before the pivot) put a
+        larger share above the threshold.
+        """
+        p = max(1.0 - self.q, self._epoch_p)
+        if self._since_pivot < self.window:
+            p = max(p, self._prev_epoch_p)
+        return p
+
+    def _critical_at(self, p: float) -> int:
+        """:func:`binomial_critical_count` at ``p`` rounded up to 0.1 % (cached)."""
+        cache = self._criticals
+        if cache is None:
+            cache = self._criticals = {}
+        p = min(1.0, math.ceil(p * 1000.0) / 1000.0)
+        k = cache.get(p)
+        if k is None:
+            k = cache[p] = binomial_critical_count(self.window, p, self.alpha, self.min_count)
+        return k
 
     def update(self, x: Mapping[str, Any], key: str | None = None) -> None:
         """Score and learn one input; :attr:`drift_detected` tells whether a burst completed.
@@ -505,6 +564,7 @@ class AnomalyMonitor:
         self._window.append((key, score, exceeded))
         self._score_sum += score
         self._exceeded += exceeded
+        self._since_pivot += 1
 
         if self._cooldown_left > 0:
             self._cooldown_left -= 1
@@ -512,15 +572,20 @@ class AnomalyMonitor:
         self._quantile.update(score)
         if len(self._window) < self.window or self._exceeded < self.critical_count:
             return
+        expected = self.expected_rate()
+        critical = self.critical_count
+        if expected > 1.0 - self.q:
+            critical = self._critical_at(expected)
+            if self._exceeded < critical:
+                return
         self._cooldown_left = self.cooldown
         self.n_alerts += 1
         keys = [k for k, _, e in self._window if e][-self.max_keys:] if self.max_keys else []
-        expected = 1.0 - self.q
         self._decision = AnomalyDecision(
             detector=self.detector,
             params=self.params,
             statistic=self._exceeded / self.window,
-            threshold=self.critical_count / self.window,
+            threshold=critical / self.window,
             score_threshold=float(threshold) if threshold is not None else math.nan,
             expected=expected,
             p_value=binomial_tail(self._exceeded, self.window, expected),
