@@ -426,6 +426,26 @@ def _mixed(rng: np.random.Generator, change: int, changed: bool) -> list[Row]:
     return rows
 
 
+def _awkward(rng: np.random.Generator, change: int, changed: bool) -> list[Row]:
+    """Columns a warm-up reference cannot cover (a user id, a page with a long tail of
+    5,000 levels) next to a 0/1 flag, a small count and a float; from ``change`` on the
+    flag is set half the time, not 30 %."""
+    n = change + 3_000
+    flag = rng.random(n) < np.where(np.arange(n) >= change, 0.5 if changed else 0.3, 0.3)
+    users = rng.integers(0, 10**9, n)
+    pages = rng.zipf(1.6, n) % 5_000
+    clicks = rng.poisson(2.0, n)
+    amount = rng.lognormal(3, 1, n)
+    rows: list[Row] = []
+    for i in range(n):
+        inputs: dict[str, Any] = {
+            "user": f"u{users[i]}", "page": f"p{pages[i]}", "flag": int(flag[i]),
+            "clicks": int(clicks[i]), "amount": float(amount[i])}
+        out = int(amount[i] > 20.0)
+        rows.append((inputs, out, out))
+    return rows
+
+
 def _is(kind: str, detector: str | None = None, segment: str | None = None,
         feature: str | None = None) -> Callable[[Event], bool]:
     def target(event: Event) -> bool:
@@ -462,6 +482,9 @@ def _builtin() -> dict[str, MonitorScenario]:
                         alert="DriftDetected/kids", target=_is("DriftDetected", feature="kids"),
                         change=CHANGE, n=CHANGE + 3_000, generate=_mixed,
                         training=_mixed_profile),
+        MonitorScenario(name="ids-and-long-tail", monitor="data drift, against the warm-up",
+                        alert="DriftDetected/flag", target=_is("DriftDetected", feature="flag"),
+                        change=CHANGE, n=CHANGE + 3_000, generate=_awkward),
     ]
     return {s.name: s for s in scenarios}
 
