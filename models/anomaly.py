@@ -12,9 +12,10 @@ score above the 95th percentile -- so it does not alert on scores. It alerts on 
    after warm-up on the traffic seen so far, is the score threshold;
 2. over the last ``window`` inputs it counts how many scored above it;
 3. under normal traffic that count is Binomial(``window``, ``p``) with ``p = 1 - q``,
-   or the larger share of the trees' reference window that scores above the
-   threshold (:meth:`AnomalyMonitor.expected_rate`: discrete inputs put scores on
-   a few values, and a whole value can lie above the threshold for one window); an
+   or the larger share of normal inputs that score above the threshold against
+   the trees' current reference (:meth:`AnomalyMonitor.expected_rate`: discrete
+   inputs put scores on a few values, and a whole value can lie above the
+   threshold for one window), the window counted against the threshold of now; an
    *anomalous burst* is declared when the count reaches the smallest ``k`` with
    ``P(X >= k) < alpha`` (and at least ``min_count``).
 
@@ -239,12 +240,14 @@ class AnomalyMonitor:
 
     detector = "hst"
     _ahead_span: tuple[int, int] = (0, 0)  # (also for a state pickled before it existed)
-    # The share of the trees' reference window scoring above the threshold, now and before
-    # the last pivot; inputs scored since the pivot; the reference window's rows so far
-    # (class defaults: a state pickled before they existed reads as the plain binomial rule).
-    _epoch_p = 0.0
-    _prev_epoch_p = 0.0
+    # Scores against the trees' reference masses of the inputs learned the window before
+    # those masses, now and before the last pivot; inputs scored since the pivot; the rows
+    # of the reference masses; the rows the next reference is learning (class defaults: a
+    # state pickled before they existed reads as the plain binomial rule).
+    _epoch_scores: np.ndarray | None = None
+    _prev_epoch_scores: np.ndarray | None = None
     _since_pivot = 0
+    _reference_rows: list[Sequence[float]] | None = None
     _epoch_rows: list[Sequence[float]] | None = None
     _criticals: dict[float, int] | None = None
 
@@ -468,34 +471,40 @@ class AnomalyMonitor:
             self._pivoted(rows)
 
     def _pivoted(self, rows: list[Sequence[float]]) -> None:
-        """Learn what share of normal inputs the new reference scores above the threshold.
+        """Score the inputs learned the window before ``rows`` against the new masses.
 
-        ``rows`` are the inputs the new reference masses were learned from: inputs
-        like the ones to come, if nothing changes. Scored against that reference,
-        the share above the threshold is what the burst test should expect. On
-        continuous features it is about ``1 - q``; on discrete ones (flags, one-hot
-        columns, small counts) scores sit on a few values and a whole value can
-        lie above the threshold for one reference window and below it for the
-        next: ``1 - q`` would see bursts in a stable stream.
+        ``rows`` (the window just learned) are the new reference masses. The inputs
+        of the window before are inputs like the ones to come, if nothing changes,
+        and unlike ``rows`` they are not part of the masses they are scored against
+        (a value scarce in the reference scores high, and is scarce *because* of the
+        reference's sampling: in-sample it would undercount). Their share above the
+        threshold is what the burst test expects (:meth:`expected_rate`). Scores do
+        not change until the next pivot.
         """
-        self._prev_epoch_p, self._since_pivot = self._epoch_p, 0
-        threshold = self.score_threshold
-        if threshold is None or not rows or self.n_observations < self.warm_up:
-            self._epoch_p = 0.0
-            return
-        scores = self._forest.score_many(np.asarray(rows, dtype=float))
-        self._epoch_p = float(np.count_nonzero(scores > threshold)) / len(rows)
+        older, self._reference_rows = self._reference_rows, rows
+        self._prev_epoch_scores, self._since_pivot = self._epoch_scores, 0
+        self._epoch_scores = self._forest.score_many(np.asarray(older, dtype=float)) \
+            if older else None
 
     def expected_rate(self) -> float:
         """The exceedance share the burst test expects of normal inputs now.
 
-        ``1 - q``, or more when the trees' reference window (the current one, and
-        the previous while the tested window reaches back before the pivot) put a
-        larger share above the threshold.
+        ``1 - q``, or more when the inputs learned the window before the trees'
+        reference masses score above the current threshold more often (and those
+        before the previous masses while the tested window reaches back before the
+        pivot). On continuous features the share is about ``1 - q``; on discrete
+        ones (flags, one-hot columns, small counts) scores sit on a few values, and a
+        whole value can lie above the threshold for one reference window and below
+        it for the next: against ``1 - q`` that read as a burst in a stable stream.
         """
-        p = max(1.0 - self.q, self._epoch_p)
-        if self._since_pivot < self.window:
-            p = max(p, self._prev_epoch_p)
+        p = 1.0 - self.q
+        threshold = self.score_threshold
+        if threshold is None or self.n_observations <= self.warm_up:  # no test yet
+            return p
+        for scores in (self._epoch_scores,
+                       self._prev_epoch_scores if self._since_pivot < self.window else None):
+            if scores is not None and scores.size:
+                p = max(p, float(np.count_nonzero(scores > threshold)) / scores.size)
         return p
 
     def _critical_at(self, p: float) -> int:
@@ -574,21 +583,28 @@ class AnomalyMonitor:
             return
         expected = self.expected_rate()
         critical = self.critical_count
-        if expected > 1.0 - self.q:
-            critical = self._critical_at(expected)
-            if self._exceeded < critical:
+        count = self._exceeded
+        now = self.score_threshold
+        if now is not None:
+            # against the threshold of now, as the expected share (a score on a value
+            # just below it counted when the threshold was lower)
+            count = sum(1 for _, score_, _ in self._window if score_ > now)
+            if expected > 1.0 - self.q:
+                critical = self._critical_at(expected)
+            if count < critical:
                 return
         self._cooldown_left = self.cooldown
         self.n_alerts += 1
-        keys = [k for k, _, e in self._window if e][-self.max_keys:] if self.max_keys else []
+        keys = [k for k, score_, e in self._window if (e if now is None else score_ > now)
+                ][-self.max_keys:] if self.max_keys else []
         self._decision = AnomalyDecision(
             detector=self.detector,
             params=self.params,
-            statistic=self._exceeded / self.window,
+            statistic=count / self.window,
             threshold=critical / self.window,
-            score_threshold=float(threshold) if threshold is not None else math.nan,
+            score_threshold=float(now) if now is not None else math.nan,
             expected=expected,
-            p_value=binomial_tail(self._exceeded, self.window, expected),
+            p_value=binomial_tail(count, self.window, expected),
             window_size=self.window,
             keys=tuple(keys),
             n_observations=self.n_observations,
