@@ -350,8 +350,8 @@ class CategoricalDrift:
         those are pooled with the unseen ones in the ``"__other__"`` bucket,
         whose reference mass is the Good-Turing estimate of the share a new
         sample puts outside the categories seen twice or more: ``n1 + 2 n2``
-        (``n1`` categories seen once, ``n2`` seen twice), as the outlier
-        monitor estimates its unseen-category rate. The reference is then
+        (``n1`` categories seen once, ``n2`` seen twice; the outlier monitor's
+        unseen-category rate is the same idea, ``n1 / n``). The reference is then
         incomplete, so there is no ``new_category`` test.
 
         Examples

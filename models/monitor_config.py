@@ -105,7 +105,8 @@ class AnomalyConfig:
         (none since the burst test expects what the reference window scores,
         see :meth:`~modelog.models.anomaly.AnomalyMonitor.expected_rate`),
         while 20 seeded +4 sigma shifts were all still detected (median 57
-        inputs, at most 389).
+        inputs, at most 389, before that change; see the README's detection
+        quality section for the figures since).
     learn_every
         After the warm-up every sampled input is scored but the trees learn
         only 1 in this many: learning is half of Half-Space Trees' cost.
