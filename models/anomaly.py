@@ -67,10 +67,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 from river import stats
 
 from modelog.models.errors import InvalidParameterError
 from modelog.models.hst import HalfSpaceForest
+from modelog.models.pickled import FrozenState
 
 __all__ = ["AnomalyDecision", "AnomalyMonitor", "ahead_index", "binomial_critical_count",
            "binomial_tail"]
@@ -112,8 +114,9 @@ def binomial_critical_count(n: int, p: float, alpha: float, min_count: int = 1) 
     return n + 1
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class AnomalyDecision:
+class AnomalyDecision(FrozenState):
     """An anomalous burst of inputs.
 
     Attributes
@@ -197,6 +200,7 @@ def numeric_features(x: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class AnomalyMonitor:
     """Score inputs with Half-Space Trees and alert on bursts of high scores.
 

@@ -50,7 +50,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import ComparisonError
+from modelog.models.pickled import FrozenState
 
 __all__ = [
     "EXACT_BELOW",
@@ -71,8 +74,9 @@ EXACT_BELOW = 25
 _NORMAL = NormalDist()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclass(frozen=True)
-class ComparisonResult:
+class ComparisonResult(FrozenState):
     """One test's outcome (the fields of :class:`~modelog.models.policy_events.ComparisonReported`).
 
     Attributes
@@ -108,6 +112,7 @@ class ComparisonResult:
         return self.metric != "mae"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclass
 class Moments:
     """Count, mean and sum of squared deviations, updated one value at a time (Welford).
@@ -144,6 +149,7 @@ class Moments:
         return m
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclass
 class PairedTally:
     """Paired classification outcomes: both right/wrong and the two discordant counts."""
@@ -165,6 +171,7 @@ class PairedTally:
             self.challenger_only += 1
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclass
 class PairedErrors:
     """Paired regression outcomes: each side's absolute errors and their difference."""

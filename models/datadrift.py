@@ -57,6 +57,8 @@ import collections
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import InvalidParameterError
 from modelog.models.feature_drift import (
     CategoricalDrift,
@@ -109,6 +111,7 @@ def profile_columns(reference: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 # -- many features ---------------------------------------------------------------------------------
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class DataDriftMonitor:
     """Per-feature data drift of a stream of mappings (River style: ``update``, then ask).
 

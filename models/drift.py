@@ -48,6 +48,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
 from river import drift
 
 from modelog.models.errors import (
@@ -55,6 +56,7 @@ from modelog.models.errors import (
     InvalidParameterError,
     UnknownDetectorError,
 )
+from modelog.models.pickled import FrozenState
 
 __all__ = ["DETECTORS", "ConceptDriftMonitor", "DriftDecision", "Param", "make_drift_detector"]
 
@@ -113,8 +115,9 @@ def _scalar_params(detector: Any) -> dict[str, Param]:
     return {k: v for k, v in params.items() if v is None or isinstance(v, str | int | float | bool)}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class DriftDecision:
+class DriftDecision(FrozenState):
     """A drift started: what was detected, by which detector, on which evidence.
 
     Attributes
@@ -150,6 +153,7 @@ class DriftDecision:
         return f"{getattr(cls, '__name__', self.detector)}({args})"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class ConceptDriftMonitor:
     """Detect when a model's errors start to drift, one decision per drift.
 
@@ -242,7 +246,7 @@ class ConceptDriftMonitor:
         """The decision of the last :meth:`update` (empty unless a drift started)."""
         return () if self._last is None else (self._last,)
 
-    def update(self, error: float) -> None:
+    def update(self, error: object) -> None:
         """Learn one error; on the step where a drift starts, :attr:`drift_detected` is true.
 
         Raises
@@ -253,9 +257,10 @@ class ConceptDriftMonitor:
         """
         self._last = None
         binary = self.detector in _BINARY
-        if error.__class__ is float and 0.0 <= error <= _LARGEST and not (
+        value: float
+        if error.__class__ is float and 0.0 <= error <= _LARGEST and not (  # type: ignore[operator]
                 binary and error != 0.0 and error != 1.0):  # the usual case: valid as it is
-            value = error
+            value = error  # type: ignore[assignment]
         else:
             if isinstance(error, bool):
                 error = float(error)

@@ -38,12 +38,15 @@ from __future__ import annotations
 import collections
 import datetime as dt
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import InvalidParameterError
 from modelog.models.events import LabelObserved, PredictionMade
 
 __all__ = ["EarlyLabels"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class EarlyLabels:
     """Labels held, per model, until their prediction comes (see the module).
 

@@ -30,8 +30,10 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from modelog.models.errors import InvalidParameterError
+from modelog.models.pickled import FrozenState
 from modelog.models.tabular import (
     chi2_critical_value,
     chi2_homogeneity,
@@ -50,8 +52,9 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 
 # -- thresholds and check results ----------------------------------------------------------------
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DriftThresholds:
+class DriftThresholds(FrozenState):
     """When a test counts as drift (may be replaced at run time).
 
     Parameters
@@ -97,8 +100,9 @@ class DriftThresholds:
 Detector = Literal["psi", "ks", "chi2", "new_category", "vanished_category"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class FeatureCheck:
+class FeatureCheck(FrozenState):
     """The outcome of one test of one feature at one check.
 
     ``statistic`` is compared with ``threshold`` (``breached`` when above);
@@ -117,6 +121,7 @@ class FeatureCheck:
 
 
 # -- numeric -----------------------------------------------------------------------------------
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class NumericDrift:
     """Sliding-window PSI and KS of one numeric feature against a fixed reference.
 
@@ -295,6 +300,7 @@ class NumericDrift:
 
 
 # -- categorical ---------------------------------------------------------------------------------
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class CategoricalDrift:
     """Sliding-window PSI, chi-squared, new and vanished categories of one feature.
 

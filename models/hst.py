@@ -50,8 +50,10 @@ import random
 from collections.abc import Sequence
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from modelog.models.errors import InvalidParameterError
+from modelog.models.pickled import assign_state, instance_state
 
 __all__ = ["MAX_NODES", "HalfSpaceForest"]
 
@@ -60,6 +62,7 @@ MAX_NODES = 2 ** 20
 5,110): the arrays and the Python build grow with them."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class HalfSpaceForest:
     """Half-Space Trees over a fixed list of features scaled to ``[0, 1]``.
 
@@ -314,12 +317,12 @@ class HalfSpaceForest:
 
     def __getstate__(self) -> dict[str, object]:
         self.flush()
-        state = dict(self.__dict__)
+        state = instance_state(self)
         state["_lists"] = state["_totals"] = None
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
+        assign_state(self, state)
         self._lists = self._totals = None
 
     def __repr__(self) -> str:

@@ -18,11 +18,14 @@ import datetime as dt
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.anomaly import AnomalyMonitor
 from modelog.models.datadrift import DataDriftMonitor
 from modelog.models.drift import ConceptDriftMonitor
 from modelog.models.errors import InvalidParameterError
 from modelog.models.outliers import OutlierMonitor
+from modelog.models.pickled import assign_state, instance_state
 from modelog.models.skew import SkewMonitor
 
 __all__ = ["AlertBook", "ModelState", "PendingPrediction", "VersionState", "live_metrics",
@@ -168,6 +171,7 @@ def output_value(output: Any) -> Any:
     return str(predicted_class(output))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class AlertBook:
     """Open/resolve bookkeeping of alert conditions: one alert per condition.
 
@@ -230,6 +234,7 @@ class PendingPrediction:
     time: dt.datetime
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class ModelState:
     """The join of one model: pending predictions, joined ids and the join counters."""
@@ -258,7 +263,7 @@ class ModelState:
     def __getstate__(self) -> dict[str, Any]:
         # The joined ids (up to ``max_pending`` per model) pickle ~3x faster as a list than
         # as an OrderedDict, and the pending predictions as tuples: a snapshot pauses the loop.
-        state = dict(self.__dict__)
+        state = instance_state(self)
         state["joined"] = list(self.joined)
         state["pending"] = [(k, p.version, p.output, p.time) for k, p in self.pending.items()]
         return state
@@ -269,7 +274,7 @@ class ModelState:
         if not isinstance(state["pending"], dict):  # (a snapshot taken before: as it was)
             state["pending"] = collections.OrderedDict(
                 (k, PendingPrediction(v, o, t)) for k, v, o, t in state["pending"])
-        self.__dict__.update(state)
+        assign_state(self, state)
 
     def counters(self) -> dict[str, int]:
         """The join counters."""
@@ -287,6 +292,7 @@ class ModelState:
         }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class VersionState:
     """The detectors and rolling windows of one model version."""

@@ -65,14 +65,17 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from modelog.models.errors import InvalidParameterError
+from modelog.models.pickled import FrozenState
 
 __all__ = ["MultivariateCheck", "ReconstructionDrift"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class MultivariateCheck:
+class MultivariateCheck(FrozenState):
     """One window's mean reconstruction error against the reference band."""
 
     index: int
@@ -104,6 +107,7 @@ def _number(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class ReconstructionDrift:
     """Detect a change in the joint distribution of numeric features by PCA reconstruction.
 

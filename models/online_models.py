@@ -103,6 +103,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import OnlineModelError, OnlineSpecError
 from modelog.models.events import (
     Event,
@@ -116,6 +118,7 @@ from modelog.models.events import (
 from modelog.models.flavors import dump, load_verified
 from modelog.models.ids import derived_id, epoch_ms
 from modelog.models.online import OnlineLearner, default_metric
+from modelog.models.pickled import FrozenState
 from modelog.models.processor import SnapshotByPickle
 
 if TYPE_CHECKING:
@@ -176,6 +179,7 @@ def online_run_id(model: str, version: int) -> str:
     return f"online-{model}-v{version}"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Learner:
     """One online model version and its own bounded join."""
@@ -195,8 +199,9 @@ class _Learner:
     last_time: dt.datetime | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class _Snapshot:
+class _Snapshot(FrozenState):
     """What a checkpoint artifact holds (pickled with the ``river`` flavor; workers only)."""
 
     model: str

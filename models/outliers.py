@@ -52,9 +52,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 from scipy import special
 
 from modelog.models.errors import InvalidParameterError
+from modelog.models.pickled import FrozenState
 
 __all__ = ["UNSEEN_SCORE", "CategorySummary", "NumericSummary", "OutlierConfig",
            "OutlierDecision", "OutlierMonitor", "Scored", "summaries_from_profile",
@@ -64,8 +66,9 @@ UNSEEN_SCORE = 10.0
 """The score of an unseen category (as a number ten robust scales from the median)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class OutlierConfig:
+class OutlierConfig(FrozenState):
     """Point anomalies (flat keys ``outliers`` for ``enabled``, ``outlier_<name>``).
 
     Parameters
@@ -129,8 +132,9 @@ def tail_rate(n: float, extreme: float, quantile: float, fence: float, scale: fl
     return beyond * math.exp(-abs(fence - extreme) / max(beta, 1e-12))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class NumericSummary:
+class NumericSummary(FrozenState):
     """A numeric feature's reference: range, median, robust scale, fences, tail rates."""
 
     low: float
@@ -142,8 +146,9 @@ class NumericSummary:
     rate: float
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class CategorySummary:
+class CategorySummary(FrozenState):
     """A categorical feature's reference: its categories, whether complete, the unseen rate."""
 
     categories: frozenset[str]
@@ -241,8 +246,9 @@ class Scored(NamedTuple):
     outlier: bool
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class OutlierDecision:
+class OutlierDecision(FrozenState):
     """An outlier-rate alert: ``count`` gross outliers in ``window_size`` predictions."""
 
     count: int
@@ -259,6 +265,7 @@ class OutlierDecision:
         return self.count / self.window_size
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class OutlierMonitor:
     """Scores predictions against a reference and tests the rate of gross outliers.
 

@@ -60,14 +60,18 @@ import math
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import InvalidParameterError
+from modelog.models.pickled import FrozenState
 
 __all__ = ["HistogramCalibrator", "PerformanceDrop", "PerformanceEstimator", "ProbabilityView",
            "WindowComparison", "WindowEstimate", "label_key", "probability_view"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class ProbabilityView:
+class ProbabilityView(FrozenState):
     """What an output says as a classifier: predicted class, its confidence, P(positive)."""
 
     predicted: str
@@ -135,6 +139,7 @@ def label_key(label: Any, binary_float: bool) -> str:
     return str(label)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class HistogramCalibrator:
     """Histogram binning with shrinkage: each bin corrects scores by its observed offset.
 
@@ -182,6 +187,7 @@ class HistogramCalibrator:
         return score if offset is None else min(1.0, max(0.0, score + offset))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class WindowEstimate:
     """The estimate of one closed window of predictions."""
@@ -198,6 +204,7 @@ class WindowEstimate:
     evidence: tuple[str, ...] = ()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class WindowComparison:
     """A window's estimate next to what its labels showed."""
@@ -218,8 +225,9 @@ class WindowComparison:
         return self.realized_accuracy - self.estimated_accuracy
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class PerformanceDrop:
+class PerformanceDrop(FrozenState):
     """Evidence of an estimated accuracy drop."""
 
     estimate: WindowEstimate
@@ -227,6 +235,7 @@ class PerformanceDrop:
     threshold: float
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Window:
     index: int
@@ -252,6 +261,7 @@ def _f1(tp: float, fp: float, fn: float) -> float | None:
     return None if denominator <= 0 else 2 * tp / denominator
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class PerformanceEstimator:
     """CBPE per window of predictions, its calibration, and the realized comparison.
 

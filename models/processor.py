@@ -58,6 +58,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from modelog.models.events import Event
+from modelog.models.pickled import assign_state, instance_state
 
 __all__ = ["Detector", "Processor", "SnapshotByPickle", "process_all"]
 
@@ -115,16 +116,13 @@ class SnapshotByPickle:
 
     def snapshot(self) -> bytes:
         """The instance's attributes, pickled (local state only: never on the broker)."""
-        state = {k: v for k, v in self.__dict__.items() if k not in self.not_state}
+        state = {k: v for k, v in instance_state(self).items() if k not in self.not_state}
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a :meth:`snapshot` this service took itself."""
         state: dict[str, Any] = pickle.loads(data)  # the service's own snapshot only
-        kept = {k: v for k, v in self.__dict__.items() if k in self.not_state}
-        self.__dict__.clear()
-        self.__dict__.update(state)
-        self.__dict__.update(kept)
+        assign_state(self, {k: v for k, v in state.items() if k not in self.not_state})
 
 
 @runtime_checkable

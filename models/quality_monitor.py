@@ -45,6 +45,8 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.event_base import Window
 from modelog.models.events import Event, LabelObserved, MonitorConfigured, PredictionMade
 from modelog.models.ids import derived_id, epoch_ms
@@ -77,6 +79,7 @@ PRODUCER = "modelog-worker"
 """The ``producer`` of the events this processor derives."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Version:
     """The quality detectors of one model version."""

@@ -70,6 +70,8 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import InvalidParameterError, RetrainPolicyError
 from modelog.models.events import (
     DriftDetected,
@@ -81,6 +83,7 @@ from modelog.models.events import (
     Window,
 )
 from modelog.models.ids import derived_id, epoch_ms
+from modelog.models.pickled import FrozenState
 from modelog.models.policy_events import RetrainPolicySet
 from modelog.models.processor import SnapshotByPickle
 from modelog.models.retrain_job import METRICS
@@ -93,8 +96,9 @@ PRODUCER = "modelog-retrain"
 Trigger = Literal["concept_drift", "data_drift", "metric_floor", "schedule"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RetrainPolicy:
+class RetrainPolicy(FrozenState):
     """What makes a model ask for retraining.
 
     Parameters
@@ -326,6 +330,7 @@ it (`modelog policy retrain reset`).
         raise RetrainPolicyError(model, exc.parameter, exc.value, exc.rule) from None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _DataDrift:
     features: set[tuple[str, str | None]] = dataclasses.field(default_factory=set)
@@ -333,6 +338,7 @@ class _DataDrift:
     checks: int = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _ModelState:
     first_time: dt.datetime
@@ -346,8 +352,9 @@ class _ModelState:
     suppressed: int = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class _Fire:
+class _Fire(FrozenState):
     trigger: Trigger
     reason: str
     start: dt.datetime | None

@@ -54,6 +54,8 @@ import math
 from collections import OrderedDict, deque
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.comparison import (
     ComparisonResult,
     Moments,
@@ -100,6 +102,7 @@ ROLLBACK_ACTOR = "policy:rollback"
 
 # -- state ---------------------------------------------------------------------------------
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Pair:
     """Paired outcomes of (served version, shadow version) of one model."""
@@ -118,6 +121,7 @@ class _Pair:
         return self.tally.n if self.classification else self.errors.n
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Arm:
     """Outcomes of one served (alias, version) arm: error count or absolute errors."""
@@ -129,6 +133,7 @@ class _Arm:
     looks: int = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Watch:
     """A new production version watched against its predecessor's baseline.
@@ -151,6 +156,7 @@ _Labelled = tuple[int, "str | None", tuple[float, bool], str, dt.datetime, Any, 
 """A labelled served prediction: version, alias, error, label id, time, value, paired."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Model:
     production: int | None = None

@@ -63,7 +63,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import InvalidParameterError
+from modelog.models.pickled import FrozenState, assign_state, instance_state
 from modelog.models.tabular import PSI_EPSILON
 
 __all__ = ["OTHER", "SegmentFinding", "SegmentMonitor", "SegmentRow", "SegmentTest"]
@@ -72,8 +75,9 @@ OTHER = "other"
 """The bucket of values beyond the tracked ones (and of missing values: ``"null"`` is a value)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class SegmentRow:
+class SegmentRow(FrozenState):
     """One segment's figures: its predictions and its rolling window of labelled errors."""
 
     feature: str
@@ -89,8 +93,9 @@ class SegmentRow:
     psi: float | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class SegmentTest:
+class SegmentTest(FrozenState):
     """A segment's error against the rest of its feature's traffic."""
 
     feature: str
@@ -103,8 +108,9 @@ class SegmentTest:
     degraded: bool
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class SegmentFinding:
+class SegmentFinding(FrozenState):
     """The degraded segments of one check (the newly degraded among them)."""
 
     segments: tuple[SegmentTest, ...]
@@ -112,6 +118,7 @@ class SegmentFinding:
     tests: int
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class _Rolling:
     """A bounded window of errors with running sums."""
 
@@ -144,6 +151,7 @@ def _value(value: Any) -> str:
     return text if len(text) <= 64 else text[:61] + "..."
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class SegmentMonitor:
     """Rolling metrics per segment value and the "which segment got worse" test.
 
@@ -206,10 +214,13 @@ class SegmentMonitor:
         self.last_tests: list[SegmentTest] = []
         self._findings: list[SegmentFinding] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        return instance_state(self)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle a snapshot; one taken before the traffic-mix statistic starts its
         reference now."""
-        self.__dict__.update(state)
+        assign_state(self, state)
         if "_recent" not in state:
             self.reference_size = 1_000
             self._seen = 0

@@ -47,7 +47,10 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import InvalidParameterError
+from modelog.models.pickled import FrozenState
 
 __all__ = ["SkewFinding", "SkewKind", "SkewMonitor", "accepted_types", "type_family"]
 
@@ -91,8 +94,9 @@ def accepted_types(arrow_type: str) -> frozenset[type] | None:
     }[family]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)
-class SkewFinding:
+class SkewFinding(FrozenState):
     """One skew condition, as first reported."""
 
     feature: str
@@ -103,6 +107,7 @@ class SkewFinding:
     keys: tuple[str, ...]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass
 class _Condition:
     expected: str | None
@@ -116,6 +121,7 @@ MAX_CLEAN_SHAPES = 64
 feature by feature: the same outcome, more slowly)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class SkewMonitor:
     """Check inputs against a signature and reference null shares.
 

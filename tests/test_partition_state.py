@@ -15,6 +15,7 @@ from modelog.models.events import (
     PredictionMade,
 )
 from modelog.models.monitor import ServingMonitor
+from modelog.models.pickled import instance_state
 from modelog.models.retrain import RetrainTrigger
 from modelog.store.partition_state import PartitionSnapshots
 from modelog.streams.serving_loop import PartitionRouters
@@ -125,7 +126,7 @@ def test_the_join_state_survives_a_snapshot_in_order() -> None:
     assert next(iter(copy.pending)) == "p1"
     # the form pickled before (the attributes as they are) is read too
     old = ModelState.__new__(ModelState)
-    old.__setstate__(dict(state.__dict__))
+    old.__setstate__(instance_state(state))  # (compiled classes have no __dict__)
     assert old == state
 
 

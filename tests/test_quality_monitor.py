@@ -18,6 +18,7 @@ from modelog.models.monitor import ServingMonitor
 from modelog.models.monitor_config import parse_monitor_config
 from modelog.models.multivariate import ReconstructionDrift
 from modelog.models.perf_estimation import PerformanceEstimator
+from modelog.models.pickled import instance_state
 from modelog.models.processor import Processor
 from modelog.models.quality_config import QualityConfig, parse_quality_config
 from modelog.models.quality_monitor import QualityMonitor
@@ -256,7 +257,7 @@ def test_a_segment_snapshot_from_before_the_mix_statistic_still_restores() -> No
     mon = SegmentMonitor(["country"], reference_size=10)
     for value in ["FR", "DE"] * 20:
         mon.learn_one(mon.update({"country": value}), 0.0)
-    old = dict(mon.__dict__)
+    old = instance_state(mon)  # its attributes (compiled classes have no __dict__)
     for name in ("reference_size", "_seen", "_reference", "_recent"):
         del old[name]
     stale = SegmentMonitor.__new__(SegmentMonitor)
