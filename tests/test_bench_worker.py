@@ -19,6 +19,7 @@ def test_bench_worker_measures_throughput_and_alert_latency(settings: Settings) 
     assert 0 < result["latency_median_s"] <= result["latency_p99_s"] <= result["latency_max_s"]
     report = format_report(result)
     assert "predictions/s per worker" in report and "alert latency" in report
+    assert isinstance(result["compiled"], int)
 
 
 def test_the_report_names_several_worker_processes_and_keeps_the_target_for_one() -> None:
@@ -29,3 +30,11 @@ def test_the_report_names_several_worker_processes_and_keeps_the_target_for_one(
     two = format_report({**base, "processes": 2})
     assert "12,000 predictions/s per worker" in one and "[target >= 20,000]" in one
     assert "through 2 worker processes in one group" in two and "target is for one" in two
+
+
+def test_the_report_says_whether_the_worker_ran_compiled() -> None:
+    base = {"records": 10, "predictions": 5, "seconds": 1.0, "records_per_s": 24_000.0,
+            "predictions_per_s": 12_000.0, "alerts": 0, "latency_median_s": None,
+            "latency_p99_s": None, "latency_max_s": None, "processes": 1}
+    assert "compiled hot path" in format_report({**base, "compiled": 22})
+    assert "plain Python: MODELOG_PURE" in format_report({**base, "compiled": 0})

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from modelog.config import Settings
-from modelog.models import codec
+from modelog.models import codec, compiled_modules
 from modelog.models.events import (
     ColumnSchema,
     Event,
@@ -243,6 +243,7 @@ def bench_worker(settings: Settings, *, predictions: int = 100_000, latency_mode
         "records_per_s": rate,
         "predictions_per_s": rate / 2,
         "processes": processes,
+        "compiled": len(compiled_modules()),  # the worker inherits this environment
         **latency,
     }
 
@@ -315,10 +316,12 @@ def format_report(r: dict[str, Any]) -> str:
     """The benchmark's lines, as ``modelog bench --worker`` prints them."""
     n = r.get("processes", 1)
     through = "per worker" if n == 1 else f"through {n} worker processes in one group"
+    build = ("compiled hot path" if r.get("compiled") else
+             "plain Python: MODELOG_PURE set or no compiled build, see README 'Compiled hot path'")
     lines = [
         f"worker     {r['predictions_per_s']:>12,.0f} predictions/s {through} "
-        f"({r['records_per_s']:,.0f} serving records/s incl. labels; every monitor on)  "
-        + ("[target >= 20,000]" if n == 1 else "[the target is for one worker]"),
+        f"({r['records_per_s']:,.0f} serving records/s incl. labels; every monitor on; "
+        f"{build})  " + ("[target >= 20,000]" if n == 1 else "[the target is for one worker]"),
     ]
     if r["alerts"]:
         lines.append(
