@@ -105,7 +105,7 @@ def _translated() -> list[Any]:
     config.write_text(  # types from msgspec and numpy (build requirements); the rest is Any
         "[mypy]\npython_version = 3.11\nignore_missing_imports = True\n"
         f"explicit_package_bases = True\nmypy_path = {src}\n"
-        f"[mypy-{',' .join(f'{m}.*' for m in UNTYPED)}]\nfollow_imports = skip\n")
+        f"[mypy-{','.join(f'{m}.*' for m in UNTYPED)}]\nfollow_imports = skip\n")
     paths = [str(src / "modelog" / "models" / f"{name}.py") for name in COMPILED]
     try:
         return list(mypycify(

@@ -51,7 +51,6 @@ def assign_state(obj: object, state: dict[str, Any]) -> None:
         setattr(obj, name, value)
 
 
-
 @mypyc_attr(allow_interpreted_subclasses=True)
 class FrozenState:
     """Base of a frozen dataclass that is pickled: its state is its fields, in both builds.
