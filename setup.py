@@ -37,7 +37,7 @@ COMPILED = [
     "anomaly", "comparison", "datadrift", "drift", "early_labels",
     "feature_drift", "hst", "monitor", "monitor_events", "monitor_state", "multivariate",
     "online_models", "outliers", "perf_estimation", "pickled", "quality_monitor", "retrain",
-    "rollout", "segments", "skew", "tabular",
+    "rollout", "segments", "serving_path", "skew", "tabular",
 ]  # not validation: it takes untrusted values of any type and must name each bad one
 # Read as Any when translating: analysing their stubs (torch's above all) takes minutes,
 # and whether they are installed when pip builds varies; msgspec and numpy are pinned

@@ -30,6 +30,8 @@ from modelog.models.events import NAME_PATTERN
 
 __all__ = [
     "FINITE_RULE",
+    "INT_MAX",
+    "INT_MIN",
     "INT_RULE",
     "MAX_EVENT_BYTES",
     "PLAIN_TYPES",
@@ -44,7 +46,6 @@ __all__ = [
     "check_scalars",
     "check_time",
     "finite_float",
-    "oversized_int",
 ]
 
 Scalar = str | int | float | bool | None
@@ -61,7 +62,8 @@ MAX_EVENT_BYTES = 1_000_000
 ``message.max.bytes``; Apache Kafka's broker allows ~1 MiB)."""
 SIZE_RULE = (f"an event must encode to at most {MAX_EVENT_BYTES:,} bytes (a Kafka message's "
              "limit): log large data as a dataset or an artifact, and its id or digest here")
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""The integers every event field takes (64-bit, what a float and the views can hold)."""
 _NAME_RULE = (
     "1-128 characters: letters, digits, '.', '_', '-', starting with a letter or digit"
 )
@@ -124,7 +126,7 @@ def check_scalars(values: Any, event_type: str, field: str) -> dict[str, Scalar]
             if v - v:  # NaN or +-inf (x - x is 0.0 for every finite float)
                 raise EventValidationError(event_type, f"{field}.{k}", v, FINITE_RULE)
         elif t is int:
-            if not _INT_MIN <= v <= _INT_MAX:
+            if not INT_MIN <= v <= INT_MAX:
                 raise EventValidationError(event_type, f"{field}.{k}", v, INT_RULE)
         elif t is str:
             chars += len(v)
@@ -184,32 +186,9 @@ def check_output(value: Any, event_type: str, field: str) -> Any:
 
 
 def _int64(value: int, event_type: str, field: str) -> int:
-    if not _INT_MIN <= value <= _INT_MAX:
+    if not INT_MIN <= value <= INT_MAX:
         raise EventValidationError(event_type, field, value, INT_RULE)
     return value
-
-
-def oversized_int(values: Mapping[str, Any] | None, *scalars: tuple[str, Any]) -> str | None:
-    """The path of the first integer beyond 64 bits among ``values`` and ``scalars``, if any.
-
-    What the SDK refuses (:data:`INT_RULE`), checked again where events are
-    consumed: a record from any other Kafka client may carry an integer too
-    large for a float, which every numeric monitor would choke on.
-
-    Examples
-    --------
-    >>> oversized_int({"age": 41, "plan": "pro"}, ("output", 1))
-    >>> oversized_int({"age": 10**30}), oversized_int({}, ("label", -(2**64)))
-    ('inputs.age', 'label')
-    """
-    if values:
-        for k, v in values.items():
-            if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
-                return f"inputs.{k}"
-    for name, v in scalars:
-        if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
-            return name
-    return None
 
 
 def finite_float(v: Any, event_type: str, field: str) -> float:

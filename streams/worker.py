@@ -49,11 +49,10 @@ from modelog.config import Settings
 from modelog.models import codec
 from modelog.models.deadletter import DeadLetter
 from modelog.models.early_labels import EarlyLabels
-from modelog.models.errors import EventDecodeError, MonitorConfigError
+from modelog.models.errors import MonitorConfigError
 from modelog.models.events import (
     DatasetVersionCreated,
     Event,
-    LabelObserved,
     ModelVersionRegistered,
     MonitorConfigured,
     OnlineModelCheckpointed,
@@ -61,8 +60,8 @@ from modelog.models.events import (
     RunDatasetUsed,
 )
 from modelog.models.monitor import ServingMonitor
-from modelog.models.monitor_config import OUTPUT, MonitorConfig
-from modelog.models.validation import INT_RULE, RESERVED_RULE, oversized_int
+from modelog.models.monitor_config import MonitorConfig
+from modelog.models.serving_path import decode_usable, process_serving, unusable
 from modelog.streams.kafka import (
     Outgoing,
     dead_letter_copy,
@@ -209,14 +208,7 @@ class RecordRouter:
         (:meth:`ServingMonitor.prescore`); what :meth:`route` returns is the
         same with or without this call.
         """
-        decoded: dict[int, Event] = {}
-        for value, offset in records:
-            try:
-                event = codec.decode(value if value is not None else b"")
-            except EventDecodeError:
-                continue  # route() decodes it again and dead-letters it with the reason
-            if _unusable(event) is None:  # else route() dead-letters it with the reason
-                decoded[offset] = event
+        decoded = decode_usable(records)  # route() dead-letters the others with the reason
         self._decoded = decoded
         try:
             self.monitor.prescore([e for e in decoded.values() if isinstance(e, PredictionMade)])
@@ -247,7 +239,7 @@ class RecordRouter:
                 return [decoded]
             event = decoded
             self.last_ids[topic] = event.id
-            reason = _unusable(event)
+            reason = unusable(event)
             if reason is not None:
                 return [self._dead_letter(key, raw, reason, topic, partition, offset)]
         else:
@@ -263,35 +255,11 @@ class RecordRouter:
             return [self._dead_letter(key, raw, reason, topic, partition, offset)]
 
     def _process(self, event: Event, partition: int, offset: int) -> list[Outgoing]:
-        """The derived records of a decoded, usable serving event.
-
-        A label whose prediction has not come yet is held (:attr:`early`) and
-        processed right after its prediction, or as an orphan once pushed out.
-        """
-        early = self.early
-        if isinstance(event, LabelObserved) and self.monitor.awaits_prediction(event):
-            out: list[Outgoing] = []
-            for orphan in early.hold(event):
-                out += self._derive(orphan, partition, offset)
-            return out
-        out = self._derive(event, partition, offset)
-        if isinstance(event, PredictionMade) and len(early) and not event.shadow:
-            label = early.release(event)
-            if label is not None:
-                out += self._derive(label, partition, offset)
-        return out
-
-    def _derive(self, event: Event, partition: int, offset: int) -> list[Outgoing]:
-        """What every processor derives from ``event``, as records to publish."""
-        derived = self.monitor.process(event)
-        if self.retrain is not None and derived:
-            derived += self.retrain.process_many(derived)
-        if self.online is not None:
-            derived += self.online.process(event, partition, offset)
-        if self.rollout is not None:  # comparisons, decisions and their alias commands
-            derived += self.rollout.process(event)
-        if self.quality is not None:  # performance estimation, multivariate drift, segments
-            derived += self.quality.process(event)
+        """The derived records of a decoded, usable serving event (see
+        :func:`~modelog.models.serving_path.process_serving`: a label whose prediction
+        has not come yet is held in :attr:`early`)."""
+        derived = process_serving(event, partition, offset, self.monitor, self.early,
+                                  self.retrain, self.online, self.rollout, self.quality)
         if not derived:
             return []
         return [self._outgoing(d) for d in derived]
@@ -380,22 +348,6 @@ class RecordRouter:
         self.dead_lettered += 1
         return dead_letter_copy(self.topics.dead_letter, key, value, reason, topic=topic,
                                 partition=partition, offset=offset, consumer=self.consumer)
-
-
-def _unusable(event: Event) -> str | None:
-    """Why the worker cannot monitor a decoded serving record (``None``: it can)."""
-    if isinstance(event, PredictionMade):
-        if OUTPUT in event.inputs:
-            return f"PredictionMade.inputs.{OUTPUT} {RESERVED_RULE}"
-        path = oversized_int(event.inputs, ("output", event.output))
-    elif isinstance(event, LabelObserved):
-        path = oversized_int(None, ("label", event.label))
-    else:
-        return (f"{event.type_name()} does not belong on the serving topic; "
-                f"the monitoring worker reads only PredictionMade and LabelObserved")
-    if path is None:
-        return None
-    return f"{event.type_name()}.{path} breaks the rule: {INT_RULE}"
 
 
 def standard_router(topics: Topics, monitor_config: MonitorConfig | None = None, *,
