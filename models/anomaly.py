@@ -387,7 +387,7 @@ class AnomalyMonitor:
             return 0
         names = forest.features
         raw = [[x.get(name) for name in names] for _, x in inputs]
-        if {v.__class__ for row in raw for v in row} <= _NUMBER_CLASSES:  # the usual case
+        if {type(v) for row in raw for v in row} <= _NUMBER_CLASSES:  # the usual case
             return self._ahead_from([key for key, _ in inputs], raw)
         nan = math.nan
         keys: list[str] = []
@@ -397,7 +397,7 @@ class AnomalyMonitor:
             usable = False
             for name in names:
                 v = x.get(name)
-                if v.__class__ is float or v.__class__ is int or v.__class__ is bool:
+                if type(v) is float or type(v) is int or type(v) is bool:
                     row.append(float(v))  # type: ignore[arg-type]
                     usable = True
                 else:

@@ -247,10 +247,10 @@ class DataDriftMonitor:
             column = [x.get(name) for x in batch]
             present = len(column) - column.count(None)
             good: list[Any]
-            if tracker.__class__ is NumericDrift:
-                good = [v for v in column if v.__class__ is float or v.__class__ is int]
+            if type(tracker) is NumericDrift:
+                good = [v for v in column if type(v) is float or type(v) is int]
             else:
-                good = [v for v in column if v.__class__ is str or v.__class__ is bool]
+                good = [v for v in column if type(v) is str or type(v) is bool]
             self._type_mismatches += present - len(good)
             if good:
                 tracker.extend(good)
@@ -271,8 +271,8 @@ class DataDriftMonitor:
                 continue
             if value is None:
                 continue
-            cls = value.__class__
-            if tracker.__class__ is NumericDrift:
+            cls = type(value)
+            if type(tracker) is NumericDrift:
                 if cls is float or cls is int:
                     tracker.update(value)
                     continue

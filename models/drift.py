@@ -258,7 +258,7 @@ class ConceptDriftMonitor:
         self._last = None
         binary = self.detector in _BINARY
         value: float
-        if error.__class__ is float and 0.0 <= error <= _LARGEST and not (  # type: ignore[operator]
+        if type(error) is float and 0.0 <= error <= _LARGEST and not (  # type: ignore[operator]
                 binary and error != 0.0 and error != 1.0):  # the usual case: valid as it is
             value = error  # type: ignore[assignment]
         else:

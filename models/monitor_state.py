@@ -112,8 +112,8 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
     >>> prediction_error(1, "1"), prediction_error([0.2, 0.8], "1"), prediction_error(1, "2")
     ((0.0, True), (0.0, True), (1.0, True))
     """
-    cls = output.__class__
-    if cls is label.__class__:  # the usual case: both sides of one plain type
+    cls = type(output)
+    if cls is type(label):  # the usual case: both sides of one plain type
         if cls is float:
             return abs(output - label), False
         if cls is int or cls is str or cls is bool:
@@ -127,8 +127,8 @@ def prediction_error(output: Any, label: Any) -> tuple[float, bool] | None:
         return abs(float(output) - float(label)), False
     predicted = predicted_class(output)
     if isinstance(output, dict) or (
-            predicted.__class__ in _CLASS_TYPES and label.__class__ in _CLASS_TYPES
-            and predicted.__class__ is not label.__class__):
+            type(predicted) in _CLASS_TYPES and type(label) in _CLASS_TYPES
+            and type(predicted) is not type(label)):
         return float(str(predicted) != str(label)), True
     return float(predicted != label), True
 
@@ -145,9 +145,9 @@ def probability_of_one(output: Any, label: Any) -> float | None:
     >>> probability_of_one(0.8, 1), probability_of_one(0.8, 2), probability_of_one(1.5, 1)
     (0.8, None, None)
     """
-    if output.__class__ is not float or not 0.0 <= output <= 1.0:
+    if type(output) is not float or not 0.0 <= output <= 1.0:
         return None
-    if label.__class__ not in (int, bool, float) or label not in (0, 1):
+    if type(label) not in (int, bool, float) or label not in (0, 1):
         return None
     return float(output)
 
@@ -163,7 +163,7 @@ def output_value(output: Any) -> Any:
     >>> output_value(0.25), output_value(1), output_value({"no": 0.9, "yes": 0.1})
     (0.25, '1', 'no')
     """
-    cls = output.__class__
+    cls = type(output)
     if cls is float or cls is str or cls is bool or output is None:
         return output
     if cls is int:

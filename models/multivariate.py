@@ -212,7 +212,7 @@ class ReconstructionDrift:
             return
         row = [x.get(name) for name in self.features]
         for i, v in enumerate(row):  # ints pass (to float below); the rest is imputed
-            cls = v.__class__
+            cls = type(v)
             if cls is not float and cls is not int and _number(v) is None:
                 self.imputed += 1
                 row[i] = self._means[i]

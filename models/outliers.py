@@ -49,7 +49,7 @@ import collections
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, final
 
 import numpy as np
 from mypy_extensions import mypyc_attr
@@ -238,8 +238,14 @@ def summaries_from_sample(sample: Mapping[str, Sequence[Any]], cfg: OutlierConfi
     return out
 
 
-class Scored(NamedTuple):
-    """The score of one prediction, its offending features and whether it is a gross outlier."""
+@final
+@dataclasses.dataclass
+class Scored:
+    """The score of one prediction, its offending features and whether it is a gross outlier.
+
+    A plain class, not a ``NamedTuple``: one is made per prediction, and compiled
+    (see ``setup.py``) this one is made without running Python code.
+    """
 
     score: float
     offending: tuple[str, ...]
@@ -336,7 +342,7 @@ class OutlierMonitor:
         outlier = False
         numeric, categorical = self._numeric, self._categorical
         for name, value in inputs.items():
-            cls = value.__class__
+            cls = type(value)
             if cls is float or cls is int:
                 bounds = numeric.get(name)
                 if bounds is None:

@@ -248,10 +248,10 @@ class SkewMonitor:
                 continue
             present += 1
             ok = accept[name]
-            if value is None or ok is None or value.__class__ in ok:
+            if value is None or ok is None or type(value) in ok:
                 continue
             clean = False
-            if int in ok and value.__class__ is float and value.is_integer():
+            if int in ok and type(value) is float and value.is_integer():
                 continue  # an integral float is a valid integer
             self._seen(name, "type", self.signature[name], type(value).__name__, key)
         if present < len(accept):
