@@ -158,6 +158,7 @@ class NumericDrift:
         self._buckets: np.ndarray = np.zeros(0, dtype=np.intp)
         self._pending: list[float] = []  # values not yet in the window (see update)
         self._reference_list = self._psi_reference.tolist()
+        self._psi_ends: np.ndarray | None = None  # see _window_psi_counts
 
     @classmethod
     def from_sample(cls, feature: str, values: Sequence[float], *, window: int = 500,
@@ -265,10 +266,9 @@ class NumericDrift:
         m = self._buckets.size
         if m == 0:
             return 0.0, 0.0
-        counts = self._counts
-        actual = np.bincount(self._psi_bins, weights=counts, minlength=self._n_psi)
-        psi = psi_from_counts(self._reference_list, actual.tolist())
-        s = np.cumsum(counts) / m
+        cumulative = np.cumsum(self._counts)
+        psi = psi_from_counts(self._reference_list, self._window_psi_counts(cumulative))
+        s = cumulative / m
         if self.exact:
             # F_window vs F_ref at each point k (s[2k+1]) and just below the next (s[2k+2]),
             # and below the first point (s[0])
@@ -282,6 +282,28 @@ class NumericDrift:
         below = np.append(s[0:2 * n - 2:2], s[2 * n - 1])  # s[2k]: the mass below edge k
         return psi, float(np.abs(self._cdf - below).max())
 
+    def _window_psi_counts(self, cumulative: np.ndarray) -> list[float]:
+        """The window's count per PSI bin, from the cumulative bucket counts.
+
+        A bucket's PSI bin never decreases with the bucket (both follow the values)
+        and the first bucket is in bin 0, so a bin's count is the cumulative count
+        at its last bucket less the one before: one read of a few cumulative counts
+        instead of a weighted ``bincount`` of every bucket.
+        """
+        try:
+            ends = self._psi_ends
+        except AttributeError:  # restored from a snapshot taken before it existed
+            ends = None
+        if ends is None:
+            ends = self._psi_ends = np.searchsorted(
+                self._psi_bins, np.arange(self._n_psi), side="right") - 1
+        out: list[float] = []
+        before = 0
+        for at in cumulative.take(ends).tolist():
+            out.append(float(at - before))
+            before = at
+        return out
+
     def check(self, t: DriftThresholds) -> list[FeatureCheck]:
         """PSI and KS checks of the current window."""
         psi, d = self.statistics()
@@ -290,8 +312,8 @@ class NumericDrift:
         p = ks_p_value(d, self.n_reference, m) if m else 1.0
         p_psi = 1.0
         if psi > t.psi:  # significant too? (see DriftThresholds)
-            actual = np.bincount(self._psi_bins, weights=self._counts, minlength=self._n_psi)
-            p_psi = chi2_homogeneity(self._reference_list, actual.tolist())[1]
+            actual = self._window_psi_counts(np.cumsum(self._counts))
+            p_psi = chi2_homogeneity(self._reference_list, actual)[1]
         return [
             FeatureCheck(self.feature, "psi", psi, t.psi, psi > t.psi and p_psi < t.chi2_alpha,
                          p_psi),

@@ -73,6 +73,45 @@ def test_numeric_psi_uses_reference_deciles() -> None:
     assert p > 0.2
 
 
+@pytest.mark.parametrize("reference", ["sample", "discrete", "histogram"])
+def test_window_psi_counts_are_the_counts_per_psi_bin(reference: str) -> None:
+    """PSI reads the window's count per bin off the cumulative bucket counts; it equals
+    counting the window's values into the reference's PSI bins directly."""
+    rng = np.random.default_rng(11)
+    ref = rng.normal(40, 10, 2_000)
+    if reference == "histogram":
+        counts, edges = np.histogram(ref, bins=12)
+        tracker = NumericDrift.from_histogram("x", edges.tolist(), counts.tolist(), window=700)
+    else:
+        sample = np.round(ref) if reference == "discrete" else ref
+        tracker = NumericDrift.from_sample("x", sample.tolist(), window=700, bins=10)
+    for step in range(4):
+        live = rng.normal(40 + 5 * step, 12, 300)
+        live[::37] = math.nan
+        feed(tracker, (np.round(live) if reference == "discrete" else live).tolist())
+        tracker.statistics()  # slides the buffered values in
+        direct = np.bincount(tracker._psi_bins, weights=tracker._counts,
+                             minlength=tracker._n_psi)
+        assert tracker._window_psi_counts(np.cumsum(tracker._counts)) == direct.tolist()
+
+
+def test_a_tracker_restored_from_before_the_psi_shortcut_still_checks() -> None:
+    """A snapshot taken before the tracker cached its PSI bin ends lacks that attribute;
+    the restored tracker computes it on first use and checks alike."""
+    import copy
+
+    from modelog.models.pickled import assign_state, instance_state
+
+    rng = np.random.default_rng(5)
+    tracker = NumericDrift.from_sample("x", rng.normal(0, 1, 1_000).tolist(), window=300)
+    feed(tracker, rng.normal(0.5, 1, 400).tolist())
+    state = copy.deepcopy(instance_state(tracker))
+    state.pop("_psi_ends")
+    old = NumericDrift.__new__(NumericDrift)
+    assign_state(old, state)
+    assert old.check(DriftThresholds()) == tracker.check(DriftThresholds())
+
+
 def test_chi2_matches_scipy_contingency() -> None:
     ref, win = [300, 500, 200, 0], [150, 200, 100, 50]
     stat, p, dof = chi2_homogeneity(ref, win)
