@@ -24,16 +24,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import Any
+from typing import Any, get_type_hints
 
 import msgspec
 
 from modelog.models.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
-from modelog.models.event_base import MAX_NESTING
+from modelog.models.event_base import MAX_NESTING, NAME_PATTERN, ServedName
 from modelog.models.events import CATALOGUE, Event
 from modelog.models.upcasters import UPCASTERS
 
-__all__ = ["decode", "encode", "json_schemas", "to_record", "upcast", "validate"]
+__all__ = ["decode", "encode", "json_schemas", "name_violation", "to_record", "upcast",
+           "validate"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -48,6 +49,14 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     name: msgspec.json.Decoder(cls) for name, cls in CATALOGUE.items()
 }
 _current: dict[str, int] = {name: cls.current_version() for name, cls in CATALOGUE.items()}
+_served_names: dict[type[Event], tuple[str, ...]] = {
+    cls: names for cls in CATALOGUE.values()
+    if (names := tuple(field for field, hint in get_type_hints(cls, include_extras=True).items()
+                       if hint == ServedName))}
+_NAME = re.compile(NAME_PATTERN)
+_NAME_RULE = f"Expected `str` matching regex {NAME_PATTERN!r}"  # as msgspec words a pattern
+_names_passed: set[str] = set()
+_NAMES_REMEMBERED = 4_096
 _TOO_DEEP = (f"JSON nested too deeply to read (an event's lists and objects nest at most "
              f"{MAX_NESTING} levels)")
 
@@ -80,6 +89,39 @@ def upcast(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def name_violation(event: Event) -> tuple[str, str] | None:
+    """``(field, value)`` of the first :data:`~modelog.models.event_base.ServedName` field of
+    ``event`` that breaks :data:`~modelog.models.event_base.NAME_PATTERN`, if any.
+
+    Decoding checks these names here, not in msgspec (see ``ServedName``); the names
+    seen to pass are remembered (a few thousand), so a stream's few model names are
+    matched once.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.models.events import LabelObserved
+    >>> t = dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)
+    >>> name_violation(LabelObserved(id="l", time=t, aggregate="a", prediction_id="p",
+    ...                              model="churn", label=1))
+    >>> name_violation(LabelObserved(id="l", time=t, aggregate="a", prediction_id="p",
+    ...                              model="no spaces!", label=1))
+    ('model', 'no spaces!')
+    """
+    fields = _served_names.get(type(event))
+    if fields is None:
+        return None
+    for field in fields:
+        value: str = getattr(event, field)
+        if value not in _names_passed:
+            if _NAME.match(value) is None:
+                return field, value
+            if len(_names_passed) >= _NAMES_REMEMBERED:
+                _names_passed.clear()
+            _names_passed.add(value)
+    return None
+
+
 def decode(raw: bytes | memoryview | str) -> Event:
     """Parse one wire record into its current event class, upcasting old versions.
 
@@ -101,9 +143,16 @@ def decode(raw: bytes | memoryview | str) -> Event:
             # numbers, so a directly decoded event is finite: no walk needed (the
             # walk costs ~10x the decode and would cap the projector's throughput).
             event: Event = _decoders[header.type].decode(raw)
+            names = _served_names.get(type(event))
+            if names is not None:  # inline what _check_names does for a name seen before
+                for name in names:
+                    if getattr(event, name) not in _names_passed:
+                        _check_names(event)
+                        break
             return event
         record = upcast(msgspec.json.decode(raw))
         event = msgspec.convert(record, CATALOGUE[header.type])
+        _check_names(event)
     except msgspec.ValidationError as exc:
         rule = exc.__cause__
         if isinstance(rule, EventValidationError):  # an event's own check (__post_init__)
@@ -116,6 +165,12 @@ def decode(raw: bytes | memoryview | str) -> Event:
         raise EventDecodeError(f"{header.type}: {_TOO_DEEP}") from None
     _check_finite(event)  # upcasters are code: their output is checked
     return event
+
+
+def _check_names(event: Event) -> None:
+    bad = name_violation(event)
+    if bad is not None:
+        raise EventDecodeError(f"invalid {event.type_name()}: {_NAME_RULE} - at `$.{bad[0]}`")
 
 
 def to_record(event: Event) -> dict[str, Any]:
@@ -210,6 +265,9 @@ def validate(event: Event) -> Event:
         raise EventValidationError(
             name, _field_name(path) or "?", _get_path(record, path), rule
         ) from None
+    bad = name_violation(event)
+    if bad is not None:
+        raise EventValidationError(name, bad[0], bad[1], _NAME_RULE)
     return event
 
 

@@ -31,6 +31,7 @@ from modelog.models.event_base import (
     Name,
     Output,
     Scalar,
+    ServedName,
     Severity,
     Version,
     Window,
@@ -317,7 +318,7 @@ class PredictionMade(Event, frozen=True, kw_only=True):
     stream: ClassVar[str] = "serving"
     schema_version: int = 2
     prediction_id: Id
-    model: Name
+    model: ServedName
     model_version: Version
     code_version: str | None = None
     inputs: Features
@@ -335,7 +336,7 @@ class LabelObserved(Event, frozen=True, kw_only=True):
 
     stream: ClassVar[str] = "serving"
     prediction_id: Id
-    model: Name
+    model: ServedName
     label: Output
 
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol, Union
 import msgspec
 import pyarrow as pa
 
-from modelog.models.codec import decode
+from modelog.models.codec import decode, name_violation
 from modelog.models.deadletter import DeadLetter
 from modelog.models.errors import EventDecodeError
 from modelog.models.events import CATALOGUE, Event
@@ -205,7 +205,8 @@ def build_batch(records: Iterable[Record], dead_letter_topic: str) -> Batch:
             continue
         # Fast path: a record in its canonical form (what modelog producers write)
         # decodes in one step, and re-encoding it gives back the same bytes, which
-        # proves it states the current schema_version explicitly, as decode() needs.
+        # proves it states the current schema_version explicitly, as decode() needs;
+        # its served names are checked as decode() checks them.
         event: Event | None = None
         payload = value
         if value is not None:
@@ -215,6 +216,7 @@ def build_batch(records: Iterable[Record], dead_letter_topic: str) -> Batch:
                 event = None
             if event is not None and (
                 current[type(event)][1] != event.schema_version or canonical(event) != value
+                or name_violation(event) is not None
             ):
                 event = None
         if event is None:

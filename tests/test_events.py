@@ -135,6 +135,49 @@ def test_validation_names_field_value_and_rule() -> None:
     assert "model_version" in str(err) and "0" in str(err)
 
 
+@pytest.mark.parametrize("model", ["no spaces!", "-leading", "x" * 129, "é", ""])
+def test_a_served_name_keeps_the_name_rule_on_every_path(model: str) -> None:
+    """Prediction and label model names are checked after decoding, not by msgspec (see
+    ``ServedName``): decode, the upcast path, validate, the ledger and the JSON Schema
+    refuse what the name pattern refuses."""
+    from modelog.store.ledger import build_batch
+
+    good = json.loads(codec.encode(_prediction()))
+    raw = json.dumps(dict(good, model=model)).encode()
+    with pytest.raises(EventDecodeError, match=r"invalid PredictionMade: .*`\$\.model`"):
+        codec.decode(raw)
+    v1 = dict(good, model=model, schema_version=1, features={"a": 1}, prediction=1)
+    with pytest.raises(EventDecodeError, match="invalid PredictionMade"):
+        codec.decode(json.dumps(v1).encode())
+    with pytest.raises(EventValidationError) as info:
+        codec.validate(_prediction(model=model))
+    assert (info.value.field, info.value.value) == ("model", model)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(dict(good, model=model), codec.json_schemas()["PredictionMade"])
+
+    class Rec:
+        def topic(self) -> str: return "m.serving"
+        def partition(self) -> int: return 0
+        def offset(self) -> int: return 3
+        def key(self) -> bytes: return b"churn"
+        def value(self) -> bytes: return codec.encode(_prediction(model=model))  # canonical
+        def headers(self) -> None: return None
+        def timestamp(self) -> tuple[int, int]: return (1, 0)
+
+    batch = build_batch([Rec()], "m.dead-letter")
+    assert batch.events.num_rows == 0 and [r.offset for r in batch.invalid] == [3]
+    assert "invalid PredictionMade" in batch.invalid[0].reason
+
+
+def test_served_names_seen_to_pass_are_remembered_within_a_bound() -> None:
+    codec._names_passed.clear()
+    for i in range(codec._NAMES_REMEMBERED + 10):
+        assert codec.name_violation(_prediction(model=f"m-{i}")) is None
+    assert 0 < len(codec._names_passed) <= codec._NAMES_REMEMBERED
+    assert codec.name_violation(_prediction(model="bad name")) == ("model", "bad name")
+    assert "bad name" not in codec._names_passed
+
+
 def test_validation_rejects_non_finite_numbers_in_nested_fields() -> None:
     with pytest.raises(EventValidationError) as info:
         codec.validate(_prediction(inputs={"age": math.nan}))
