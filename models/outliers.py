@@ -348,12 +348,20 @@ class OutlierMonitor:
                 if bounds is None:
                     continue
                 median, scale, low, high, fence_low, fence_high = bounds
-                z = abs(value - median) / scale
-                if value > high or value < low:
+                if cls is float:
+                    x: float = value  # compiled: arithmetic on a C double from here
+                    z = abs(x - median) / scale
+                    beyond = x > high or x < low
+                    gross = beyond and (x > fence_high or x < fence_low)
+                else:  # an int compares exactly, however large
+                    z = abs(value - median) / scale
+                    beyond = value > high or value < low
+                    gross = beyond and (value > fence_high or value < fence_low)
+                if beyond:
                     if offending is None:
                         offending = []
                     offending.append((z, name))
-                    if value > fence_high or value < fence_low:
+                    if gross:
                         outlier = True
             elif cls is str:
                 categories = categorical.get(name)
