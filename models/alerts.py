@@ -594,7 +594,7 @@ def subscription_event(
     """
     name = AlertSubscriptionCreated.type_name()
     for model in models:
-        if not isinstance(model, str) or not _NAME.match(model):
+        if not isinstance(model, str) or not _NAME.fullmatch(model):
             raise EventValidationError(name, "models", model, f"must match {NAME_PATTERN}")
     for kind in kinds:
         if kind not in KNOWN_KINDS:

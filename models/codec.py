@@ -114,7 +114,7 @@ def name_violation(event: Event) -> tuple[str, str] | None:
     for field in fields:
         value: str = getattr(event, field)
         if value not in _names_passed:
-            if _NAME.match(value) is None:
+            if _NAME.fullmatch(value) is None:
                 return field, value
             if len(_names_passed) >= _NAMES_REMEMBERED:
                 _names_passed.clear()

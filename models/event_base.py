@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 # -- constrained scalar types (they become JSON Schema constraints) ---------
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$(?!\n)"
+"""A model, dataset or experiment name. ``(?!\\n)``: Python's ``$`` also matches before a final
+newline (``"churn\\n"`` would pass); JSON Schema's does not, and the lookahead is valid in both."""
 Name = Annotated[
     str,
     msgspec.Meta(
@@ -60,7 +62,7 @@ MAX_VERSION = 2**31 - 1
 """The highest model version number (the views store versions as 32-bit integers)."""
 Version = Annotated[int, msgspec.Meta(
     ge=1, le=MAX_VERSION, description="model version number, from 1 (at most 2**31 - 1)")]
-Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$")]
+Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$(?!\n)")]
 Scalar = str | int | float | bool | None
 Features = dict[str, Scalar]
 Output = str | int | float | bool | None | list[float] | dict[str, float]

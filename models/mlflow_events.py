@@ -148,7 +148,7 @@ class ArtifactStored(Event, frozen=True, kw_only=True):
     stream: ClassVar[str] = "runs"
     path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     uri: str
-    digest: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$")]
+    digest: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$(?!\n)")]
     size: Annotated[int, msgspec.Meta(ge=0)]
 
 

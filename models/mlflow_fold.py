@@ -86,7 +86,7 @@ class Experiment:
         MLflow allows any experiment name (``/Users/me/My Experiment``); modelog's
         run events name experiments with :data:`~modelog.models.event_base.NAME_PATTERN`.
         """
-        return self.name if _NAME.match(self.name) else f"mlflow-{self.experiment_id}"
+        return self.name if _NAME.fullmatch(self.name) else f"mlflow-{self.experiment_id}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -264,8 +264,8 @@ def parse_trainer(spec: str, source: str = "--trainer") -> TrainerRef:
     model, sep, target = spec.strip().partition("=")
     module, colon, function = target.strip().partition(":")
     model, module, function = model.strip(), module.strip(), function.strip()
-    if not (sep and colon and _MODEL.match(model) and _MODULE.match(module)
-            and _FUNCTION.match(function)):
+    if not (sep and colon and _MODEL.fullmatch(model) and _MODULE.fullmatch(module)
+            and _FUNCTION.fullmatch(function)):
         raise TrainerConfigError(
             f"{source}: {spec!r} is not a trainer mapping; write model=package.module:function "
             "(e.g. churn=my_pkg.train:fit)")

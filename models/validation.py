@@ -211,7 +211,7 @@ def finite_float(v: Any, event_type: str, field: str) -> float:
 
 def check_name(value: Any, event_type: str, field: str) -> str:
     """``value`` checked as a model, dataset or experiment name (:data:`NAME_PATTERN`)."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise EventValidationError(event_type, field, value, _NAME_RULE)
     return value
 
@@ -239,4 +239,4 @@ def artifact_suffix(ext: str) -> str:
     >>> artifact_suffix("png"), artifact_suffix("../x")
     ('.png', '')
     """
-    return f".{ext}" if _SUFFIX_OK.match(ext) else ""
+    return f".{ext}" if _SUFFIX_OK.fullmatch(ext) else ""

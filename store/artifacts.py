@@ -71,8 +71,8 @@ def _source_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
     if not src.is_file():
         raise ArtifactNotFoundError(f"no file at {src}; pass the path of an existing file")
     suffix = "".join(src.suffixes[-3:])
-    if not _SUFFIX.match(suffix):
-        suffix = src.suffix if _SUFFIX.match(src.suffix) else ""
+    if not _SUFFIX.fullmatch(suffix):
+        suffix = src.suffix if _SUFFIX.fullmatch(src.suffix) else ""
     return src, suffix
 
 class _HashingSink:
@@ -204,7 +204,7 @@ class ArtifactStore:
     def path_for(self, digest: str, suffix: str = "") -> Path:
         """Where content with ``digest`` and ``suffix`` is (or would be) stored."""
         _check_digest(digest)
-        if not _SUFFIX.match(suffix):
+        if not _SUFFIX.fullmatch(suffix):
             raise ArtifactPathError(
                 f"suffix {suffix!r} is not allowed: use up to three '.ext' parts of "
                 "letters, digits, '_' or '-' (for example '.pkl' or '.tar.gz')"
@@ -221,7 +221,7 @@ class ArtifactStore:
         if not folder.is_dir():
             return None
         for p in folder.iterdir():
-            m = _STORED_NAME.match(p.name)
+            m = _STORED_NAME.fullmatch(p.name)
             if m and m.group("digest") == digest:
                 return p
         return None
@@ -236,7 +236,7 @@ class ArtifactStore:
         ArtifactNotFoundError
             When nothing is stored there.
         """
-        if _DIGEST.match(uri_or_digest):
+        if _DIGEST.fullmatch(uri_or_digest):
             found = self._find(uri_or_digest)
             if found is None:
                 raise ArtifactNotFoundError(
@@ -253,7 +253,7 @@ class ArtifactStore:
         path = Path(urllib.request.url2pathname(parsed.path))
         root = self.root.resolve()
         real = path.resolve()
-        m = _STORED_NAME.match(real.name)
+        m = _STORED_NAME.fullmatch(real.name)
         if not real.is_relative_to(root) or m is None or real != self.path_for(
             m.group("digest"), m.group("suffix")
         ).resolve():
@@ -350,7 +350,7 @@ class ArtifactStore:
         """The content of an artifact, after checking it still matches its digest."""
         path = self.resolve(uri_or_digest)
         data = path.read_bytes()
-        expected = _STORED_NAME.match(path.name)
+        expected = _STORED_NAME.fullmatch(path.name)
         assert expected is not None  # resolve() guarantees the name
         if path.name.endswith(TABLE_SUFFIX):
             import pyarrow as pa
@@ -448,7 +448,7 @@ class RemoteArtifactStore(ArtifactStore):
         except OSError:
             return None
         for info in infos:
-            m = _STORED_NAME.match(info.base_name)
+            m = _STORED_NAME.fullmatch(info.base_name)
             if m and m.group("digest") == digest:
                 return str(info.path)
         return None
@@ -456,7 +456,7 @@ class RemoteArtifactStore(ArtifactStore):
     def _resolve_key(self, uri_or_digest: str) -> str:
         import pyarrow.fs as pafs
 
-        if _DIGEST.match(uri_or_digest):
+        if _DIGEST.fullmatch(uri_or_digest):
             found = self._find_key(uri_or_digest)
             if found is None:
                 raise ArtifactNotFoundError(
@@ -466,7 +466,7 @@ class RemoteArtifactStore(ArtifactStore):
         prefix = f"{self.scheme}://{self.base}/sha256/"
         rest = uri_or_digest[len(prefix):] if uri_or_digest.startswith(prefix) else ""
         folder, _, name = rest.partition("/")
-        m = _STORED_NAME.match(name)
+        m = _STORED_NAME.fullmatch(name)
         if m is None or "/" in name or folder != m.group("digest")[:2]:
             raise ArtifactPathError(
                 f"{uri_or_digest!r} is not an artifact of the store at {self.uri}; only "
@@ -596,7 +596,7 @@ def _blocks(f: BinaryIO) -> Iterator[bytes]:
 
 
 def _check_digest(digest: str) -> None:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise ArtifactPathError(
             f"{digest!r} is not a sha256 digest; expected 64 lowercase hex digits"
         )

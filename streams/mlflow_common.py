@@ -98,7 +98,7 @@ def check_key(key: Any, what: str) -> str:
 
 def check_name(name: str, what: str) -> str:
     """An experiment, model or alias name modelog's events accept."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise invalid(f"invalid {what} name {name!r}: modelog names are 1-128 letters, digits, "
                       "'.', '_' or '-', starting with a letter or digit")
     return name

@@ -135,7 +135,7 @@ def test_validation_names_field_value_and_rule() -> None:
     assert "model_version" in str(err) and "0" in str(err)
 
 
-@pytest.mark.parametrize("model", ["no spaces!", "-leading", "x" * 129, "é", ""])
+@pytest.mark.parametrize("model", ["no spaces!", "-leading", "x" * 129, "é", "", "churn\n"])
 def test_a_served_name_keeps_the_name_rule_on_every_path(model: str) -> None:
     """Prediction and label model names are checked after decoding, not by msgspec (see
     ``ServedName``): decode, the upcast path, validate, the ledger and the JSON Schema
@@ -167,6 +167,30 @@ def test_a_served_name_keeps_the_name_rule_on_every_path(model: str) -> None:
     batch = build_batch([Rec()], "m.dead-letter")
     assert batch.events.num_rows == 0 and [r.offset for r in batch.invalid] == [3]
     assert "invalid PredictionMade" in batch.invalid[0].reason
+
+
+def test_a_trailing_newline_is_not_part_of_any_name_or_digest() -> None:
+    """Python's ``$`` matches before a final newline; the patterns refuse it, as JSON Schema
+    does (the lookahead of NAME_PATTERN), and so do the checks that use them."""
+    from modelog.models.validation import check_name
+    from modelog.store.artifacts import _check_digest
+    from modelog.store.errors import ArtifactPathError
+
+    label = json.loads(codec.encode(events.LabelObserved(
+        id="l", time=T0, aggregate="churn", prediction_id="p", model="churn", label=1)))
+    with pytest.raises(EventDecodeError, match="regex"):
+        codec.decode(json.dumps(dict(label, model="churn\n")).encode())
+    dataset = json.loads(codec.encode(events.DatasetVersionCreated(
+        id="d", time=T0, aggregate="churn", name="churn", digest="a" * 64, columns=[],
+        num_rows=0, uri="mem://")))
+    codec.decode(json.dumps(dataset).encode())
+    for field, value in [("name", "churn\n"), ("digest", "a" * 64 + "\n")]:
+        with pytest.raises(EventDecodeError, match="regex"):
+            codec.decode(json.dumps(dict(dataset, **{field: value})).encode())
+    with pytest.raises(EventValidationError):
+        check_name("churn\n", "PredictionMade", "model")
+    with pytest.raises(ArtifactPathError):
+        _check_digest("a" * 64 + "\n")
 
 
 def test_served_names_seen_to_pass_are_remembered_within_a_bound() -> None:
