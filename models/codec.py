@@ -143,12 +143,7 @@ def decode(raw: bytes | memoryview | str) -> Event:
             # numbers, so a directly decoded event is finite: no walk needed (the
             # walk costs ~10x the decode and would cap the projector's throughput).
             event: Event = _decoders[header.type].decode(raw)
-            names = _served_names.get(type(event))
-            if names is not None:  # inline what _check_names does for a name seen before
-                for name in names:
-                    if getattr(event, name) not in _names_passed:
-                        _check_names(event)
-                        break
+            _check_names(event)
             return event
         record = upcast(msgspec.json.decode(raw))
         event = msgspec.convert(record, CATALOGUE[header.type])

@@ -37,18 +37,19 @@ __all__ = [
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$(?!\n)"
 """A model, dataset or experiment name. ``(?!\\n)``: Python's ``$`` also matches before a final
 newline (``"churn\\n"`` would pass); JSON Schema's does not, and the lookahead is valid in both."""
+_NAME_DESCRIPTION = "1-128 chars: letters, digits, '.', '_', '-'; starts with a letter or digit"
 Name = Annotated[
     str,
     msgspec.Meta(
         pattern=NAME_PATTERN,
-        description="1-128 chars: letters, digits, '.', '_', '-'; starts with a letter or digit",
+        description=_NAME_DESCRIPTION,
     ),
 ]
 ServedName = Annotated[
     str,
     msgspec.Meta(
         min_length=1, max_length=128, extra_json_schema={"pattern": NAME_PATTERN},
-        description="1-128 chars: letters, digits, '.', '_', '-'; starts with a letter or digit",
+        description=_NAME_DESCRIPTION,
     ),
 ]
 """A :data:`Name` on the serving events, whose pattern the codec checks after decoding

@@ -45,6 +45,7 @@ from modelog.models.validation import INT_MAX, INT_MIN, INT_RULE, RESERVED_RULE
 
 __all__ = ["OnlineProcessor", "decode_usable", "oversized_int", "process_serving", "unusable"]
 
+
 class OnlineProcessor(Protocol):
     """The online learner's side of a processor: it also takes the record's position.
 
