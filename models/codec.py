@@ -39,12 +39,15 @@ __all__ = ["decode", "encode", "json_schemas", "name_violation", "to_record", "u
 _encoder = msgspec.json.Encoder()
 
 
-class _Header(msgspec.Struct):
+class Header(msgspec.Struct):
+    """The envelope's type and version, read first (a record without a version is at 1)."""
+
     type: str
     schema_version: int = 1
 
 
-_header_decoder = msgspec.json.Decoder(_Header)
+#: Reads a record's :class:`Header` only (the rest is skipped, not decoded).
+header_decoder: msgspec.json.Decoder[Header] = msgspec.json.Decoder(Header)
 _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     name: msgspec.json.Decoder(cls) for name, cls in CATALOGUE.items()
 }
@@ -55,7 +58,9 @@ _served_names: dict[type[Event], tuple[str, ...]] = {
                        if hint == ServedName))}
 _NAME = re.compile(NAME_PATTERN)
 _NAME_RULE = f"Expected `str` matching regex {NAME_PATTERN!r}"  # as msgspec words a pattern
-_names_passed: set[str] = set()
+#: Served names seen to pass :data:`~modelog.models.event_base.NAME_PATTERN` (a cache of
+#: at most ``_NAMES_REMEMBERED``, emptied when full; the worker's fast path reads it).
+valid_names: set[str] = set()
 _NAMES_REMEMBERED = 4_096
 _TOO_DEEP = (f"JSON nested too deeply to read (an event's lists and objects nest at most "
              f"{MAX_NESTING} levels)")
@@ -113,12 +118,12 @@ def name_violation(event: Event) -> tuple[str, str] | None:
         return None
     for field in fields:
         value: str = getattr(event, field)
-        if value not in _names_passed:
+        if value not in valid_names:
             if _NAME.fullmatch(value) is None:
                 return field, value
-            if len(_names_passed) >= _NAMES_REMEMBERED:
-                _names_passed.clear()
-            _names_passed.add(value)
+            if len(valid_names) >= _NAMES_REMEMBERED:
+                valid_names.clear()
+            valid_names.add(value)
     return None
 
 
@@ -129,7 +134,7 @@ def decode(raw: bytes | memoryview | str) -> Event:
     the dead-letter topic records.
     """
     try:
-        header = _header_decoder.decode(raw)
+        header = header_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"not a modelog event: {exc}") from None
     except RecursionError:  # skipping a field nested thousands deep

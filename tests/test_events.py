@@ -194,12 +194,58 @@ def test_a_trailing_newline_is_not_part_of_any_name_or_digest() -> None:
 
 
 def test_served_names_seen_to_pass_are_remembered_within_a_bound() -> None:
-    codec._names_passed.clear()
+    codec.valid_names.clear()
     for i in range(codec._NAMES_REMEMBERED + 10):
         assert codec.name_violation(_prediction(model=f"m-{i}")) is None
-    assert 0 < len(codec._names_passed) <= codec._NAMES_REMEMBERED
+    assert 0 < len(codec.valid_names) <= codec._NAMES_REMEMBERED
     assert codec.name_violation(_prediction(model="bad name")) == ("model", "bad name")
-    assert "bad name" not in codec._names_passed
+    assert "bad name" not in codec.valid_names
+
+
+def _outcome(decode: object, raw: bytes) -> object:
+    try:
+        return decode(raw)  # type: ignore[operator]
+    except EventDecodeError as exc:
+        return type(exc), str(exc)
+
+
+def test_the_workers_one_pass_decode_agrees_with_decode_on_every_record() -> None:
+    """``decode_serving`` (the worker's fast path) returns what ``codec.decode`` returns, or
+    raises what it raises, for any record: versions, names seen or new, hostile input."""
+    from modelog.models.serving_path import decode_serving
+
+    pred = json.loads(codec.encode(_prediction(inputs={"schema_version": 2, "age": 3})))
+    label = json.loads(codec.encode(events.LabelObserved(
+        id="l", time=T0, aggregate="churn", prediction_id="p-1", model="churn", label=1)))
+    unversioned_pred = {k: v for k, v in pred.items() if k != "schema_version"}
+    unversioned_label = {k: v for k, v in label.items() if k != "schema_version"}
+    v1 = dict(unversioned_pred, schema_version=1, features={"a": 1}, prediction=1)
+    records = [
+        pred, label, unversioned_pred, unversioned_label, v1,
+        dict(pred, schema_version=9), dict(label, schema_version=2),
+        dict(pred, model="bad name"), dict(label, model="churn\n"),
+        dict(pred, model="first-seen"), dict(label, model="x" * 129),
+        dict(pred, extra={"schema_version": 2, "deep": [[[1]]]}),
+        dict(label, time="2026-01-01T00:00:00"), dict(label, label=2**70),
+        dict(pred, model_version=0), {k: v for k, v in pred.items() if k != "inputs"},
+        json.loads(codec.encode(events.DatasetVersionCreated(
+            id="d", time=T0, aggregate="churn", name="churn", digest="a" * 64, columns=[],
+            num_rows=0, uri="mem://"))),
+        {"type": "Bogus", "schema_version": 1},
+    ]
+    raws = [json.dumps(r).encode() for r in records] + [
+        b"", b"{not json", b"[]", b'{"type": "LabelObserved", "id": "x"}',
+        json.dumps(label).encode().replace(b'"label": 1', b'"label": NaN'),
+        b'{"type":"PredictionMade","inputs":' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ]
+    for cold in (True, False):  # names not yet seen to pass, then seen
+        if cold:
+            codec.valid_names.clear()
+        for raw in raws:
+            fast = _outcome(decode_serving, raw)
+            assert fast == _outcome(codec.decode, raw), raw[:120]
+    assert isinstance(_outcome(decode_serving, raws[2]), events.PredictionMade)
+    assert _outcome(decode_serving, raws[2]).inputs == {}  # type: ignore[attr-defined]
 
 
 def test_validation_rejects_non_finite_numbers_in_nested_fields() -> None:
