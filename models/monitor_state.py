@@ -225,13 +225,42 @@ class AlertBook:
         return None
 
 
-@dataclasses.dataclass(slots=True)
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class PendingPrediction:
-    """A prediction waiting for its label."""
+    """A prediction waiting for its label.
 
-    version: int
-    output: Any
-    time: dt.datetime
+    One is made per prediction: a plain class with its own ``__init__``, which
+    compiled runs no Python code (a dataclass's generated one would).
+    """
+
+    __slots__ = ("output", "time", "version")
+
+    def __init__(self, version: int, output: Any, time: dt.datetime) -> None:
+        self.version = version
+        self.output = output
+        self.time = time
+
+    def __repr__(self) -> str:
+        return (f"PendingPrediction(version={self.version!r}, output={self.output!r}, "
+                f"time={self.time!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, PendingPrediction) and self.version == other.version
+                and self.output == other.output and self.time == other.time)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, mutable: not hashable
+
+    def __getstate__(self) -> tuple[int, Any, dt.datetime]:
+        return self.version, self.output, self.time
+
+    def __setstate__(self, state: Any) -> None:
+        if type(state) is tuple and len(state) == 2:  # (None, slots): pickled as a dataclass
+            version, output, time = state[1]["version"], state[1]["output"], state[1]["time"]
+        else:
+            version, output, time = state
+        self.version = version
+        self.output = output
+        self.time = time
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)

@@ -239,17 +239,28 @@ def summaries_from_sample(sample: Mapping[str, Sequence[Any]], cfg: OutlierConfi
 
 
 @final
-@dataclasses.dataclass
 class Scored:
     """The score of one prediction, its offending features and whether it is a gross outlier.
 
-    A plain class, not a ``NamedTuple``: one is made per prediction, and compiled
-    (see ``setup.py``) this one is made without running Python code.
+    One is made per prediction: a plain class with its own ``__init__``, which
+    compiled (see ``setup.py``) runs no Python code, as a dataclass's generated
+    one would.
     """
 
-    score: float
-    offending: tuple[str, ...]
-    outlier: bool
+    def __init__(self, score: float, offending: tuple[str, ...], outlier: bool) -> None:
+        self.score = score
+        self.offending = offending
+        self.outlier = outlier
+
+    def __repr__(self) -> str:
+        return (f"Scored(score={self.score!r}, offending={self.offending!r}, "
+                f"outlier={self.outlier!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Scored) and self.score == other.score
+                and self.offending == other.offending and self.outlier == other.outlier)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, mutable: not hashable
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)

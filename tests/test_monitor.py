@@ -123,6 +123,21 @@ def test_pending_bound_evicts_oldest() -> None:
     assert c["orphan_labels"] == 1 and c["labels"] == 1
 
 
+def test_a_pending_prediction_pickles_and_restores_as_it_was_pickled_before() -> None:
+    """A pending prediction is a plain class (compiled, made without running Python); it
+    pickles, and the state a slotted dataclass pickled (``(None, slots)``) still restores."""
+    import pickle
+
+    from modelog.models.monitor_state import PendingPrediction
+
+    p = PendingPrediction(3, {"a": 0.25}, T0)
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert repr(p) == f"PendingPrediction(version=3, output={{'a': 0.25}}, time={T0!r})"
+    old = PendingPrediction.__new__(PendingPrediction)
+    old.__setstate__((None, {"version": 3, "output": {"a": 0.25}, "time": T0}))
+    assert old == p and old != PendingPrediction(4, {"a": 0.25}, T0)
+
+
 def test_duplicates_are_ignored_and_counted() -> None:
     m = ServingMonitor(NO_ANOMALY)
     m.process(prediction(1, 1))
