@@ -46,7 +46,7 @@ from modelog.models.processor import Processor
 from modelog.models.validation import INT_MAX, INT_MIN, INT_RULE, RESERVED_RULE
 
 __all__ = ["OnlineProcessor", "decode_serving", "decode_usable", "oversized_int",
-           "process_serving", "unusable"]
+           "process_serving", "serve_decoded", "unusable"]
 
 
 class OnlineProcessor(Protocol):
@@ -220,6 +220,62 @@ def process_serving(event: Event, partition: int, offset: int, monitor: ServingM
             out.extend(_derive(label, partition, offset, monitor, retrain, online, rollout,
                                quality))
     return out
+
+
+def serve_decoded(records: Sequence[tuple[Any, str, int, int, Any, Any]], start: int,
+                  serving: str, decoded: dict[int, Event], partition: int,
+                  monitor: ServingMonitor, early: EarlyLabels, retrain: Processor | None,
+                  online: OnlineProcessor | None, rollout: Processor | None,
+                  quality: Processor | None, derived: list[Event],
+                  ) -> tuple[int, str | None, Event | None, Exception | None]:
+    """:func:`process_serving` of ``records[start:]`` in order, while they are decoded ahead.
+
+    ``records`` are ``(timestamp, topic, partition, offset, key, value)`` of one
+    partition; a record is taken while its topic is ``serving`` and its offset is
+    in ``decoded`` (:func:`decode_usable`; it is removed from there). The events
+    derived are appended to ``derived``, in order. The loop stops at the first
+    record not taken, or right after a record on which a processor failed.
+
+    Returns ``(next, last_id, failed, error)``: the index of the first record not
+    taken, the id of the last event taken (``None``: none), and the event a
+    processor failed on with the exception (``None, None``: none did). The caller
+    routes ``records[next]`` itself (dead-lettering ``failed``, which is
+    ``records[next - 1]``, first) and calls again from there.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> from modelog.models.early_labels import EarlyLabels
+    >>> t = dt.datetime(2026, 3, 3, tzinfo=dt.UTC)
+    >>> label = codec.encode(LabelObserved(id="l1", time=t, aggregate="churn",
+    ...                                    prediction_id="p1", model="churn", label=1))
+    >>> records = [(0, "s", 0, 7, b"churn", label), (0, "m", 0, 3, b"churn", b"{}")]
+    >>> decoded, derived = decode_usable([(label, 7)]), []
+    >>> serve_decoded(records, 0, "s", decoded, 0, ServingMonitor(), EarlyLabels(), None,
+    ...               None, None, None, derived)
+    (1, 'l1', None, None)
+    """
+    i = start
+    n = len(records)
+    last_id: str | None = None
+    while i < n:
+        record = records[i]
+        if record[1] != serving:
+            break
+        offset = record[3]
+        event = decoded.pop(offset, None)
+        if event is None:
+            break
+        i += 1
+        last_id = event.id
+        try:
+            out = process_serving(event, partition, offset, monitor, early, retrain, online,
+                                  rollout, quality)
+        except Exception as exc:  # the caller logs and dead-letters the record
+            return i, last_id, event, exc
+        if out:
+            derived.extend(out)
+    return i, last_id, None, None
 
 
 def _derive(event: Event, partition: int, offset: int, monitor: ServingMonitor,

@@ -369,38 +369,19 @@ class ServingLoop:
         """Route one batch; the positions to commit afterwards."""
         committed: dict[tuple[str, int], int] = {}
         routers = self.routers
-        ordered = _in_log_time_order(msgs)
         serving = self.topics.serving
-        ahead: dict[int, list[tuple[bytes | None, int]]] = {}
-        for _, topic, part, offset, _, value in ordered:
-            if topic == serving:
-                records = ahead.get(part)
-                if records is None:
-                    records = ahead[part] = []
-                records.append((value, offset))
-        for part, records in ahead.items():
-            if part not in routers.routers:
+        for part, records, ends in _by_partition(msgs):
+            router = routers.routers.get(part)
+            if router is None:  # not seen in an assignment callback: make it current
                 self._pending.add(part)
                 self._rebuild(consumer)
-            routers.routers[part].prepare(records)
-        held = routers.routers
-        router: Any = None
-        current = -1
-        for _, topic, part, offset, key, value in ordered:
-            if part != current:
-                router = held.get(part)
-                if router is None:  # not seen in an assignment callback: make it current
-                    self._pending.add(part)
-                    self._rebuild(consumer)
-                    router = held[part]
-                current = part
-            out = router.route(key, value, topic, part, offset)
-            if out:
-                self._publish(producer, out)
-            committed[(topic, part)] = offset + 1
-        for (topic, part), end in committed.items():
-            routers.positions[part][topic] = end
-        self.records += len(ordered)
+                router = routers.routers[part]
+            router.prepare([(r[5], r[3]) for r in records if r[1] == serving])
+            self._publish(producer, router.route_records(records, part))
+            position = routers.positions[part]
+            for topic, end in ends.items():
+                committed[(topic, part)] = position[topic] = end
+            self.records += len(records)
         return committed
 
     def _publish(self, producer: Any, records: Sequence[Any]) -> None:
@@ -428,13 +409,14 @@ class ServingLoop:
             )
 
 
-def _in_log_time_order(msgs: Sequence[Any]) -> list[Record]:
-    """The good records of a batch, each partition's serving and monitoring records merged.
+def _by_partition(msgs: Sequence[Any]) -> list[tuple[int, list[Record], dict[str, int]]]:
+    """The good records of a batch per partition: ``(partition, records, ends)``.
 
     Per partition, the serving and monitoring records are merged by log time
     (each topic's own order is kept; a tie goes to the topic whose name sorts
     first), as the rebuild does, so that a configuration published before some
-    predictions applies to them however the fetches interleaved.
+    predictions applies to them however the fetches interleaved. ``ends`` is the
+    position after each topic's last record.
     """
     lanes: dict[tuple[str, int], list[Record]] = {}
     for msg in msgs:
@@ -444,15 +426,12 @@ def _in_log_time_order(msgs: Sequence[Any]) -> list[Record]:
             if lane is None:
                 lane = lanes[(topic, part)] = []
             lane.append((msg.timestamp()[1], topic, part, msg.offset(), msg.key(), msg.value()))
-    if len(lanes) == 1:
-        return next(iter(lanes.values()))
     by_partition: dict[int, list[list[Record]]] = {}
     for (_, part), lane in lanes.items():
         by_partition.setdefault(part, []).append(lane)
-    out: list[Record] = []
-    for group in by_partition.values():
-        out.extend(group[0] if len(group) == 1 else heapq.merge(*group))
-    return out
+    return [(part, group[0] if len(group) == 1 else list(heapq.merge(*group)),
+             {lane[0][1]: lane[-1][3] + 1 for lane in group})
+            for part, group in by_partition.items()]
 
 
 def collect_less_often() -> None:

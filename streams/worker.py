@@ -43,7 +43,7 @@ import logging
 import pickle
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelog.config import Settings
 from modelog.models import codec
@@ -61,7 +61,12 @@ from modelog.models.events import (
 )
 from modelog.models.monitor import ServingMonitor
 from modelog.models.monitor_config import MonitorConfig
-from modelog.models.serving_path import decode_usable, process_serving, unusable
+from modelog.models.serving_path import (
+    decode_usable,
+    process_serving,
+    serve_decoded,
+    unusable,
+)
 from modelog.streams.kafka import (
     Outgoing,
     dead_letter_copy,
@@ -69,6 +74,9 @@ from modelog.streams.kafka import (
     faust_credentials,
 )
 from modelog.streams.topics import Topics, ensure_topics
+
+if TYPE_CHECKING:
+    from modelog.streams.serving_loop import Record
 
 __all__ = [
     "CONSUMER_NAME",
@@ -247,12 +255,53 @@ class RecordRouter:
         try:
             return self._process(event, partition, offset)
         except Exception as exc:  # a record no processor can take must not stop the partition
-            _log.exception("could not process %s %s at %s[%s]@%s", event.type_name(), event.id,
-                           topic, partition, offset)
-            self.failed += 1
-            reason = (f"the monitoring worker failed on this {event.type_name()} "
-                      f"({type(exc).__name__}: {exc}); later records were processed")
-            return [self._dead_letter(key, raw, reason, topic, partition, offset)]
+            return [self._failed(event, exc, key, raw, topic, partition, offset)]
+
+    def route_records(self, records: Sequence[Record], partition: int) -> list[Outgoing]:
+        """:meth:`route` of each of ``records`` of ``partition``, in order: what to write.
+
+        ``records`` are ``(timestamp, topic, partition, offset, key, value)``. What
+        is returned is what :meth:`route` returns record by record; the runs of
+        serving records decoded by :meth:`prepare` go through the compiled loop
+        (:func:`~modelog.models.serving_path.serve_decoded`), the others through
+        :meth:`route`.
+        """
+        out: list[Outgoing] = []
+        serving = self.topics.serving
+        derived: list[Event] = []
+        i, n = 0, len(records)
+        while i < n:
+            if self._decoded:
+                j, last_id, failed, exc = serve_decoded(
+                    records, i, serving, self._decoded, partition, self.monitor, self.early,
+                    self.retrain, self.online, self.rollout, self.quality, derived)
+                if j > i:
+                    self.records += j - i
+                    if last_id is not None:
+                        self.last_ids[serving] = last_id
+                    if derived:
+                        out.extend([self._outgoing(e) for e in derived])
+                        derived.clear()
+                    if failed is not None and exc is not None:
+                        _, topic, _, offset, key, value = records[j - 1]
+                        out.append(self._failed(failed, exc, key, value or b"", topic,
+                                                partition, offset))
+                    i = j
+                    continue
+            _, topic, _, offset, key, value = records[i]
+            out.extend(self.route(key, value, topic, partition, offset))
+            i += 1
+        return out
+
+    def _failed(self, event: Event, exc: Exception, key: bytes | None, raw: bytes, topic: str,
+                partition: int, offset: int) -> Outgoing:
+        """The dead letter of a serving record a processor failed on (logged, counted)."""
+        _log.error("could not process %s %s at %s[%s]@%s", event.type_name(), event.id,
+                   topic, partition, offset, exc_info=exc)
+        self.failed += 1
+        reason = (f"the monitoring worker failed on this {event.type_name()} "
+                  f"({type(exc).__name__}: {exc}); later records were processed")
+        return self._dead_letter(key, raw, reason, topic, partition, offset)
 
     def _process(self, event: Event, partition: int, offset: int) -> list[Outgoing]:
         """The derived records of a decoded, usable serving event (see

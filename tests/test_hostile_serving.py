@@ -7,6 +7,7 @@ as the serving loop does, batch by batch (``prepare`` then ``route``).
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,72 @@ def test_a_processor_failure_dead_letters_that_record_only() -> None:
     reason = DeadLetter.from_headers(list(dead[0].items())).reason
     assert "BrokenError: a bug in a processor" in reason and "PredictionMade" in reason
     assert feed.router.monitor.counters("m")["predictions"] == 50 + 10
+
+
+def test_routing_a_batch_gives_what_routing_record_by_record_gives() -> None:
+    """``route_records`` (the serving loop's path: runs of decoded serving records through
+    the compiled loop) publishes exactly what ``route`` does record by record, over
+    predictions, labels, hostile records, a processor failure and configurations
+    interleaved on the monitoring topic."""
+    from modelog.models.events import DatasetVersionCreated, MonitorConfigured
+
+    events = list(serving_events("m", 700, seed=5, start=T0, drift_at=400))
+    values: list[tuple[str, bytes | None]] = [(TOPICS.serving, codec.encode(e)) for e in events]
+    hostile: list[tuple[str, bytes | None]] = [
+        (TOPICS.serving, b"{not json"), (TOPICS.serving, None),
+        (TOPICS.serving, codec.encode(_prediction(1, {"age": 10**30}))),
+        (TOPICS.serving, codec.encode(DatasetVersionCreated(
+            id="d", time=T0, aggregate="m", name="m", digest="a" * 64, columns=[],
+            num_rows=0, uri="mem://"))),
+        (TOPICS.monitoring, codec.encode(MonitorConfigured(
+            id="c1", time=T0, aggregate="m", model="m", config={"check_every": 50}))),
+        (TOPICS.monitoring, codec.encode(MonitorConfigured(
+            id="c2", time=T0, aggregate="m", model="m", config={"check_every": "often"}))),
+        (TOPICS.monitoring, b'{"type": "DriftDetected"}'),
+        (TOPICS.serving, codec.encode(_prediction(7, {"age": 33.0}))),
+    ]
+    for k, record in enumerate(hostile):  # spread over the stream, some in a run of their own
+        values.insert(300 + 97 * k, record)
+    offsets = {TOPICS.serving: 0, TOPICS.monitoring: 0}
+    records = []
+    for topic, value in values:
+        records.append((0, topic, 0, offsets[topic], b"m", value))
+        offsets[topic] += 1
+
+    def explode(real: Any) -> Any:
+        def process(event: object) -> list[object]:
+            if isinstance(event, PredictionMade) and event.prediction_id == "hp-7":
+                raise RuntimeError("a bug in a processor")
+            return real(event)  # type: ignore[no-any-return]
+        return process
+
+    outputs, routers = [], []
+    for batched in (False, True):
+        router = standard_router(TOPICS)
+        router.observe_registry(_registration("m", T0))
+        assert router.quality is not None
+        router.quality.process = explode(router.quality.process)  # type: ignore[method-assign]
+        out = []
+        for start in range(0, len(records), 250):
+            batch = records[start:start + 250]
+            router.prepare([(r[5], r[3]) for r in batch if r[1] == TOPICS.serving])
+            if batched:
+                got = router.route_records(batch, 0)
+            else:
+                got = [o for r in batch for o in router.route(r[4], r[5], r[1], 0, r[3])]
+            out += [(o.topic, o.key, o.value, o.headers) for o in got]
+        outputs.append(out)
+        routers.append(router)
+    per_record, batched_out = outputs
+    assert batched_out == per_record
+    topics = [t for t, *_ in per_record]
+    assert topics.count(TOPICS.dead_letter) == 6  # 4 hostile, the bad configuration, hp-7
+    assert TOPICS.monitoring in topics  # the drift was found
+    a, b = routers
+    for name in RecordRouter._COUNTERS:
+        assert getattr(a, name) == getattr(b, name), name
+    assert a.failed == 1 and a.configs_applied == 1 and a.last_ids == b.last_ids
+    assert a.monitor.counters("m") == b.monitor.counters("m")
 
 
 @pytest.mark.parametrize("huge", HUGE, ids=["1e30", "-1e400", "2**63", "-2**63-1"])
