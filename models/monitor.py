@@ -237,9 +237,9 @@ class ServingMonitor(SnapshotByPickle):
         MonitorConfigError
             For a ``MonitorConfigured`` with an invalid configuration (nothing changes).
         """
-        if isinstance(event, PredictionMade):
+        if type(event) is PredictionMade:  # a pointer test: events are not subclassed
             return self._on_prediction(event)
-        if isinstance(event, LabelObserved):
+        if type(event) is LabelObserved:
             return self._on_label(event)
         if isinstance(event, MonitorConfigured):
             self.configure(event)

@@ -383,7 +383,8 @@ class OnlineModelProcessor(SnapshotByPickle):
         checkpoints then record what they cover. Event types other than
         registrations, predictions and labels are ignored.
         """
-        if not isinstance(event, PredictionMade) and not isinstance(event, LabelObserved):
+        # a pointer test: events are not subclassed
+        if type(event) is not PredictionMade and type(event) is not LabelObserved:
             if isinstance(event, ModelVersionRegistered):
                 return self._on_registered(event)
             return []

@@ -238,6 +238,31 @@ def summaries_from_sample(sample: Mapping[str, Sequence[Any]], cfg: OutlierConfi
     return out
 
 
+def round4(x: float) -> float:
+    """``round(x, 4)``, the same float, without formatting ``x`` as decimal digits.
+
+    ``round(x, 4)`` is the double nearest to ``n / 10_000``, ``n`` the integer
+    nearest to ``x * 10_000`` (exactly). Below a million that product is off by
+    less than 10**-5 of a unit, so when its fraction is not that close to one half
+    ``n`` is read off the product and the division is exact to the same double;
+    otherwise (and for larger, negative or non-finite values) ``round`` decides.
+
+    >>> [round4(x) for x in (0.0, 1.23456, 0.1 + 0.2, 1e300)]
+    [0.0, 1.2346, 0.3, 1e+300]
+    >>> round4(2.00005), round(2.00005, 4)  # just below the tie, as stored in binary
+    (2.0, 2.0)
+    """
+    if 0.0 <= x < 1e6:
+        y = x * 10_000.0
+        whole = math.floor(y)
+        fraction = y - whole
+        if fraction < 0.49999:
+            return whole / 10_000.0
+        if fraction > 0.50001:
+            return (whole + 1) / 10_000.0
+    return round(x, 4)
+
+
 @final
 class Scored:
     """The score of one prediction, its offending features and whether it is a gross outlier.
@@ -388,10 +413,10 @@ class OutlierMonitor:
             if z > best:
                 best = z
         if offending is None:
-            return Scored(round(best, 4), (), False)
+            return Scored(round4(best), (), False)
         if len(offending) > 1:
             offending.sort(key=lambda t: (-t[0], t[1]))
-        return Scored(round(best, 4), tuple(n for _, n in offending[:5]), outlier)
+        return Scored(round4(best), tuple(n for _, n in offending[:5]), outlier)
 
     def update(self, inputs: Mapping[str, Any], key: str) -> Scored | None:
         """Score one prediction and run the rate test (``None`` while warming up).

@@ -155,9 +155,9 @@ class QualityMonitor(SnapshotByPickle):
     # -- processing ------------------------------------------------------------------
     def process(self, event: Event) -> list[Event]:
         """Take a serving event (or a ``MonitorConfigured``); return the derived events."""
-        if isinstance(event, PredictionMade):
+        if type(event) is PredictionMade:  # a pointer test: events are not subclassed
             return self._on_prediction(event)
-        if isinstance(event, LabelObserved):
+        if type(event) is LabelObserved:
             return self._on_label(event)
         if isinstance(event, MonitorConfigured):
             self.configure(event)

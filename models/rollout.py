@@ -261,9 +261,9 @@ class RolloutProcessor(SnapshotByPickle):
         PromotionPolicyError
             A ``PromotionPolicySet`` with a bad policy (the previous one stays).
         """
-        if isinstance(event, PredictionMade):
+        if type(event) is PredictionMade:  # a pointer test: events are not subclassed
             return self._on_prediction(event)
-        if isinstance(event, LabelObserved):
+        if type(event) is LabelObserved:
             return self._on_label(event)
         elif isinstance(event, PromotionPolicySet):
             self.policies[event.model] = parse_promotion_policy(event.model, event.policy)

@@ -105,11 +105,11 @@ def unusable(event: Event) -> str | None:
     ModelVersionRegistered does not belong on the serving topic; the monitoring worker reads only \
 PredictionMade and LabelObserved
     """
-    if isinstance(event, PredictionMade):
+    if type(event) is PredictionMade:  # a pointer test: events are not subclassed
         if OUTPUT in event.inputs:
             return f"PredictionMade.inputs.{OUTPUT} {RESERVED_RULE}"
         path = oversized_int(event.inputs, "output", event.output)
-    elif isinstance(event, LabelObserved):
+    elif type(event) is LabelObserved:
         path = oversized_int(None, "label", event.label)
     else:
         return (f"{event.type_name()} does not belong on the serving topic; "
@@ -207,14 +207,14 @@ def process_serving(event: Event, partition: int, offset: int, monitor: ServingM
     others (retrain trigger, online learner, rollout and quality processors)
     as any object with their methods.
     """
-    if isinstance(event, LabelObserved) and monitor.awaits_prediction(event):
+    if type(event) is LabelObserved and monitor.awaits_prediction(event):
         out: list[Event] = []
         for orphan in early.hold(event):
             out.extend(_derive(orphan, partition, offset, monitor, retrain, online, rollout,
                                quality))
         return out
     out = _derive(event, partition, offset, monitor, retrain, online, rollout, quality)
-    if isinstance(event, PredictionMade) and len(early) and not event.shadow:
+    if type(event) is PredictionMade and len(early) and not event.shadow:
         label = early.release(event)
         if label is not None:
             out.extend(_derive(label, partition, offset, monitor, retrain, online, rollout,

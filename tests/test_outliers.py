@@ -178,3 +178,20 @@ def _config(config: dict[str, Any], version: int | None = None) -> Any:
 
     return MonitorConfigured(id=f"c{len(config)}{version}", time=T0, aggregate="churn",
                              model="churn", config=config, model_version=version)
+
+
+def test_round4_is_round_to_four_places_on_every_float() -> None:
+    """Scores are rounded by ``round4`` (no decimal formatting): the same float as
+    ``round(x, 4)`` on random magnitudes, ties and near-ties, and the edges."""
+    import math
+    import random
+
+    from modelog.models.outliers import round4
+
+    rng = random.Random(7)
+    values = [rng.random() * 10 ** rng.uniform(-6, 7) for _ in range(100_000)]
+    values += [k / 20_000 for k in range(40_000)]  # x.xxxx5: ties in decimal
+    values += [(k + 0.5) / 10_000 + d for k in range(0, 100_000, 37)
+               for d in (-1e-12, 0.0, 1e-12, 1e-9)]
+    values += [0.0, 5e-5, 1.5e-4, 999_999.99995, 1e6, 1e300, math.inf]
+    assert [round4(v) for v in values] == [round(v, 4) for v in values]
