@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent
 
 # The modules a labelled prediction passes through in the worker, and what they call.
 COMPILED = [
-    "anomaly", "comparison", "datadrift", "drift", "early_labels",
+    "anomaly", "comparison", "config_book", "datadrift", "drift", "early_labels",
     "feature_drift", "hst", "monitor", "monitor_events", "monitor_state", "multivariate",
     "online_models", "outliers", "perf_estimation", "pickled", "quality_monitor", "retrain",
     "rollout", "segments", "serving_path", "skew", "tabular",

@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from modelog.models.errors import MonitorConfigError
 from modelog.models.monitor_config import MonitorConfig, parse_monitor_config
 
@@ -58,6 +60,7 @@ def split_reset(config: Mapping[str, Any], model: str | None = None
     return reset, rest
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 class ConfigBook:
     """Configurations per model and per version over a ``default`` (see the module).
 

@@ -177,7 +177,8 @@ class DataDriftMonitor:
         self.n_observations = 0
         self._type_mismatches = 0
         self._untracked: set[str] = set()
-        self._pending: list[Mapping[str, Any]] = []  # observations after warm-up, not yet read
+        # observations after warm-up, not yet read (dicts: compiled, read without a method call)
+        self._pending: list[dict[str, Any]] = []
         self._checks: Sequence[FeatureCheck] = ()
 
     @property
@@ -223,7 +224,7 @@ class DataDriftMonitor:
         self.n_observations += 1
         sample = self._sample
         if sample is None:
-            self._pending.append(x)
+            self._pending.append(x if type(x) is dict else dict(x))
             if self.n_observations % self.check_every == 0:
                 self._drain()
                 self._checks = self._test()
