@@ -111,7 +111,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modelog.models.config_book import ConfigBook
@@ -202,16 +202,19 @@ class ServingMonitor(SnapshotByPickle):
         self._signatures: dict[tuple[str, int], dict[str, str]] = {}
 
     # -- input ---------------------------------------------------------------
-    def prescore(self, predictions: Sequence[PredictionMade]) -> int:
+    def prescore(self, events: Iterable[Event]) -> int:
         """Score the anomaly inputs of upcoming predictions at once (a batch optimisation).
 
-        Call it with the predictions about to be :meth:`process`-ed, in order;
-        the results of :meth:`process` are exactly the same as without it (see
+        Call it with the events about to be :meth:`process`-ed, in order (only
+        the predictions among them are read); the results of :meth:`process` are
+        exactly the same as without it (see
         :meth:`~modelog.models.anomaly.AnomalyMonitor.prescore`), only cheaper.
         Returns how many inputs were scored ahead.
         """
         upcoming: dict[tuple[str, int], list[tuple[str, Mapping[str, Any]]]] = {}
-        for ev in predictions:
+        for ev in events:
+            if type(ev) is not PredictionMade:
+                continue
             upcoming.setdefault((ev.model, ev.model_version), []).append(
                 (ev.prediction_id, ev.inputs))
         scored = 0

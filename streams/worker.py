@@ -56,7 +56,6 @@ from modelog.models.events import (
     ModelVersionRegistered,
     MonitorConfigured,
     OnlineModelCheckpointed,
-    PredictionMade,
     RunDatasetUsed,
 )
 from modelog.models.monitor import ServingMonitor
@@ -219,7 +218,7 @@ class RecordRouter:
         decoded = decode_usable(records)  # route() dead-letters the others with the reason
         self._decoded = decoded
         try:
-            self.monitor.prescore([e for e in decoded.values() if isinstance(e, PredictionMade)])
+            self.monitor.prescore(decoded.values())
         except Exception:  # an optimisation only: route() scores one by one instead
             _log.exception("scoring a batch ahead failed; its inputs are scored one by one")
 
