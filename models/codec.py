@@ -131,7 +131,10 @@ def decode(raw: bytes | memoryview | str) -> Event:
     """Parse one wire record into its current event class, upcasting old versions.
 
     Raises :class:`EventDecodeError` (never anything else) with a reason that
-    the dead-letter topic records.
+    the dead-letter topic records. The worker's one-pass decode of serving records
+    (:func:`~modelog.models.serving_path.decode_serving`) takes a record only when
+    these rules would read it as it does (current version, a name seen to pass);
+    a rule added here must be added there.
     """
     try:
         header = header_decoder.decode(raw)

@@ -248,8 +248,6 @@ class PendingPrediction:
         return (isinstance(other, PendingPrediction) and self.version == other.version
                 and self.output == other.output and self.time == other.time)
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, mutable: not hashable
-
     def __getstate__(self) -> tuple[int, Any, dt.datetime]:
         return self.version, self.output, self.time
 

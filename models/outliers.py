@@ -285,8 +285,6 @@ class Scored:
         return (isinstance(other, Scored) and self.score == other.score
                 and self.offending == other.offending and self.outlier == other.outlier)
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, mutable: not hashable
-
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
 @dataclasses.dataclass(frozen=True)

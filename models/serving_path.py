@@ -227,7 +227,7 @@ def serve_decoded(records: Sequence[tuple[Any, str, int, int, Any, Any]], start:
                   monitor: ServingMonitor, early: EarlyLabels, retrain: Processor | None,
                   online: OnlineProcessor | None, rollout: Processor | None,
                   quality: Processor | None, derived: list[Event],
-                  ) -> tuple[int, str | None, Event | None, Exception | None]:
+                  ) -> tuple[int, Event | None, Exception | None]:
     """:func:`process_serving` of ``records[start:]`` in order, while they are decoded ahead.
 
     ``records`` are ``(timestamp, topic, partition, offset, key, value)`` of one
@@ -236,16 +236,14 @@ def serve_decoded(records: Sequence[tuple[Any, str, int, int, Any, Any]], start:
     derived are appended to ``derived``, in order. The loop stops at the first
     record not taken, or right after a record on which a processor failed.
 
-    Returns ``(next, last_id, failed, error)``: the index of the first record not
-    taken, the id of the last event taken (``None``: none), and the event a
-    processor failed on with the exception (``None, None``: none did). The caller
-    routes ``records[next]`` itself (dead-lettering ``failed``, which is
-    ``records[next - 1]``, first) and calls again from there.
+    Returns ``(next, last, error)``: the index of the first record not taken, the
+    last event taken (``None``: none), and the exception a processor raised on it
+    (``None``: none did). The caller routes ``records[next]`` itself (after
+    dead-lettering ``records[next - 1]`` if ``error``) and calls again from there.
 
     Examples
     --------
     >>> import datetime as dt
-    >>> from modelog.models.early_labels import EarlyLabels
     >>> t = dt.datetime(2026, 3, 3, tzinfo=dt.UTC)
     >>> label = codec.encode(LabelObserved(id="l1", time=t, aggregate="churn",
     ...                                    prediction_id="p1", model="churn", label=1))
@@ -253,11 +251,11 @@ def serve_decoded(records: Sequence[tuple[Any, str, int, int, Any, Any]], start:
     >>> decoded, derived = decode_usable([(label, 7)]), []
     >>> serve_decoded(records, 0, "s", decoded, 0, ServingMonitor(), EarlyLabels(), None,
     ...               None, None, None, derived)
-    (1, 'l1', None, None)
+    (1, LabelObserved(id='l1', ...), None)
     """
     i = start
     n = len(records)
-    last_id: str | None = None
+    last: Event | None = None
     while i < n:
         record = records[i]
         if record[1] != serving:
@@ -267,15 +265,15 @@ def serve_decoded(records: Sequence[tuple[Any, str, int, int, Any, Any]], start:
         if event is None:
             break
         i += 1
-        last_id = event.id
+        last = event
         try:
             out = process_serving(event, partition, offset, monitor, early, retrain, online,
                                   rollout, quality)
         except Exception as exc:  # the caller logs and dead-letters the record
-            return i, last_id, event, exc
+            return i, last, exc
         if out:
             derived.extend(out)
-    return i, last_id, None, None
+    return i, last, None
 
 
 def _derive(event: Event, partition: int, offset: int, monitor: ServingMonitor,

@@ -271,19 +271,18 @@ class RecordRouter:
         i, n = 0, len(records)
         while i < n:
             if self._decoded:
-                j, last_id, failed, exc = serve_decoded(
+                j, last, exc = serve_decoded(
                     records, i, serving, self._decoded, partition, self.monitor, self.early,
                     self.retrain, self.online, self.rollout, self.quality, derived)
-                if j > i:
+                if last is not None:  # records i to j - 1 were taken
                     self.records += j - i
-                    if last_id is not None:
-                        self.last_ids[serving] = last_id
+                    self.last_ids[serving] = last.id
                     if derived:
                         out.extend([self._outgoing(e) for e in derived])
                         derived.clear()
-                    if failed is not None and exc is not None:
+                    if exc is not None:
                         _, topic, _, offset, key, value = records[j - 1]
-                        out.append(self._failed(failed, exc, key, value or b"", topic,
+                        out.append(self._failed(last, exc, key, value or b"", topic,
                                                 partition, offset))
                     i = j
                     continue
