@@ -16,6 +16,7 @@ import msgspec
 from modelog.models.errors import EventValidationError
 
 __all__ = [
+    "MAX_CLASSES",
     "MAX_NESTING",
     "MAX_VERSION",
     "NAME_PATTERN",
@@ -25,6 +26,7 @@ __all__ = [
     "Id",
     "Name",
     "Output",
+    "Probabilities",
     "Scalar",
     "ServedName",
     "Severity",
@@ -67,6 +69,14 @@ Digest = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,128}$(?!\n)")]
 Scalar = str | int | float | bool | None
 Features = dict[str, Scalar]
 Output = str | int | float | bool | None | list[float] | dict[str, float]
+MAX_CLASSES = 10_000
+"""Most classes a prediction's ``probabilities`` may name."""
+Probabilities = Annotated[
+    dict[Annotated[str, msgspec.Meta(min_length=1, max_length=256)],
+         Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]],
+    msgspec.Meta(min_length=2, max_length=MAX_CLASSES,
+                 description="class -> predicted probability (a classifier's predict_proba)"),
+]
 Severity = Literal["info", "warning", "critical"]
 
 MAX_NESTING = 32

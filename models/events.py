@@ -30,6 +30,7 @@ from modelog.models.event_base import (
     Id,
     Name,
     Output,
+    Probabilities,
     Scalar,
     ServedName,
     Severity,
@@ -310,13 +311,19 @@ class AliasChangeRejected(Event, frozen=True, kw_only=True):
 class PredictionMade(Event, frozen=True, kw_only=True):
     """A model served a prediction (aggregate: the model name).
 
+    ``output`` is what the model answered (for a classifier, the class);
+    ``probabilities``, when the model gave them, its probability for each class
+    (keys are the classes as text), which label-free performance estimation
+    reads.
+
     Schema history: v1 (draft wire format) called ``inputs`` ``features`` and
     ``output`` ``prediction`` and had no ``code_version``; see
-    :func:`upcast_prediction_v1_v2`.
+    :func:`upcast_prediction_v1_v2`. v2 had no ``probabilities``; see
+    :func:`upcast_prediction_v2_v3`.
     """
 
     stream: ClassVar[str] = "serving"
-    schema_version: int = 2
+    schema_version: int = 3
     prediction_id: Id
     model: ServedName
     model_version: Version
@@ -329,6 +336,8 @@ class PredictionMade(Event, frozen=True, kw_only=True):
     #: (never returned to the caller); its label is that prediction's label.
     shadow: bool = False
     paired_with: Id | None = None
+    #: Class -> probability, as the model gave them (``None``: not logged).
+    probabilities: Probabilities | None = None
 
 
 class LabelObserved(Event, frozen=True, kw_only=True):

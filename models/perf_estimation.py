@@ -79,15 +79,19 @@ class ProbabilityView(FrozenState):
     positive: float | None  # P(positive class) of a binary classifier, else None
 
 
-_POSITIVE_NAMES = ("1", "true", "yes", "positive", "pos")
+_POSITIVE_NAMES = ("1", "1.0", "true", "yes", "positive", "pos")
 
 
-def probability_view(output: Any, positive_class: str | None = None) -> ProbabilityView | None:
+def probability_view(output: Any, positive_class: str | None = None,
+                     predicted: str | None = None) -> ProbabilityView | None:
     """Read a prediction's ``output`` as class probabilities; ``None`` if it is not one.
 
     A dict of class -> probability (normalised by its sum) or a float in
     ``[0, 1]`` (P(class ``"1"``)). A two-class dict is binary when its positive
     class is known: ``positive_class``, else a key named 1/true/yes/positive.
+    The predicted class is ``predicted`` when it is a class of the dict (the
+    class the model answered, which a tuned threshold may make other than the
+    most probable one), else the most probable class.
 
     Examples
     --------
@@ -97,6 +101,8 @@ def probability_view(output: Any, positive_class: str | None = None) -> Probabil
     (ProbabilityView(predicted='0', confidence=0.8, positive=0.2), None, None)
     >>> probability_view({"a": 1.0, "b": 1.0, "c": 2.0}).confidence
     0.5
+    >>> probability_view({"0": 0.6, "1": 0.4}, predicted="1")
+    ProbabilityView(predicted='1', confidence=0.4, positive=0.4)
     """
     if isinstance(output, float):
         if not 0.0 <= output <= 1.0:
@@ -114,6 +120,10 @@ def probability_view(output: Any, positive_class: str | None = None) -> Probabil
             best_key, best = str(key), float(value)
     if total <= 0:
         return None
+    if predicted is not None and predicted != best_key:
+        chosen = output.get(predicted)
+        if chosen is not None:
+            best_key, best = predicted, float(chosen)
     positive: float | None = None
     if len(output) == 2:
         pos = positive_class if positive_class in output else next(
@@ -352,11 +362,16 @@ class PerformanceEstimator:
         return self.calibrator is not None
 
     # -- input -----------------------------------------------------------------
-    def update(self, output: Any, key: Hashable, time: dt.datetime | None = None) -> None:
-        """One prediction: its ``output`` (probabilities) and its id ``key``."""
+    def update(self, output: Any, key: Hashable, time: dt.datetime | None = None,
+               predicted: str | None = None) -> None:
+        """One prediction: its ``output`` (probabilities) and its id ``key``.
+
+        ``predicted``: the class the model answered, when ``output`` is its
+        class probabilities (default: the most probable class).
+        """
         if self.estimates:
             self.estimates, self._findings = [], []
-        view = probability_view(output, self.positive_class)
+        view = probability_view(output, self.positive_class, predicted)
         if view is None:
             self.n_skipped += 1
             return

@@ -116,8 +116,9 @@ class QualityMonitor(SnapshotByPickle):
         self.config = config or QualityConfig()
         self._configs: dict[str, QualityConfig] = {}
         self._versions: dict[tuple[str, int], _Version] = {}
-        # model -> prediction id -> (version, output, segment values)
-        self._pending: dict[str, collections.OrderedDict[str, tuple[int, Any, tuple[str, ...]]]] \
+        # model -> prediction id -> (version, output, segment values[, True when the
+        # prediction came with its class probabilities])
+        self._pending: dict[str, collections.OrderedDict[str, tuple[Any, ...]]] \
             = {}
         self.evicted = 0
 
@@ -190,10 +191,16 @@ class QualityMonitor(SnapshotByPickle):
         out: list[Event] = []
         estimator = state.estimator
         if estimator is not None:
-            if state.probabilities is None:
-                state.probabilities = probability_view(ev.output, cfg.positive_class) is not None
+            scores: Any = ev.output
+            predicted: str | None = None
+            if ev.probabilities is not None:  # the class answered, with its probabilities
+                scores = ev.probabilities
+                predicted = None if ev.output is None else str(ev.output)
+                state.probabilities = True  # whatever the first outputs said
+            elif state.probabilities is None:  # outputs that are probabilities themselves
+                state.probabilities = probability_view(scores, cfg.positive_class) is not None
             if state.probabilities:
-                estimator.update(ev.output, pid, ev.time)
+                estimator.update(scores, pid, ev.time, predicted)
                 if estimator.estimates:
                     out += [self._estimated(ev, e) for e in estimator.estimates]
                     out += [self._drop(ev, d, cfg) for d in estimator.findings]
@@ -208,7 +215,9 @@ class QualityMonitor(SnapshotByPickle):
             segments = state.segments.update(ev.inputs)
             if state.predictions % cfg.report_every == 0:
                 out.append(self._segment_report(ev, state))
-        pending[pid] = (ev.model_version, ev.output, segments)
+        # A fourth item marks a prediction logged with its class probabilities.
+        pending[pid] = (ev.model_version, ev.output, segments) if ev.probabilities is None \
+            else (ev.model_version, ev.output, segments, True)
         if len(pending) > cfg.max_pending:
             pending.popitem(last=False)
             self.evicted += 1
@@ -219,15 +228,17 @@ class QualityMonitor(SnapshotByPickle):
         entry = None if pending is None else pending.pop(ev.prediction_id, None)
         if entry is None:
             return []
-        number, output, segments = entry
+        number, output, segments = entry[0], entry[1], entry[2]
         state = self._versions.get((ev.model, number))
         if state is None:
             return []
         out: list[Event] = []
         if state.estimator is not None and state.probabilities and ev.label is not None:
             state.estimator.learn_one(ev.prediction_id, ev.label)
-            if not isinstance(output, dict) and ev.label not in (0, 1):
-                state.estimator = None  # a float output with a non-binary label: regression
+            if type(output) is float and len(entry) == 3 and ev.label not in (0, 1):
+                # a float output read as P(class 1) (no probabilities logged), with a
+                # non-binary label: a regressor
+                state.estimator = None
             else:
                 out += [self._realized(ev, number, c) for c in state.estimator.comparisons]
         if state.segments is not None and segments:

@@ -9,6 +9,8 @@ Examples
 --------
 >>> upcast_prediction_v1_v2({"features": {"x": 1}, "prediction": 0, "schema_version": 1})
 {'schema_version': 2, 'inputs': {'x': 1}, 'output': 0, 'code_version': None}
+>>> upcast_prediction_v2_v3({"inputs": {"x": 1}, "output": 0, "schema_version": 2})
+{'inputs': {'x': 1}, 'output': 0, 'schema_version': 3, 'probabilities': None}
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["UPCASTERS", "WITHHELD_V1_SECRET", "upcast_prediction_v1_v2",
-           "upcast_subscription_v1_v2"]
+           "upcast_prediction_v2_v3", "upcast_subscription_v1_v2"]
 
 Upcaster = Any  # Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -28,6 +30,18 @@ def upcast_prediction_v1_v2(record: dict[str, Any]) -> dict[str, Any]:
     out["output"] = out.pop("prediction", None)
     out.setdefault("code_version", None)
     out["schema_version"] = 2
+    return out
+
+
+def upcast_prediction_v2_v3(record: dict[str, Any]) -> dict[str, Any]:
+    """PredictionMade v2 -> v3: no ``probabilities`` were logged.
+
+    A v2 output that is itself a dict of class probabilities stays the output;
+    label-free performance estimation reads it as before.
+    """
+    out = dict(record)
+    out["schema_version"] = 3
+    out["probabilities"] = None
     return out
 
 
@@ -51,6 +65,7 @@ def upcast_subscription_v1_v2(record: dict[str, Any]) -> dict[str, Any]:
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("PredictionMade", 1): upcast_prediction_v1_v2,
+    ("PredictionMade", 2): upcast_prediction_v2_v3,
     ("AlertSubscriptionCreated", 1): upcast_subscription_v1_v2,
 }
 """``(type, from_version) -> function`` returning the record at ``from_version + 1``."""

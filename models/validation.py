@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelog.models.errors import EventValidationError
+from modelog.models.event_base import MAX_CLASSES
 from modelog.models.events import NAME_PATTERN
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "check_id",
     "check_name",
     "check_output",
+    "check_probabilities",
     "check_scalars",
     "check_time",
     "finite_float",
@@ -183,6 +185,89 @@ def check_output(value: Any, event_type: str, field: str) -> Any:
                                        SIZE_RULE)
         return [finite_float(v, event_type, f"{field}[{i}]") for i, v in enumerate(value)]
     return _coerce(value, event_type, field)
+
+
+PROBABILITY_SUM_TOLERANCE = 0.01
+"""How far from 1 the probabilities of a prediction may sum (float32 models, rounding)."""
+
+
+def _class_key(key: Any, event_type: str, field: str) -> str:
+    if hasattr(key, "item") and callable(key.item) and getattr(key, "ndim", 0) == 0:
+        key = key.item()  # numpy classes (scikit-learn's classes_)
+    if type(key) is str:
+        text = key
+    elif isinstance(key, bool | int | float) and not (isinstance(key, float)
+                                                     and not math.isfinite(key)):
+        text = str(key)
+    else:
+        raise EventValidationError(event_type, field, key,
+                                   "classes must be str, int, float or bool")
+    if not 1 <= len(text) <= 256:
+        raise EventValidationError(event_type, field, key,
+                                   "a class must be 1 to 256 characters as text")
+    return text
+
+
+def check_probabilities(value: Any, output: Any, event_type: str = "PredictionMade",
+                        field: str = "probabilities") -> dict[str, float]:
+    """``value`` checked as a classifier's class probabilities for the answer ``output``.
+
+    A mapping of class -> probability (numpy values and classes are converted;
+    classes become text, as JSON keys are): 2 to 10,000 classes, each
+    probability a finite number in [0, 1], summing to 1 within 0.01. A
+    scalar ``output`` (the class answered) must be one of the classes;
+    ``None`` means the most probable one.
+
+    Examples
+    --------
+    >>> check_probabilities({0: 0.25, 1: 0.75}, 1)
+    {'0': 0.25, '1': 0.75}
+    >>> try:
+    ...     check_probabilities({"no": 0.6, "yes": 0.6}, "yes")
+    ... except EventValidationError as e:
+    ...     print(e.field, e.value, e.rule, sep=" | ")
+    probabilities | 1.2 | must sum to 1 (within 0.01)
+    >>> try:
+    ...     check_probabilities({"no": 0.4, "yes": 0.6}, "maybe")
+    ... except EventValidationError as e:
+    ...     print(e.field, e.value, e.rule, sep=" | ")
+    output | maybe | must be one of the classes of probabilities (no, yes)
+    """
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        value = value.to_dict()  # a pandas Series indexed by class
+    if not isinstance(value, Mapping):
+        raise EventValidationError(event_type, field, value,
+                                   "must be a mapping of class -> probability")
+    if not 2 <= len(value) <= MAX_CLASSES:
+        raise EventValidationError(event_type, field, f"<{len(value):,} classes>",
+                                   f"must name 2 to {MAX_CLASSES:,} classes")
+    out: dict[str, float] = {}
+    total = 0.0
+    for k, v in value.items():
+        key = _class_key(k, event_type, field)
+        p = finite_float(v, event_type, f"{field}.{key}")
+        if not 0.0 <= p <= 1.0:
+            raise EventValidationError(event_type, f"{field}.{key}", v,
+                                       "must be a probability in [0, 1]")
+        if key in out:
+            raise EventValidationError(event_type, field, k,
+                                       "names a class twice (classes compare as text)")
+        out[key] = p
+        total += p
+    if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        raise EventValidationError(event_type, field, round(total, 6),
+                                   f"must sum to 1 (within {PROBABILITY_SUM_TOLERANCE})")
+    if output is not None:
+        if isinstance(output, list | dict):
+            raise EventValidationError(
+                event_type, "output", output,
+                "must be the class answered (a str, int, float or bool) when probabilities "
+                "are logged")
+        if str(output) not in out:
+            shown = ", ".join(list(out)[:10]) + (", ..." if len(out) > 10 else "")
+            raise EventValidationError(event_type, "output", output,
+                                       f"must be one of the classes of probabilities ({shown})")
+    return out
 
 
 def _int64(value: int, event_type: str, field: str) -> int:

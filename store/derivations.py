@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     -- zstd, as the ledger's payload: cheaper checkpoints, smaller file
     inputs JSON USING COMPRESSION zstd,
     output JSON USING COMPRESSION zstd,
-    producer VARCHAR
+    producer VARCHAR,
+    -- class -> probability, when the model gave them (PredictionMade v3)
+    probabilities JSON
 )""",
     "labels": """
 CREATE TABLE IF NOT EXISTS labels (
@@ -312,10 +314,10 @@ DERIVATIONS: dict[str, str] = {
     "predictions": """
 INSERT INTO predictions
 SELECT id, r.prediction_id, r.model, r.model_version, r.code_version, time, r.inputs, r.output,
-       producer
+       producer, r.probabilities
 FROM (SELECT id, time, producer, json_transform(payload, '{"prediction_id": "VARCHAR",
           "model": "VARCHAR", "model_version": "INTEGER", "code_version": "VARCHAR",
-          "inputs": "JSON", "output": "JSON"}') AS r
+          "inputs": "JSON", "output": "JSON", "probabilities": "JSON"}') AS r
       FROM {src} WHERE type = 'PredictionMade')""",
     "labels": """
 INSERT INTO labels

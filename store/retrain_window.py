@@ -27,7 +27,7 @@ Examples
 >>> _ = con.execute(\"\"\"
 ...     INSERT INTO predictions SELECT 'e' || i, 'p' || i, 'churn', 1, NULL,
 ...         TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_minutes(i),
-...         json_object('age', i), '1', 'app' FROM range(10) t(i);
+...         json_object('age', i), '1', 'app', NULL FROM range(10) t(i);
 ...     INSERT INTO labels SELECT 'l' || i, 'p' || i, 'churn',
 ...         TIMESTAMPTZ '2026-01-01 01:00:00+00', CAST(1 AS JSON) FROM range(6) t(i)\"\"\")
 >>> start = dt.datetime(2026, 1, 1, 0, 2, tzinfo=dt.UTC)

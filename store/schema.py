@@ -42,7 +42,7 @@ Examples
 >>> con = duckdb.connect()
 >>> create_schema(con)
 >>> con.execute("select version from schema_info where component = 'projection'").fetchall()
-[(5,)]
+[(6,)]
 >>> sorted(DERIVATIONS)[:6]
 ['alerts', 'alias_history', 'dataset_versions', 'labels', 'model_versions', 'monitor_stats']
 """
@@ -66,13 +66,14 @@ __all__ = [
     "stored_schema_version",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of the projection's tables and views; bump it when they change.
 
 2: the derived tables lost their primary keys (the ledger's key deduplicates).
 3: the lifecycle (runs, params, metrics, datasets, registry) became derived tables,
 plus ``run_latest_metrics``, ``run_datasets``, ``run_artifacts`` and ``lineage_edges``.
-5: ``lineage_edges`` has the retraining edges (alert -> retrain request -> run, window)."""
+5: ``lineage_edges`` has the retraining edges (alert -> retrain request -> run, window).
+6: ``predictions.probabilities`` (class probabilities, ``PredictionMade`` v3)."""
 
 LEDGER_TABLES: tuple[str, ...] = ("events", "consumer_positions", "dead_letters", "schema_info")
 """Tables that are the projection's memory of the log; a rebuild keeps them."""

@@ -82,12 +82,13 @@ class AsyncClient:
     def log_prediction(
         self, model: str, version: int, inputs: Mapping[str, Scalar], output: Any, *,
         prediction_id: str | None = None, code_version: str | None = None,
-        time: dt.datetime | None = None,
+        time: dt.datetime | None = None, probabilities: Mapping[Any, float] | None = None,
     ) -> str:
         """See :meth:`Client.log_prediction` (only enqueues)."""
         return self.client.log_prediction(model, version, inputs, output,
                                           prediction_id=prediction_id,
-                                          code_version=code_version, time=time)
+                                          code_version=code_version, time=time,
+                                          probabilities=probabilities)
 
     def log_label(
         self, model: str, prediction_id: str, label: Any, *, time: dt.datetime | None = None

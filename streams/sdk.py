@@ -77,6 +77,7 @@ from modelog.models.validation import (
     check_id,
     check_name,
     check_output,
+    check_probabilities,
     check_scalars,
     check_time,
 )
@@ -120,6 +121,7 @@ class _PredictionWire(msgspec.Struct, tag_field="type", tag="PredictionMade", gc
     alias: str | None
     shadow: bool
     paired_with: str | None
+    probabilities: dict[str, float] | None
 
 
 _MAX_CACHED_NAMES = 10_000
@@ -181,8 +183,14 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
         prediction_id: str | None = None,
         code_version: str | None = None,
         time: dt.datetime | None = None,
+        probabilities: Mapping[Any, float] | None = None,
     ) -> str:
         """Record that ``model`` version ``version`` answered ``output`` for ``inputs``.
+
+        A classifier passes the class it answered as ``output`` and, to have its
+        accuracy and F1 estimated before labels arrive, its class probabilities
+        as ``probabilities`` (``dict(zip(clf.classes_, clf.predict_proba(X)[0]))``;
+        classes become text).
 
         Returns the prediction id (a new UUIDv7 unless given), to pass to
         :meth:`log_label` when the truth is known. When the SDK makes the
@@ -195,7 +203,9 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
         ------
         EventValidationError
             For a bad model name, a version that is not an int >= 1, inputs that
-            are not a mapping of str -> finite scalar, or a bad output.
+            are not a mapping of str -> finite scalar, a bad output, or
+            probabilities that are not 2+ classes with probabilities in [0, 1]
+            summing to 1, ``output`` among them.
         """
         try:
             key = self._keys[model]
@@ -213,6 +223,8 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
                 raise EventValidationError("PredictionMade", "output", output, FINITE_RULE)
         elif type(output) not in PLAIN_TYPES:
             output = check_output(output, "PredictionMade", "output")
+        if probabilities is not None:
+            probabilities = check_probabilities(probabilities, output)
         new_id = self.new_id
         if prediction_id is None:
             prediction_id = event_id = new_id()
@@ -229,7 +241,7 @@ class Client(RegistryCalls, PolicyCalls, RolloutCalls, PredictorCalls, MonitorCa
         # Encoded by the sender thread; same bytes as codec.encode(PredictionMade(...)).
         self._send(self._serving, key, _PredictionWire(
             event_id, time, model, self._name, _PREDICTION_VERSION, prediction_id, model,
-            version, code_version, feats, output, None, False, None), _json)
+            version, code_version, feats, output, None, False, None, probabilities), _json)
         return prediction_id
 
     def log_label(

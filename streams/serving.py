@@ -53,7 +53,7 @@ from modelog.models.online_models import checkpoint_mac
 from modelog.models.registry import RegistryEvent, RegistryState, VersionInfo, apply
 from modelog.models.serving_events import ShadowFailureLimiter, ShadowScoringFailed
 from modelog.models.traffic import choose_arm
-from modelog.models.validation import check_output, check_scalars
+from modelog.models.validation import check_output, check_probabilities, check_scalars
 from modelog.streams.errors import NoServingVersionError, StreamsError
 
 if TYPE_CHECKING:
@@ -87,6 +87,8 @@ class PredictorStats:
     refused_checkpoints: int = 0
     refused_registry_records: int = 0
     follow_errors: int = 0
+    #: Class probabilities a model gave that could not be logged (the prediction was).
+    probabilities_skipped: int = 0
 
 
 class _Route(NamedTuple):
@@ -143,6 +145,12 @@ class Predictor:
         ``predict`` on a one-row DataFrame (scikit-learn).
     seed
         Seed of the draws of requests without a routing key.
+    log_probabilities
+        Log a classifier's class probabilities with each prediction (scikit-learn's
+        ``predict_proba`` over ``classes_``, River's ``predict_proba_one``), which
+        the worker's performance estimation reads before labels arrive. Ignored
+        with ``predict_fn``. Probabilities that are not valid (one class, not
+        summing to 1) are left out and counted in ``stats.probabilities_skipped``.
 
     Raises
     ------
@@ -160,6 +168,7 @@ class Predictor:
         load_options: Mapping[str, Mapping[str, Any]] | None = None,
         predict_fn: Callable[[Any, Mapping[str, Any]], Any] | None = None,
         seed: int | None = None,
+        log_probabilities: bool = True,
     ) -> None:
         from modelog.streams.registry_agent import RegistryFollower
         from modelog.streams.sdk import _PREDICTION_VERSION, _json, _PredictionWire
@@ -171,6 +180,7 @@ class Predictor:
         self.code_version = code_version if code_version is not None else code_version_label()
         self.load_options = {k: dict(v) for k, v in (load_options or {}).items()}
         self.predict_fn = predict_fn
+        self.log_probabilities = log_probabilities
         self.stats = PredictorStats()
         self._wire, self._json, self._schema = _PredictionWire, _json, _PREDICTION_VERSION
         self._key_bytes = model.encode()
@@ -315,18 +325,57 @@ class Predictor:
             return learner
         return load_version(artifacts, info, **self.load_options.get(info.flavor, {}))
 
-    def _call(self, model: Any, inputs: dict[str, Any], info: VersionInfo) -> Any:
+    def _call(self, model: Any, inputs: dict[str, Any],
+              info: VersionInfo) -> tuple[Any, dict[str, float] | None]:
+        """The model's output for one request, with its class probabilities if it gives them."""
+        proba: Any = None
         if self.predict_fn is not None:
             out = self.predict_fn(model, inputs)
         elif hasattr(model, "predict_one"):
             out = model.predict_one(inputs)
+            if self.log_probabilities and hasattr(model, "predict_proba_one"):
+                proba = self._guarded(model.predict_proba_one, inputs)
         else:
             import pandas as pd
 
             cols = _columns(model, info) or list(inputs)
-            out = model.predict(pd.DataFrame([[inputs.get(c) for c in cols]], columns=cols))[0]
-        return check_output(out.item() if hasattr(out, "item") else out,
-                            "PredictionMade", "output")
+            frame = pd.DataFrame([[inputs.get(c) for c in cols]], columns=cols)
+            out = model.predict(frame)[0]
+            proba = self._sklearn_proba(model, frame)
+            proba = None if proba is None else proba[0]
+        output = check_output(out.item() if hasattr(out, "item") else out,
+                              "PredictionMade", "output")
+        return output, self._checked_proba(proba, output)
+
+    def _guarded(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        try:
+            return fn(arg)
+        except Exception as exc:  # the prediction is logged without them
+            _log.debug("class probabilities of %s failed: %s", self.model, exc)
+            return None
+
+    def _sklearn_proba(self, model: Any, frame: Any) -> list[dict[Any, float]] | None:
+        """Rows of class -> probability from ``predict_proba`` (``None``: none given)."""
+        if not self.log_probabilities or not hasattr(model, "predict_proba"):
+            return None
+        classes = getattr(model, "classes_", None)
+        matrix = self._guarded(model.predict_proba, frame)
+        if classes is None or matrix is None or getattr(matrix, "ndim", 0) != 2 \
+                or matrix.shape[1] != len(classes):
+            return None
+        keys = list(classes)
+        return [dict(zip(keys, row, strict=True)) for row in matrix.tolist()]
+
+    def _checked_proba(self, proba: Any, output: Any) -> dict[str, float] | None:
+        if proba is None:
+            return None
+        try:
+            return check_probabilities(proba, output)
+        except EventValidationError as exc:
+            with self._count_lock:
+                self.stats.probabilities_skipped += 1
+            _log.debug("probabilities of %s not logged: %s", self.model, exc)
+            return None
 
     # -- serving --------------------------------------------------------------------------
     def _choose(self, route: _Route, key: object) -> tuple[str, VersionInfo]:
@@ -359,14 +408,16 @@ class Predictor:
         return feats
 
     def _log(self, version: int, alias: str, feats: dict[str, Any], output: Any,
-             prediction_id: str | None, shadow: bool, paired_with: str | None) -> str:
+             prediction_id: str | None, shadow: bool, paired_with: str | None,
+             probabilities: dict[str, float] | None = None) -> str:
         c = self.client
         event_id = c.new_id()
         time = c.new_id.time
         pid = event_id if prediction_id is None else prediction_id
         c._send(c._serving, self._key_bytes, self._wire(
             event_id, time, self.model, c._name, self._schema, pid, self.model, version,
-            self.code_version, feats, output, alias, shadow, paired_with), self._json)
+            self.code_version, feats, output, alias, shadow, paired_with, probabilities),
+            self._json)
         return pid
 
     def serve(self, inputs: Mapping[str, Any], *, key: object = None,
@@ -388,8 +439,8 @@ class Predictor:
         route = self._route
         alias, info = self._choose(route, key)
         feats = self._check(inputs, info)
-        output = self._call(self._load(info, route), feats, info)
-        pid = self._log(info.version, alias, feats, output, prediction_id, False, None)
+        output, proba = self._call(self._load(info, route), feats, info)
+        pid = self._log(info.version, alias, feats, output, prediction_id, False, None, proba)
         self.stats.served += 1
         for shadow in route.shadows:
             self._submit_shadow(shadow, route, feats, pid)
@@ -419,7 +470,7 @@ class Predictor:
         chosen = [self._choose(route, None if keys is None else keys[i])
                   for i in range(len(rows))]
         feats = [self._check(row, info) for row, (_, info) in zip(rows, chosen, strict=True)]
-        outputs: list[Any] = [None] * len(rows)
+        outputs: list[tuple[Any, dict[str, float] | None]] = [(None, None)] * len(rows)
         groups: dict[str, list[int]] = {}
         for i, (alias, _) in enumerate(chosen):
             groups.setdefault(alias, []).append(i)
@@ -430,22 +481,28 @@ class Predictor:
                 outputs[i] = out
         served = []
         for i, (alias, info) in enumerate(chosen):
-            pid = self._log(info.version, alias, feats[i], outputs[i], None, False, None)
-            served.append(Served(outputs[i], pid, info.version, alias))
+            output, proba = outputs[i]
+            pid = self._log(info.version, alias, feats[i], output, None, False, None, proba)
+            served.append(Served(output, pid, info.version, alias))
         for shadow in route.shadows:  # the batch in one call of each shadow model
             self._submit_shadows(shadow, route, feats, [s.prediction_id for s in served])
         self.stats.served += len(rows)
         return served
 
-    def _call_many(self, model: Any, rows: list[dict[str, Any]], info: VersionInfo) -> list[Any]:
+    def _call_many(self, model: Any, rows: list[dict[str, Any]],
+                   info: VersionInfo) -> list[tuple[Any, dict[str, float] | None]]:
         if self.predict_fn is not None or hasattr(model, "predict_one") or len(rows) == 1:
             return [self._call(model, row, info) for row in rows]
         import pandas as pd
 
         cols = _columns(model, info) or list(rows[0])
         frame = pd.DataFrame([[row.get(c) for c in cols] for row in rows], columns=cols)
-        return [check_output(v.item() if hasattr(v, "item") else v, "PredictionMade", "output")
-                for v in model.predict(frame)]
+        outputs = [check_output(v.item() if hasattr(v, "item") else v, "PredictionMade",
+                                "output") for v in model.predict(frame)]
+        probas = self._sklearn_proba(model, frame)
+        if probas is None or len(probas) != len(outputs):
+            return [(o, None) for o in outputs]
+        return [(o, self._checked_proba(p, o)) for o, p in zip(outputs, probas, strict=True)]
 
     # -- shadows --------------------------------------------------------------------------
     def _submit_shadow(self, alias: str, route: _Route, feats: dict[str, Any],
@@ -475,8 +532,8 @@ class Predictor:
             for row in feats:
                 self._check(row, info)
             outputs = self._call_many(self._load(info, route), feats, info)
-            for row, output, pid in zip(feats, outputs, paired_with, strict=True):
-                self._log(info.version, alias, row, output, None, True, pid)
+            for row, (output, proba), pid in zip(feats, outputs, paired_with, strict=True):
+                self._log(info.version, alias, row, output, None, True, pid, proba)
             with self._count_lock:
                 self.stats.shadow_logged += len(feats)
         except Exception as exc:  # never reaches the caller: counted, logged and alerted

@@ -38,7 +38,7 @@ _SCENARIO_SQL = """
 INSERT INTO predictions
 SELECT 'p-churn-' || i, 'churn-' || i, 'churn', 1, 'abc123',
        $base + i * INTERVAL 5 SECOND, json_object('tenure', i, 'plan', 'basic'),
-       CAST(i % 2 AS JSON), 'pytest'
+       CAST(i % 2 AS JSON), 'pytest', NULL
 FROM range(400) t(i);
 INSERT INTO labels
 SELECT 'l-churn-' || i, 'churn-' || i, 'churn', $base + i * INTERVAL 5 SECOND + INTERVAL 1 SECOND,
@@ -49,7 +49,7 @@ FROM range(400) t(i);
 INSERT INTO predictions
 SELECT 'p-price-' || i, 'price-' || i, 'price', CASE WHEN i < 50 THEN 1 ELSE 2 END, 'abc123',
        $base + i * INTERVAL 10 SECOND, json_object('sqm', 40 + i), CAST(i * 1.5 AS JSON),
-       'pytest'
+       'pytest', NULL
 FROM range(100) t(i);
 INSERT INTO labels
 SELECT 'l-price-' || i, 'price-' || i, 'price', $base + i * INTERVAL 10 SECOND,

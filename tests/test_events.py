@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 
 import jsonschema
 import msgspec
@@ -47,7 +48,7 @@ def test_round_trip_every_type_through_json_schema_examples() -> None:
     raw = codec.encode(ev)
     record = json.loads(raw)
     assert record["type"] == "PredictionMade"
-    assert record["schema_version"] == 2
+    assert record["schema_version"] == 3
     assert "modelog" not in raw.decode().split('"type"')[0]  # no class paths
     assert codec.decode(raw) == ev
 
@@ -76,12 +77,36 @@ def test_v1_prediction_is_upcast_on_read() -> None:
     }
     ev = codec.decode(json.dumps(v1).encode())
     assert isinstance(ev, events.PredictionMade)
-    assert ev.schema_version == 2
+    assert ev.schema_version == 3
     assert ev.inputs == {"age": 30}
     assert ev.output == 1
     assert ev.code_version is None
+    assert ev.probabilities is None
     # Re-encoding writes the current version only.
-    assert json.loads(codec.encode(ev))["schema_version"] == 2
+    assert json.loads(codec.encode(ev))["schema_version"] == 3
+
+
+def test_v2_prediction_is_upcast_to_v3_without_probabilities() -> None:
+    """v2 (before class probabilities) reads as v3 with none; its dict output stays as it was."""
+    current = _prediction(output={"no": 0.3, "yes": 0.7})
+    v2 = json.loads(codec.encode(current))
+    v2["schema_version"] = 2
+    del v2["probabilities"]
+    ev = codec.decode(json.dumps(v2).encode())
+    assert isinstance(ev, events.PredictionMade)
+    assert (ev.schema_version, ev.probabilities, ev.output) == (3, None, {"no": 0.3, "yes": 0.7})
+    assert ev == current
+
+
+def test_a_v3_prediction_carries_its_class_probabilities_checked_on_read() -> None:
+    good = _prediction(output="yes", probabilities={"no": 0.25, "yes": 0.75})
+    assert codec.decode(codec.encode(good)) == good
+    record = json.loads(codec.encode(good))
+    for bad, where in [({"no": 1.5, "yes": 0.1}, "<= 1.0"), ({"no": -0.1, "yes": 1.0}, ">= 0.0"),
+                       ({"yes": 1.0}, "length >= 2"), ({"": 0.5, "x": 0.5}, "length >= 1"),
+                       ([0.2, 0.8], "Expected `object | null`"), ({"a": "0.5", "b": 0.5}, "float")]:
+        with pytest.raises(EventDecodeError, match=re.escape(where)):
+            codec.decode(json.dumps(dict(record, probabilities=bad)).encode())
 
 
 def test_a_record_without_schema_version_is_read_as_version_1() -> None:
@@ -90,12 +115,12 @@ def test_a_record_without_schema_version_is_read_as_version_1() -> None:
     record = json.loads(codec.encode(_prediction(inputs={"schema_version": 2, "age": 3})))
     del record["schema_version"]
     ev = codec.decode(json.dumps(record).encode())
-    assert isinstance(ev, events.PredictionMade) and ev.schema_version == 2
+    assert isinstance(ev, events.PredictionMade) and ev.schema_version == 3
     assert ev.inputs == {}  # upcast from v1: its inputs were "features", absent here
 
 
 def test_newer_schema_version_is_refused_with_advice() -> None:
-    raw = codec.encode(_prediction()).replace(b'"schema_version":2', b'"schema_version":9')
+    raw = codec.encode(_prediction()).replace(b'"schema_version":3', b'"schema_version":9')
     with pytest.raises(EventDecodeError, match="upgrade modelog"):
         codec.decode(raw)
 
@@ -223,6 +248,10 @@ def test_the_workers_one_pass_decode_agrees_with_decode_on_every_record() -> Non
     records = [
         pred, label, unversioned_pred, unversioned_label, v1,
         dict(pred, schema_version=9), dict(label, schema_version=2),
+        dict(pred, schema_version=2), {k: v for k, v in pred.items() if k != "probabilities"},
+        dict(pred, output=1, probabilities={"0": 0.4, "1": 0.6}),
+        dict(pred, schema_version=2, probabilities={"0": 0.4, "1": 0.6}),
+        dict(pred, probabilities={"0": 1.4, "1": 0.6}), dict(pred, probabilities={"1": 1.0}),
         dict(pred, model="bad name"), dict(label, model="churn\n"),
         dict(pred, model="first-seen"), dict(label, model="x" * 129),
         dict(pred, extra={"schema_version": 2, "deep": [[[1]]]}),

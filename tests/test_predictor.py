@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyRegressor
@@ -249,3 +250,34 @@ def test_a_model_fit_on_some_dataset_columns_is_served_with_those(client: Client
     with client.predictor(name) as predictor:
         assert predictor.predict(request) == pytest.approx(expected)
         assert predictor.predict_many([request, request]) == pytest.approx([expected] * 2)
+
+
+def test_a_classifier_logs_its_class_probabilities_with_each_prediction(
+        client: Client, settings: Settings) -> None:
+    """``predict_proba`` over ``classes_`` goes out with the class answered (one request and a
+    batch); ``log_probabilities=False`` leaves them out."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(4)
+    data = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    data["y"] = np.where(data["a"] + rng.normal(scale=0.8, size=300) > 0, "churn", "stay")
+    model = LogisticRegression().fit(data[["a", "b"]], data["y"])
+    name = f"m{uuid.uuid4().hex[:8]}"
+    version = client.register_model(name, model, dataset=data, target="y")
+    client.set_alias(name, "production", version, reason="test")
+    rows = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(20, 2))]
+    with client.predictor(name) as predictor:
+        one = predictor.serve(rows[0])
+        many = predictor.serve_many(rows[1:])
+    with client.predictor(name, log_probabilities=False) as bare:
+        plain = bare.serve(rows[0])
+    client.flush()
+    logged = {p.prediction_id: p for p in predictions(settings, name)}
+    expected = model.predict_proba(pd.DataFrame(rows, columns=["a", "b"]))
+    for i, served in enumerate([one, *many]):
+        p = logged[served.prediction_id]
+        assert p.output == served.output and p.output in ("churn", "stay")
+        assert p.probabilities is not None and set(p.probabilities) == {"churn", "stay"}
+        assert p.probabilities["churn"] == pytest.approx(expected[i][0])
+        assert p.probabilities["stay"] == pytest.approx(expected[i][1])
+    assert logged[plain.prediction_id].probabilities is None

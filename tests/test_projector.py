@@ -223,7 +223,7 @@ def test_build_batch_dedupes_upcasts_and_sorts_out_bad_records() -> None:
     assert batch.records == 6
     assert batch.events.column("id").to_pylist()[0] == p.id
     assert batch.events.num_rows == 2
-    assert batch.events.column("schema_version").to_pylist() == [2, 2]
+    assert batch.events.column("schema_version").to_pylist() == [3, 3]
     assert json.loads(batch.events.column("payload")[1].as_py())["inputs"] == {"x": 1.5}
     assert [(r.offset, "Nope" in r.reason) for r in batch.invalid] == [(13, True), (14, False)]
     assert batch.dead_letters.to_pylist()[0]["source_offset"] == 7
@@ -302,7 +302,7 @@ def test_ledger_and_derived_tables(projected: dict[str, Any]) -> None:
     row = con.execute("SELECT model_version, code_version, inputs, output FROM predictions "
                       "WHERE prediction_id = 'old-0'").fetchall()
     assert row == [(1, None, '{"x":1.5}', "1")]
-    assert scalar(con, "SELECT max(schema_version) FROM events WHERE type = 'PredictionMade'") == 2
+    assert scalar(con, "SELECT max(schema_version) FROM events WHERE type = 'PredictionMade'") == 3
     alerts = con.execute(
         "SELECT type, kind, detector, statistic, threshold, severity, window_size, "
         "prediction_ids, params->>'$.delta', message FROM alerts ORDER BY type").fetchall()

@@ -258,7 +258,7 @@ def _labelled_db(path: Path, n: int) -> None:
     con.execute(f"""
         INSERT INTO predictions SELECT 'e' || i, 'p' || lpad(i::VARCHAR, 4, '0'), 'churn', 1,
             NULL, TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i // 3),
-            json_object('age', i, 'plan', 'pro'), '1', 'app' FROM range({n}) t(i);
+            json_object('age', i, 'plan', 'pro'), '1', 'app', NULL FROM range({n}) t(i);
         INSERT INTO labels SELECT 'l' || i, 'p' || lpad(i::VARCHAR, 4, '0'), 'churn',
             TIMESTAMPTZ '2026-01-01 01:00:00+00', CAST(i % 2 AS JSON) FROM range({n}) t(i)""")
     con.close()

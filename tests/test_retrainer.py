@@ -180,9 +180,10 @@ def test_training_data_joins_first_labels_datasets_and_a_time_ordered_holdout(
     con.execute(f"""
 INSERT INTO predictions SELECT 'e' || i, 'p' || i, 'm', 1, NULL,
     TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_minutes(10 - i),
-    json_object('age', i, 'plan', 'pro', 'extra', 1.5), CAST(i % 2 AS JSON), 'app'
+    json_object('age', i, 'plan', 'pro', 'extra', 1.5), CAST(i % 2 AS JSON), 'app', NULL
 FROM range(10) t(i);
-INSERT INTO predictions VALUES ('x', 'p-other', 'other', 1, NULL, now(), '{{"age": 1}}', '1', 'a');
+INSERT INTO predictions VALUES ('x', 'p-other', 'other', 1, NULL, now(), '{{"age": 1}}', '1', 'a',
+    NULL);
 INSERT INTO labels SELECT 'l' || i, 'p' || i, 'm', TIMESTAMPTZ '2026-01-02 00:00:00+00',
     CAST(i % 3 AS JSON) FROM range(8) t(i);
 INSERT INTO labels VALUES ('late', 'p1', 'm', TIMESTAMPTZ '2026-01-03 00:00:00+00', '7');

@@ -173,6 +173,24 @@ def test_log_prediction_encodes_a_valid_event(offline: tuple[Client, _Recorder])
     assert second.id != "req-7" and second.time == dt.datetime(2026, 3, 3, tzinfo=dt.UTC)
 
 
+def test_log_prediction_with_class_probabilities(offline: tuple[Client, _Recorder]) -> None:
+    client, recorder = offline
+    classes, row = np.array([0, 1, 2]), np.array([0.1, 0.7, 0.2], dtype=np.float32)
+    client.log_prediction("churn", 3, {"age": 4}, np.int64(1),
+                          probabilities=dict(zip(classes, row, strict=True)))
+    event = codec.decode(recorder.sent[-1][2])
+    assert isinstance(event, PredictionMade) and event.schema_version == 3
+    assert event.output == 1 and event.probabilities == pytest.approx(
+        {"0": 0.1, "1": 0.7, "2": 0.2})
+    with pytest.raises(EventValidationError) as info:
+        client.log_prediction("churn", 3, {"age": 4}, 3, probabilities={0: 0.5, 1: 0.5})
+    assert info.value.field == "output" and "one of the classes" in info.value.rule
+    with pytest.raises(EventValidationError) as info:
+        client.log_prediction("churn", 3, {"age": 4}, 1, probabilities={0: 0.5, 1: 0.9})
+    assert info.value.field == "probabilities" and "sum to 1" in info.value.rule
+    assert len(recorder.sent) == 1
+
+
 def test_ids_are_unique_increasing_uuid7() -> None:
     gen = UuidV7()
     ids = [gen() for _ in range(20_000)]
@@ -414,6 +432,9 @@ def test_prediction_fast_encoding_is_byte_identical_to_the_codec(tmp_path: Path)
                                          tzinfo=dt.UTC)
         if i % 5 == 0:
             kwargs["code_version"] = rng.choice(texts)
+        if i % 7 == 0:
+            p = rng.random()
+            output, kwargs["probabilities"] = "yes", {"yes": p, "no": 1.0 - p}
         model = rng.choice(["churn", "m-2", "fraud.v1"])
         client.log_prediction(model, 1 + i % 3, inputs, output, **kwargs)
         raw = recorder.sent[-1][2]

@@ -103,7 +103,7 @@ SELECT 'e' || i, 'p' || i, 'bench', 1, NULL,
        json_object('usage', round(random(), 4), 'tenure', round(random(), 4),
                    'spend', round(50 + random() * 10, 2),
                    'plan', ['basic', 'pro', 'team'][1 + i % 3]),
-       CAST(i % 2 AS JSON), 'bench'
+       CAST(i % 2 AS JSON), 'bench', NULL
 FROM range({rows}) t(i);
 INSERT INTO labels
 SELECT 'l' || i, 'p' || i, 'bench', TIMESTAMPTZ '2026-01-02 00:00:00+00' + to_milliseconds(i),
