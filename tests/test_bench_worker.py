@@ -38,3 +38,22 @@ def test_the_report_says_whether_the_worker_ran_compiled() -> None:
             "latency_p99_s": None, "latency_max_s": None, "processes": 1}
     assert "compiled hot path" in format_report({**base, "compiled": 22})
     assert "plain Python: MODELOG_PURE" in format_report({**base, "compiled": 0})
+
+
+def test_the_benchmark_stream_exercises_every_monitor() -> None:
+    """The backlog's predictions log their class with its probabilities, so label-free
+    estimation runs beside the others; replayed through the worker's two processors,
+    every kind of per-window output comes out."""
+    import datetime as dt
+
+    from modelog.models.monitor import ServingMonitor
+    from modelog.models.quality_monitor import QualityMonitor
+    from modelog.streams.bench.worker import serving_events
+
+    serving, quality = ServingMonitor(), QualityMonitor()
+    kinds: set[str] = set()
+    for event in serving_events("bench-0", 3_000, seed=0, drift_at=2_000,
+                                start=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)):
+        kinds.update(e.type_name() for e in serving.process(event) + quality.process(event))
+    assert {"PerformanceEstimated", "PerformanceRealized", "MultivariateDriftReported",
+            "PredictionsScored", "MonitorStatsReported", "DriftDetected"} <= kinds, kinds

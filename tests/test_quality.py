@@ -167,6 +167,8 @@ def monitor_results() -> dict[str, MonitorResult]:
     ("outliers-low-rate", 2_000),   # measured (5 seeds): median 944, max 1,136 predictions
     ("correlation-flip", 500),      # measured: 249 (the first window closing after the flip)
     ("confidence-drop", 1_000),     # measured: median 249, max 749; labels are 2,000 late
+    # three classes, the class answered logged with its probabilities (PredictionMade v3)
+    ("confidence-drop-classes", 1_000),
     ("segment-us", 1_500),          # measured: 949
     # integers, a bool, a long-tailed category, missing values, against the training
     # profile: measured median 249, max 349; no false alarm (before the fix of the KS
@@ -204,10 +206,35 @@ def test_gross_outliers_are_not_reported_as_multivariate_drift(
     assert monitor_results["outliers-low-rate"].others_after == {}
 
 
+@pytest.mark.parametrize("name", ["confidence-drop", "confidence-drop-classes"])
 def test_the_accuracy_drop_is_estimated_before_any_label_of_the_changed_traffic(
-        monitor_results: dict[str, MonitorResult]) -> None:
-    r = monitor_results["confidence-drop"]
+        monitor_results: dict[str, MonitorResult], name: str) -> None:
+    r = monitor_results[name]
     assert all(d is not None and d < r.scenario.label_delay for d in r.delays)
+
+
+def test_the_three_class_scenario_logs_the_class_with_its_probabilities() -> None:
+    scenario = MONITOR_SCENARIOS["confidence-drop-classes"]
+    _, log = monitor_events(scenario, 0)
+    made = [e for e in log if isinstance(e, PredictionMade)]
+    assert all(e.probabilities is not None and set(e.probabilities) == {"0", "1", "2"}
+               and e.probabilities[str(e.output)] == max(e.probabilities.values())
+               for e in made)
+    _, stable = monitor_events(scenario, 0, changed=False)
+
+    def before(events: list[Event]) -> list[tuple[str, object, object]]:
+        return [(e.prediction_id, e.output, e.probabilities) for e in events
+                if isinstance(e, PredictionMade)][:scenario.change]
+
+    assert before(log) == before(stable)
+
+    def sure_after(events: list[Event]) -> float:
+        after = [max(e.probabilities.values()) for e in events if isinstance(e, PredictionMade)
+                 and e.probabilities is not None][scenario.change:]
+        return sum(after) / len(after)
+
+    # half of the changed inputs sit where every class is about as likely
+    assert sure_after(log) < sure_after(stable) - 0.1
 
 
 def test_the_segment_alert_names_the_degraded_segment_only() -> None:

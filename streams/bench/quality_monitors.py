@@ -18,6 +18,8 @@ fresh :class:`~modelog.models.monitor.ServingMonitor` and
   whose inputs move to its decision boundary; labels arrive 2,000 predictions
   late, so a detection with a shorter delay came before any label of the changed
   traffic (``PerformanceDropEstimated``);
+* ``confidence-drop-classes`` -- the same for a three-class classifier that logs
+  the class it answered with its class ``probabilities`` (``PredictionMade`` v3);
 * ``segment-us`` -- the error of ``country=US`` (30% of traffic) goes from 10% to
   30%, the other countries stay at 10% (``SegmentDegraded`` naming ``country=US``).
 
@@ -56,7 +58,6 @@ from modelog.models.events import (
     MonitorConfigured,
     PredictionMade,
     RunDatasetUsed,
-    Scalar,
 )
 from modelog.models.ids import derived_id, epoch_ms
 from modelog.models.monitor import ServingMonitor
@@ -76,8 +77,9 @@ CHANGE = 5_250
 """Where the built-in scenarios change: mid-window for the 500-prediction windows, so a
 delay includes the wait for the window to fill."""
 
-Row = tuple[dict[str, Scalar], Scalar, Scalar | None]
-"""One prediction: ``(inputs, output, label)`` (``label`` ``None``: never labelled)."""
+Row = tuple[Any, ...]
+"""One prediction: ``(inputs, output, label)`` (``label`` ``None``: never labelled), or
+``(inputs, output, label, probabilities)`` for a classifier logging its class probabilities."""
 
 Generator = Callable[[np.random.Generator, int, bool], list[Row]]
 """``(rng, change, changed) -> rows``: the stream; ``changed=False`` is the stable twin."""
@@ -189,13 +191,15 @@ def monitor_events(scenario: MonitorScenario, seed: int, *, changed: bool = True
         setup += _lifecycle(name, scenario.training(seed))
     rows = scenario.generate(np.random.default_rng(seed), scenario.change, changed)
     log: list[Event] = []
-    for i, (inputs, output, label) in enumerate(rows[:scenario.n]):
+    for i, row in enumerate(rows[:scenario.n]):
+        inputs, output, label = row[0], row[1], row[2]
         at = T0 + dt.timedelta(seconds=i)
         pid = f"{seed}-{i}"
         log.append(PredictionMade(
             id=derived_id(epoch_ms(at), "quality-m", name, tag, "p", str(i)), time=at,
             aggregate=name, producer="modelog-quality", prediction_id=pid, model=name,
-            model_version=1, inputs=inputs, output=output))
+            model_version=1, inputs=inputs, output=output,
+            probabilities=row[3] if len(row) > 3 else None))
         if label is not None:
             when = T0 + dt.timedelta(seconds=i + scenario.label_delay, milliseconds=500)
             log.append(LabelObserved(
@@ -364,6 +368,36 @@ def _confidence(rng: np.random.Generator, change: int, changed: bool) -> list[Ro
             for i in range(n)]
 
 
+_ANGLES = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
+_PROTOTYPES = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1)  # three unit vectors
+
+
+def _classes(rng: np.random.Generator, change: int, changed: bool) -> list[Row]:
+    """Three classes; P(y = k | x) = softmax(2 x . u_k) over three unit vectors ``u_k``,
+    and the model logs exactly those probabilities with the most probable class.
+
+    Inputs come from three clusters at ``1.5 u_k`` (sd 1) until ``change``; then half of
+    them from near the origin (sd 0.5), where every class is about as likely: accuracy
+    falls from ~0.87 to ~0.76 with no label to show it yet.
+    """
+    n = change + 3_000
+    centre = _PROTOTYPES[rng.integers(0, 3, n)] * 1.5
+    x = centre + rng.standard_normal((n, 2))
+    near = rng.normal(0.0, 0.5, (n, 2))  # drawn either way: the stable twin is the same
+    moved = (np.arange(n) >= change) & changed & (rng.random(n) < 0.5)
+    x = np.where(moved[:, None], near, x)
+    logits = 2.0 * x @ _PROTOTYPES.T
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    truth = (rng.random(n)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    rows: list[Row] = []
+    for i in range(n):
+        probs = {str(k): float(p[i, k]) for k in range(3)}
+        rows.append(({"x0": float(x[i, 0]), "x1": float(x[i, 1])}, int(np.argmax(p[i])),
+                     int(min(truth[i], 2)), probs))
+    return rows
+
+
 _COUNTRIES = ("US", "DE", "FR", "GB", "ES")
 
 
@@ -474,6 +508,10 @@ def _builtin() -> dict[str, MonitorScenario]:
                         alert="PerformanceDropEstimated",
                         target=_is("PerformanceDropEstimated"), change=CHANGE, n=CHANGE + 3_000,
                         generate=_confidence, label_delay=2_000),
+        MonitorScenario(name="confidence-drop-classes", monitor="performance estimation",
+                        alert="PerformanceDropEstimated",
+                        target=_is("PerformanceDropEstimated"), change=CHANGE, n=CHANGE + 3_000,
+                        generate=_classes, label_delay=2_000),
         MonitorScenario(name="segment-us", monitor="segments", alert="SegmentDegraded",
                         target=_is("SegmentDegraded", segment="country=US"), change=CHANGE,
                         n=CHANGE + 4_000, generate=_segment,

@@ -73,11 +73,13 @@ def serving_events(model: str, n: int, *, seed: int, start: dt.datetime,
         t = start + step * i
         drifted = drift_at is not None and i >= drift_at
         if i < n:
-            out = rng.randint(0, 1)
+            p1 = round(rng.random(), 4)  # the classifier's P(class 1), logged with its class
+            out = int(p1 >= 0.5)
             outputs.append(out)
             yield PredictionMade(
                 id=f"{model}-e{i}", time=t, aggregate=model, producer="bench",
                 prediction_id=f"{model}-p{i}", model=model, model_version=1, output=out,
+                probabilities={"0": round(1.0 - p1, 4), "1": p1},
                 inputs={"age": rng.gauss(40, 10),
                         "income": rng.lognormvariate(10, 0.5) * (2.0 if drifted else 1.0),
                         "visits": rng.randint(0, 30), "plan": rng.choice(_PLANS),
