@@ -66,7 +66,7 @@ from modelog.models.errors import InvalidParameterError
 from modelog.models.pickled import FrozenState
 
 __all__ = ["HistogramCalibrator", "PerformanceDrop", "PerformanceEstimator", "ProbabilityView",
-           "WindowComparison", "WindowEstimate", "label_key", "probability_view"]
+           "WindowComparison", "WindowEstimate", "label_key", "probability_view", "same_class"]
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__ (compiled)
@@ -131,6 +131,32 @@ def probability_view(output: Any, positive_class: str | None = None,
         if pos is not None:
             positive = float(output[pos]) / total
     return ProbabilityView(best_key, best / total, positive)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def same_class(label: str, predicted: str) -> bool:
+    """Whether a label and a class, both as text, name one class.
+
+    Case aside, and a number whatever its spelling: a label ``1.0`` from a float
+    column is class ``"1"`` of an integer classifier.
+
+    >>> same_class("1.0", "1"), same_class("Yes", "yes"), same_class("1", "2")
+    (True, True, False)
+    """
+    if label == predicted:
+        return True
+    label, predicted = label.lower(), predicted.lower()
+    if label == predicted:
+        return True
+    a = _number(label)
+    return a is not None and a == _number(predicted)
 
 
 def label_key(label: Any, binary_float: bool) -> str:
@@ -447,10 +473,10 @@ class PerformanceEstimator:
             return
         index, predicted, score, pos_name, binary_float = entry
         truth = label_key(label, binary_float)
-        correct = int(truth.lower() == predicted.lower())
+        correct = int(same_class(truth, predicted))
         is_pos = said_pos = False
         if pos_name is not None:
-            is_pos = truth.lower() == pos_name.lower()
+            is_pos = same_class(truth, pos_name)
             said_pos = predicted == pos_name
         if len(self._ref_outcomes) < self.reference_size:
             self._learn_reference(score, pos_name is not None, is_pos, said_pos, correct)

@@ -40,7 +40,7 @@ import hmac
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from modelog.models.errors import EventValidationError
 from modelog.models.events import Event, OnlineModelCheckpointed
-from modelog.models.flavors import fitted_columns
 from modelog.models.online_models import checkpoint_mac
 from modelog.models.registry import RegistryEvent, RegistryState, VersionInfo, apply
 from modelog.models.serving_events import ShadowFailureLimiter, ShadowScoringFailed
 from modelog.models.traffic import choose_arm
-from modelog.models.validation import check_output, check_probabilities, check_scalars
+from modelog.models.validation import check_probabilities, check_scalars
 from modelog.streams.errors import NoServingVersionError, StreamsError
+from modelog.streams.model_calls import PredictFn, call_many, call_one
 
 if TYPE_CHECKING:
     from modelog.streams.sdk import Client
@@ -109,13 +109,6 @@ def code_version_label(path: Any = None) -> str | None:
     return cv.commit[:12] + ("-dirty" if cv.dirty else "")
 
 
-def _columns(model: Any, info: VersionInfo) -> list[str]:
-    """The frame's columns for ``model``: those it was fit on (a scikit-learn model fit on a
-    DataFrame refuses any other set or order), else its version's signature (the training
-    dataset's columns but the target: a request must still carry them all)."""
-    return fitted_columns(model) or [c.name for c in info.signature]
-
-
 class Predictor:
     """Serve ``model`` through its aliases and traffic policy (get one from ``client.predictor``).
 
@@ -166,7 +159,7 @@ class Predictor:
         shadow_workers: int = 2, max_shadow_backlog: int = 1000,
         code_version: str | None = None,
         load_options: Mapping[str, Mapping[str, Any]] | None = None,
-        predict_fn: Callable[[Any, Mapping[str, Any]], Any] | None = None,
+        predict_fn: PredictFn | None = None,
         seed: int | None = None,
         log_probabilities: bool = True,
     ) -> None:
@@ -327,44 +320,10 @@ class Predictor:
 
     def _call(self, model: Any, inputs: dict[str, Any],
               info: VersionInfo) -> tuple[Any, dict[str, float] | None]:
-        """The model's output for one request, with its class probabilities if it gives them."""
-        proba: Any = None
-        if self.predict_fn is not None:
-            out = self.predict_fn(model, inputs)
-        elif hasattr(model, "predict_one"):
-            out = model.predict_one(inputs)
-            if self.log_probabilities and hasattr(model, "predict_proba_one"):
-                proba = self._guarded(model.predict_proba_one, inputs)
-        else:
-            import pandas as pd
-
-            cols = _columns(model, info) or list(inputs)
-            frame = pd.DataFrame([[inputs.get(c) for c in cols]], columns=cols)
-            out = model.predict(frame)[0]
-            proba = self._sklearn_proba(model, frame)
-            proba = None if proba is None else proba[0]
-        output = check_output(out.item() if hasattr(out, "item") else out,
-                              "PredictionMade", "output")
+        """The model's output for one request, with its checked class probabilities."""
+        output, proba = call_one(model, inputs, info, predict_fn=self.predict_fn,
+                                 probabilities=self.log_probabilities)
         return output, self._checked_proba(proba, output)
-
-    def _guarded(self, fn: Callable[[Any], Any], arg: Any) -> Any:
-        try:
-            return fn(arg)
-        except Exception as exc:  # the prediction is logged without them
-            _log.debug("class probabilities of %s failed: %s", self.model, exc)
-            return None
-
-    def _sklearn_proba(self, model: Any, frame: Any) -> list[dict[Any, float]] | None:
-        """Rows of class -> probability from ``predict_proba`` (``None``: none given)."""
-        if not self.log_probabilities or not hasattr(model, "predict_proba"):
-            return None
-        classes = getattr(model, "classes_", None)
-        matrix = self._guarded(model.predict_proba, frame)
-        if classes is None or matrix is None or getattr(matrix, "ndim", 0) != 2 \
-                or matrix.shape[1] != len(classes):
-            return None
-        keys = list(classes)
-        return [dict(zip(keys, row, strict=True)) for row in matrix.tolist()]
 
     def _checked_proba(self, proba: Any, output: Any) -> dict[str, float] | None:
         if proba is None:
@@ -491,18 +450,8 @@ class Predictor:
 
     def _call_many(self, model: Any, rows: list[dict[str, Any]],
                    info: VersionInfo) -> list[tuple[Any, dict[str, float] | None]]:
-        if self.predict_fn is not None or hasattr(model, "predict_one") or len(rows) == 1:
-            return [self._call(model, row, info) for row in rows]
-        import pandas as pd
-
-        cols = _columns(model, info) or list(rows[0])
-        frame = pd.DataFrame([[row.get(c) for c in cols] for row in rows], columns=cols)
-        outputs = [check_output(v.item() if hasattr(v, "item") else v, "PredictionMade",
-                                "output") for v in model.predict(frame)]
-        probas = self._sklearn_proba(model, frame)
-        if probas is None or len(probas) != len(outputs):
-            return [(o, None) for o in outputs]
-        return [(o, self._checked_proba(p, o)) for o, p in zip(outputs, probas, strict=True)]
+        return [(o, self._checked_proba(p, o)) for o, p in call_many(
+            model, rows, info, predict_fn=self.predict_fn, probabilities=self.log_probabilities)]
 
     # -- shadows --------------------------------------------------------------------------
     def _submit_shadow(self, alias: str, route: _Route, feats: dict[str, Any],

@@ -212,3 +212,17 @@ def test_probabilities_that_start_late_are_still_estimated() -> None:
     estimator = qm.estimator("m", 1)
     assert estimator is not None and estimator.n_predictions == 1_000
     assert len(_figures(out, "PerformanceEstimated", "accuracy")) == 2
+
+
+def test_labels_from_a_float_column_match_integer_classes() -> None:
+    """Labels read from a float column (1.0) name the classes "0"/"1" of an integer
+    classifier: the realized accuracy counts them right."""
+    rng = random.Random(3)
+    log: list[Event] = []
+    for i in range(2_000):
+        p1 = rng.uniform(0.05, 0.95)
+        out = int(p1 >= 0.5)
+        log.append(_prediction(i, output=out, probabilities={"0": 1 - p1, "1": p1}))
+        log.append(_label(i, float(out)))  # always right
+    realized = _figures(_run(log), "PerformanceRealized", "realized_accuracy")
+    assert realized and all(a == 1.0 for a in realized), realized
