@@ -281,3 +281,18 @@ def test_a_classifier_logs_its_class_probabilities_with_each_prediction(
         assert p.probabilities["churn"] == pytest.approx(expected[i][0])
         assert p.probabilities["stay"] == pytest.approx(expected[i][1])
     assert logged[plain.prediction_id].probabilities is None
+
+
+def test_a_river_classifier_logs_predict_proba_one(client: Client, settings: Settings) -> None:
+    from river import linear_model
+
+    name = f"m{uuid.uuid4().hex[:8]}"
+    version = client.register_model(name, linear_model.LogisticRegression(), online=True)
+    client.set_alias(name, "production", version, reason="online")
+    with client.predictor(name) as predictor:
+        served = predictor.serve({"x": 1.0})
+    client.flush()
+    [logged] = [p for p in predictions(settings, name) if p.prediction_id == served.prediction_id]
+    # nothing learned yet: even odds, and the class answered is one of them
+    assert logged.probabilities == {"False": 0.5, "True": 0.5}
+    assert str(logged.output) in logged.probabilities
